@@ -1,0 +1,1 @@
+"""LangChain models for Vast.ai Serverless endpoints."""

@@ -1,0 +1,1 @@
+"""A LlamaIndex LLM for Vast.ai Serverless endpoints."""

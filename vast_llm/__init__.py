@@ -1,0 +1,58 @@
+"""vast_llm: a Vast.ai Serverless endpoint as a verified, retrying LLM client.
+
+The routing core: obtains a worker per call from the autoscaler, verifies the signed
+assignment before any worker is contacted, calls the worker (TGI or OpenAI-compatible), streams
+tokens, retries what is safe to retry and raises typed errors (see :mod:`vast_llm._errors`).
+"""
+
+from ._client import AsyncStream, AsyncVastClient, Stream, VastClient
+from ._config import Settings
+from ._errors import (
+    AuthenticationError,
+    ConfigError,
+    EndpointStopped,
+    NoWorkerReady,
+    RouteError,
+    SignatureError,
+    VastConnectionError,
+    VastError,
+    VastSecurityWarning,
+    VastTimeout,
+    WorkerError,
+    WorkerStreamError,
+)
+from ._retry import Backoff
+from ._transport import AsyncVastTransport, VastTransport
+from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, ToolCallDelta, Usage
+from ._version import __version__
+
+__all__ = [
+    "Assignment",
+    "AsyncStream",
+    "AsyncVastClient",
+    "AsyncVastTransport",
+    "AuthenticationError",
+    "Backoff",
+    "Chunk",
+    "Completion",
+    "ConfigError",
+    "EndpointStopped",
+    "NoWorkerReady",
+    "RouteError",
+    "RouteInfo",
+    "Settings",
+    "SignatureError",
+    "Stream",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+    "VastClient",
+    "VastConnectionError",
+    "VastError",
+    "VastSecurityWarning",
+    "VastTimeout",
+    "VastTransport",
+    "WorkerError",
+    "WorkerStreamError",
+    "__version__",
+]

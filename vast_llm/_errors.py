@@ -1,0 +1,145 @@
+"""The errors vast_llm raises. Every one is a ``VastError``; catch the leaf you can act on.
+
+::
+
+    VastError
+    ├── ConfigError               a setting is missing or wrong (raised at construction)
+    ├── RouteError                the autoscaler refused the request (.status_code, .body)
+    │   ├── AuthenticationError   the API key was rejected
+    │   └── NoWorkerReady         no worker became ready before the deadline (.status)
+    │       └── EndpointStopped   the endpoint is stopped: start it, nothing will come
+    ├── SignatureError            the assignment's signature did not verify (never retried)
+    ├── WorkerError               the worker refused or failed the request (.status_code, .body)
+    │   └── WorkerStreamError     the answer was cut, malformed or carried an error event
+    └── VastConnectionError       the autoscaler or worker could not be reached
+        └── VastTimeout           a timeout or the overall deadline passed
+
+Messages never contain the API key: every excerpt of a response body goes through
+:func:`excerpt`, which also strips control characters and truncates.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "EndpointStopped",
+    "NoWorkerReady",
+    "RouteError",
+    "SignatureError",
+    "VastConnectionError",
+    "VastError",
+    "VastSecurityWarning",
+    "VastTimeout",
+    "WorkerError",
+    "WorkerStreamError",
+    "excerpt",
+]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_SPACES = re.compile(r"\s+")
+_EXCERPT_LIMIT = 300
+
+
+def excerpt(
+    body: bytes | str | None, *, secret: str | None = None, limit: int = _EXCERPT_LIMIT
+) -> str:
+    """A short, printable, secret-free excerpt of a response body for an error message."""
+    if body is None:
+        return ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    if secret:
+        text = text.replace(secret, "***")
+    text = _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
+
+
+class VastError(Exception):
+    """Base class of every error raised by vast_llm."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep errors picklable (multiprocessing, LangChain tracers) despite keyword-only fields.
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
+
+def _rebuild(cls: type[VastError], message: str, state: dict[str, Any]) -> VastError:
+    error = cls.__new__(cls)
+    VastError.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class ConfigError(VastError, ValueError):
+    """A setting is missing or invalid; raised when the client is constructed."""
+
+
+class RouteError(VastError):
+    """The autoscaler's ``/route/`` call failed or answered with an error."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, body: str = "") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class AuthenticationError(RouteError):
+    """The autoscaler rejected the API key (check ``VAST_API_KEY``)."""
+
+
+class NoWorkerReady(RouteError):
+    """No worker became ready before the deadline; ``.status`` is the router's last status."""
+
+    def __init__(self, message: str, *, status: Any = None, status_code: int | None = 200) -> None:
+        super().__init__(message, status_code=status_code, body=excerpt(str(status)))
+        self.status = status
+
+
+class EndpointStopped(NoWorkerReady):
+    """The endpoint is stopped, so no worker will become ready until it is started again."""
+
+
+class SignatureError(VastError):
+    """The route answer's signature did not verify, so no worker was contacted (never retried)."""
+
+
+class WorkerError(VastError):
+    """The worker refused or failed the request (``.status_code``, ``.body`` excerpt)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        body: str = "",
+        worker_url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+        self.worker_url = worker_url
+        self.content = b""  # the whole error body as received (workers never see the key)
+
+
+class WorkerStreamError(WorkerError):
+    """The worker's answer was cut, malformed, or carried an error event after it started."""
+
+
+class VastConnectionError(VastError):
+    """The autoscaler or a worker could not be reached."""
+
+
+class VastTimeout(VastConnectionError):
+    """A call timed out, or the overall deadline passed."""
+
+
+class VastSecurityWarning(UserWarning):
+    """A setting weakens security (plain HTTP to a remote host, signature checks off)."""

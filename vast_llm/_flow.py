@@ -1,0 +1,637 @@
+"""One routed request, written once: route → wait → verify → call the worker → retry.
+
+The logic is a sans-I/O generator, the way httpx writes its auth flows: it *yields* what it
+needs done (:class:`Send` a request, :class:`ReadBody` of a response, :class:`Sleep`,
+:class:`GetKey`) and receives the result, or has the failure thrown into it. Two thin drivers
+(:func:`run_sync`, :func:`run_async`) carry the actions out with ``httpx.Client`` /
+``httpx.AsyncClient``; neither makes a decision of its own.
+
+Rules the flow keeps (protocol.md §3–§5):
+
+- the route answer is verified before any worker is contacted; a failed check is never retried;
+- every worker attempt gets a fresh route (a route answer is never used twice), with the
+  same ``request_idx`` so the request keeps its place;
+- connection failures, 408, 429 and 5xx are retried with backoff, within ``max_retries`` and
+  the deadline; other 4xx fail at once, quoting the body;
+- once the worker's answer has started (status 2xx) the flow is over: nothing after that is
+  ever retried, so nothing reaches a worker twice after its first byte;
+- the API key goes to the router only, never to a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ._config import Settings
+from ._errors import (
+    EndpointStopped,
+    NoWorkerReady,
+    RouteError,
+    SignatureError,
+    VastConnectionError,
+    VastError,
+    VastTimeout,
+    WorkerError,
+    excerpt,
+)
+from ._retry import parse_retry_after, retryable_status
+from ._route import USER_AGENT, Ready, Rejected, Waiting, build_route_request, parse_route_answer
+from ._signing import load_public_key, verify
+from ._types import Assignment, RouteInfo
+
+__all__ = [
+    "Context",
+    "Fetched",
+    "GetKey",
+    "KeyStore",
+    "ReadBody",
+    "Send",
+    "Sleep",
+    "request_flow",
+    "route_flow",
+    "run_async",
+    "run_sync",
+]
+
+logger = logging.getLogger("vast_llm")
+
+T = TypeVar("T")
+
+ROUTE_READ_LIMIT = 1 << 20  # a route answer is a few hundred bytes; refuse to buffer more
+ERROR_READ_LIMIT = 64 << 10  # enough of an error body to quote
+# Worker request headers that could carry a credential: never forwarded to a worker.
+_SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "api-key",
+        "openai-organization",
+    }
+)
+_HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+# -- actions: what the flow asks its driver to do -------------------------------------------
+
+
+@dataclass(slots=True)
+class Send:
+    """Send a request. With ``read_limit`` the driver reads the body and answers a
+    :class:`Fetched`; without, it answers the open ``httpx.Response`` (headers only)."""
+
+    request: httpx.Request
+    read_limit: int | None = None
+
+
+@dataclass(slots=True)
+class ReadBody:
+    """Read up to ``limit`` bytes of an open response, then close it; answers ``bytes``."""
+
+    response: httpx.Response
+    limit: int = ERROR_READ_LIMIT
+
+
+@dataclass(slots=True)
+class Sleep:
+    """Wait; answers None."""
+
+    seconds: float
+
+
+@dataclass(slots=True)
+class GetKey:
+    """The autoscaler's public key; with ``stale``, replace that key by a fresh fetch."""
+
+    stale: rsa.RSAPublicKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A response read whole (up to a limit) and closed."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+
+Action = Send | ReadBody | Sleep | GetKey
+Flow = Generator[Action, Any, T]
+
+
+class Context:
+    """Per-client state the flow needs: the clock, the jitter source, warn-once memory."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._warned = False
+
+    def warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning(message)
+
+
+# -- the public key -------------------------------------------------------------------------
+
+
+def _fetch_key_flow(s: Settings) -> Flow[rsa.RSAPublicKey]:
+    url = s.base_url + "/pubkey/"
+    hint = (
+        " Pin the key with public_key= (or VAST_PUBLIC_KEY), or see signature_policy "
+        "('strict' | 'warn' | 'off')."
+    )
+    tries = 3
+    for attempt in range(tries):
+        request = httpx.Request(
+            "GET",
+            url,
+            headers={"Accept": "text/plain, */*", "User-Agent": USER_AGENT},
+            extensions={"timeout": httpx.Timeout(s.route_timeout).as_dict()},
+        )
+        try:
+            got: Fetched = yield Send(request, read_limit=64 << 10)
+        except httpx.TransportError as exc:
+            if attempt + 1 < tries:
+                yield Sleep(s.backoff.retry_delay(attempt, random.Random()))
+                continue
+            raise _transport_error(f"the autoscaler's public key at {url}", exc) from exc
+        if got.status_code == 200:
+            try:
+                return load_public_key(got.content.strip())
+            except VastError:
+                raise SignatureError(
+                    f"{url} did not serve a PEM public key (got {excerpt(got.content)!r}), "
+                    "so no worker assignment can be verified." + hint
+                ) from None
+        if retryable_status(got.status_code) and attempt + 1 < tries:
+            yield Sleep(s.backoff.retry_delay(attempt, random.Random()))
+            continue
+        raise SignatureError(
+            f"could not fetch the autoscaler's public key: HTTP {got.status_code} from {url} "
+            f"({excerpt(got.content)!r}), so no worker assignment can be verified." + hint
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class KeyStore:
+    """The autoscaler's public key for one client: pinned, or fetched once and cached.
+
+    Concurrent first calls fetch once (a lock per thread world and one per event loop); a
+    signature failure replaces the key once (rotation), and concurrent failures with the same
+    stale key still fetch once.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._key = settings.public_key
+        self._lock = threading.Lock()
+        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+        self._async_locks = weakref.WeakKeyDictionary()
+        self.fetches = 0
+
+    @property
+    def pinned(self) -> bool:
+        return self._settings.public_key is not None
+
+    def _current(self, stale: rsa.RSAPublicKey | None) -> rsa.RSAPublicKey | None:
+        key = self._key
+        if key is not None and (key is not stale or self.pinned):
+            return key
+        return None
+
+    def get(self, client: httpx.Client, stale: rsa.RSAPublicKey | None = None) -> rsa.RSAPublicKey:
+        key = self._current(stale)
+        if key is not None:
+            return key
+        with self._lock:
+            key = self._current(stale)
+            if key is None:
+                key = run_sync(_fetch_key_flow(self._settings), client, self)
+                self._key, self.fetches = key, self.fetches + 1
+            return key
+
+    async def aget(
+        self, client: httpx.AsyncClient, stale: rsa.RSAPublicKey | None = None
+    ) -> rsa.RSAPublicKey:
+        key = self._current(stale)
+        if key is not None:
+            return key
+        loop = asyncio.get_running_loop()
+        lock = self._async_locks.get(loop)
+        if lock is None:
+            lock = self._async_locks[loop] = asyncio.Lock()
+        async with lock:
+            key = self._current(stale)
+            if key is None:
+                key = await run_async(_fetch_key_flow(self._settings), client, self)
+                self._key, self.fetches = key, self.fetches + 1
+            return key
+
+
+# -- the flow -------------------------------------------------------------------------------
+
+
+def _transport_error(what: str, exc: httpx.TransportError) -> VastConnectionError:
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return VastTimeout(f"{what} did not answer in time ({type(exc).__name__}: {detail})")
+    return VastConnectionError(f"cannot reach {what} ({type(exc).__name__}: {detail})")
+
+
+@dataclass
+class _RouteState:
+    started: float
+    deadline_at: float
+    request_idx: int | None = None
+    route_calls: int = 0
+    last_status: Any = None
+
+
+def _signature_flow(s: Settings, ctx: Context, body: Mapping[str, Any]) -> Flow[str]:
+    if s.signature_policy == "off":
+        return "unchecked"
+    try:
+        key: rsa.RSAPublicKey = yield GetKey()
+        recipe = verify(key, body, s.recipes)
+        if recipe is None and not s.public_key:
+            # Maybe the autoscaler rotated its key: fetch it once more before giving up.
+            key = yield GetKey(stale=key)
+            recipe = verify(key, body, s.recipes)
+    except (SignatureError, VastConnectionError) as exc:
+        if s.signature_policy == "strict":
+            raise
+        problem = str(exc)
+    else:
+        if recipe is not None:
+            return recipe
+        missing = not body.get("signature")
+        problem = (
+            f"the route answer for worker {body.get('url')!r} "
+            + ("carries no signature" if missing else "has a signature that does not verify")
+            + f" under the autoscaler's key (recipes tried: {', '.join(s.recipes)})"
+        )
+        if s.signature_policy == "strict":
+            raise SignatureError(
+                problem + "; the worker was not contacted. If production changed how it signs, "
+                "signature_policy='warn' (or VAST_SIGNATURE_POLICY=warn) accepts it with a warning."
+            )
+    ctx.warn_once(f"{problem}; going on because signature_policy='warn'")
+    return "unverified"
+
+
+def _assign_flow(
+    s: Settings, ctx: Context, cost: float, state: _RouteState
+) -> Flow[tuple[Ready, str]]:
+    polls = 0
+    failures = 0
+    last_error: VastError | None = None
+    while True:
+        remaining = state.deadline_at - ctx.clock()
+        if remaining <= 0:
+            if last_error is not None:
+                raise _annotate(last_error, f"gave up at the {s.deadline:g}s deadline")
+            raise NoWorkerReady(
+                f"no worker of endpoint {s.endpoint!r} became ready within the {s.deadline:g}s "
+                f"deadline (last status: {excerpt(str(state.last_status)) or 'none given'}); "
+                "raise deadline= or check the endpoint's workers in the Vast.ai console",
+                status=state.last_status,
+            )
+        request = build_route_request(
+            s.base_url,
+            s.endpoint,
+            s.api_key,
+            cost,
+            state.request_idx,
+            min(s.route_timeout, remaining),
+        )
+        state.route_calls += 1
+        outcome: Ready | Waiting | Rejected
+        try:
+            got: Fetched = yield Send(request, read_limit=ROUTE_READ_LIMIT)
+        except httpx.TransportError as exc:
+            outcome = Rejected(_route_transport_error(s, exc), retryable=True)
+        else:
+            outcome = parse_route_answer(
+                got.status_code,
+                got.headers,
+                got.content,
+                endpoint=s.endpoint,
+                base_url=s.base_url,
+                api_key=s.api_key,
+            )
+        if isinstance(outcome, Ready):
+            if outcome.request_idx is not None:
+                state.request_idx = outcome.request_idx
+            recipe = yield from _signature_flow(s, ctx, outcome.body)
+            return outcome, recipe
+        if isinstance(outcome, Waiting):
+            failures, last_error = 0, None
+            if outcome.request_idx is not None:
+                state.request_idx = outcome.request_idx
+            state.last_status = outcome.status
+            if outcome.stopped:
+                raise EndpointStopped(
+                    f"endpoint {s.endpoint!r} is stopped (router status: "
+                    f"{excerpt(str(outcome.status))!r}); start it in the Vast.ai console",
+                    status=outcome.status,
+                )
+            delay = s.backoff.poll_delay(polls, ctx.rng)
+            polls += 1
+            logger.debug(
+                "no worker ready for %r yet (%s); re-polling in %.2fs",
+                s.endpoint,
+                excerpt(str(outcome.status)),
+                delay,
+            )
+        else:
+            if not outcome.retryable:
+                raise outcome.error
+            failures += 1
+            last_error = outcome.error
+            if failures > s.max_retries:
+                raise _annotate(outcome.error, f"after {failures} attempts")
+            delay = s.backoff.retry_delay(failures - 1, ctx.rng, outcome.retry_after)
+            logger.info("route call failed (%s); retrying in %.2fs", outcome.error, delay)
+        yield Sleep(max(0.0, min(delay, state.deadline_at - ctx.clock())))
+
+
+def _route_transport_error(s: Settings, exc: httpx.TransportError) -> RouteError:
+    cause = _transport_error(f"the autoscaler at {s.base_url}", exc)
+    error = RouteError(cause.message)
+    error.__cause__ = cause
+    return error
+
+
+def _annotate(error: VastError, note: str) -> VastError:
+    error.message = f"{error.message} ({note})"
+    error.args = (error.message,)
+    return error
+
+
+def route_flow(s: Settings, ctx: Context, cost: float) -> Flow[Assignment]:
+    """Obtain one verified assignment (waiting while no worker is ready)."""
+    started = ctx.clock()
+    state = _RouteState(started=started, deadline_at=started + s.deadline)
+    ready, recipe = yield from _assign_flow(s, ctx, cost, state)
+    return Assignment(body=ready.body, route=_route_info(s, ready, recipe, state, 0, ctx))
+
+
+def _route_info(
+    s: Settings, ready: Ready, recipe: str, state: _RouteState, attempts: int, ctx: Context
+) -> RouteInfo:
+    reqnum = ready.body.get("reqnum")
+    return RouteInfo(
+        endpoint=s.endpoint,
+        worker_url=ready.url,
+        reqnum=reqnum if isinstance(reqnum, int) else None,
+        request_idx=state.request_idx,
+        attempts=attempts,
+        route_calls=state.route_calls,
+        route_latency=ctx.clock() - state.started,
+        signature=recipe,
+    )
+
+
+def worker_body(s: Settings, route_body: Mapping[str, Any], payload: Any) -> bytes:
+    """The worker request body: the signed assignment forwarded verbatim, plus the payload."""
+    if s.payload_format == "flat":
+        if not isinstance(payload, Mapping):
+            raise TypeError("the flat (legacy) format needs a JSON object payload")
+        return json.dumps({**route_body, **payload}).encode()
+    return json.dumps({"auth_data": route_body, "session_id": None, "payload": payload}).encode()
+
+
+def _worker_request(
+    s: Settings,
+    ready: Ready,
+    path: str,
+    payload: Any,
+    stream: bool,
+    headers: Mapping[str, str] | None,
+    remaining: float,
+) -> httpx.Request:
+    request_headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+        "User-Agent": USER_AGENT,
+    }
+    for name, value in (headers or {}).items():
+        lowered = name.lower()
+        if lowered not in _SECRET_HEADERS and lowered not in _HOP_HEADERS:
+            request_headers[name] = value
+    timeout = s.timeout.as_dict()
+    # Connecting counts against the deadline; reading is bounded by the idle timeout.
+    for phase in ("connect", "pool"):
+        limit = timeout.get(phase)
+        timeout[phase] = max(0.001, remaining if limit is None else min(limit, remaining))
+    return httpx.Request(
+        "POST",
+        ready.url + path,
+        headers=request_headers,
+        content=worker_body(s, ready.body, payload),
+        extensions={"timeout": timeout},
+    )
+
+
+# Failures where the request cannot have started work on the worker: safe to send again.
+_SAFE_TO_RETRY = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+    httpx.RemoteProtocolError,  # the worker dropped the connection without any answer
+    httpx.ReadError,
+)
+
+
+def _worker_error(
+    s: Settings, status_code: int, body: bytes, url: str, attempts: int
+) -> WorkerError:
+    quoted = excerpt(body, secret=s.api_key)
+    hints = {
+        401: "the worker refused the assignment's signature (or a replayed one)",
+        404: "the worker has no such route: check api= ('tgi' or 'openai') for this template",
+        410: "the worker does not know the session",
+        413: "the request is too large for the worker",
+        422: "the worker could not read the request (see body)",
+        429: "the worker is overloaded",
+    }
+    hint = hints.get(status_code, "the worker failed" if status_code >= 500 else "refused")
+    error = WorkerError(
+        f"HTTP {status_code} from worker {url}: {hint}" + (f": {quoted}" if quoted else ""),
+        status_code=status_code,
+        body=quoted,
+        worker_url=url,
+    )
+    # The unabridged body, for VastTransport to hand back to an SDK as the response.
+    error.content = body
+    return error
+
+
+def request_flow(
+    s: Settings,
+    ctx: Context,
+    *,
+    path: str,
+    payload: Any,
+    cost: float,
+    stream: bool,
+    headers: Mapping[str, str] | None = None,
+) -> Flow[tuple[httpx.Response, RouteInfo]]:
+    """Route, verify and call the worker until it starts answering (2xx); retry before that.
+
+    Returns the open worker response (the caller reads and closes it) and the route facts.
+    """
+    started = ctx.clock()
+    state = _RouteState(started=started, deadline_at=started + s.deadline)
+    attempts = 0
+    while True:
+        ready, recipe = yield from _assign_flow(s, ctx, cost, state)
+        attempts += 1
+        info = _route_info(s, ready, recipe, state, attempts, ctx)
+        request = _worker_request(
+            s, ready, path, payload, stream, headers, state.deadline_at - ctx.clock()
+        )
+        retry_after: float | None = None
+        error: VastError
+        try:
+            response: httpx.Response = yield Send(request)
+        except _SAFE_TO_RETRY as exc:
+            error = _transport_error(f"worker {ready.url}", exc)
+        except httpx.TransportError as exc:
+            # A read timeout: the worker may still be working on it. Sending it again could
+            # run it twice, so this one is not retried.
+            raise _transport_error(f"worker {ready.url}", exc) from exc
+        else:
+            if 200 <= response.status_code < 300:
+                return response, info
+            body: bytes = yield ReadBody(response)
+            error = _worker_error(s, response.status_code, body, ready.url, attempts)
+            if not retryable_status(response.status_code):
+                raise error
+            retry_after = parse_retry_after(response.headers)
+        if attempts > s.max_retries:
+            raise _annotate(error, f"after {attempts} attempts")
+        delay = s.backoff.retry_delay(attempts - 1, ctx.rng, retry_after)
+        if ctx.clock() + delay >= state.deadline_at:
+            raise _annotate(error, f"no time left before the {s.deadline:g}s deadline")
+        logger.info("worker attempt %d failed (%s); re-routing in %.2fs", attempts, error, delay)
+        yield Sleep(delay)
+
+
+# -- drivers: carry out the actions, decide nothing ------------------------------------------
+
+
+def _read_limited_sync(response: httpx.Response, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    try:
+        for part in response.iter_bytes():
+            parts.append(part)
+            size += len(part)
+            if size >= limit:
+                break
+    finally:
+        response.close()
+    return b"".join(parts)[:limit]
+
+
+async def _read_limited_async(response: httpx.Response, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for part in response.aiter_bytes():
+            parts.append(part)
+            size += len(part)
+            if size >= limit:
+                break
+    finally:
+        await response.aclose()
+    return b"".join(parts)[:limit]
+
+
+def _send_kwargs() -> dict[str, Any]:
+    # auth=None: a user-supplied client's auth must never be applied to these requests.
+    return {"stream": True, "auth": None, "follow_redirects": False}
+
+
+def run_sync(flow: Flow[T], client: httpx.Client, keys: KeyStore) -> T:
+    """Drive a flow with a sync httpx client."""
+    value: Any = None
+    error: Exception | None = None
+    try:
+        while True:
+            try:
+                action = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(action, Send):
+                    response = client.send(action.request, **_send_kwargs())
+                    if action.read_limit is None:
+                        value = response
+                    else:
+                        content = _read_limited_sync(response, action.read_limit)
+                        value = Fetched(response.status_code, response.headers, content)
+                elif isinstance(action, ReadBody):
+                    value = _read_limited_sync(action.response, action.limit)
+                elif isinstance(action, Sleep):
+                    time.sleep(action.seconds)
+                else:
+                    value = keys.get(client, action.stale)
+            except Exception as exc:
+                error = exc
+    finally:
+        flow.close()
+
+
+async def run_async(flow: Flow[T], client: httpx.AsyncClient, keys: KeyStore) -> T:
+    """Drive a flow with an async httpx client."""
+    value: Any = None
+    error: Exception | None = None
+    try:
+        while True:
+            try:
+                action = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(action, Send):
+                    response = await client.send(action.request, **_send_kwargs())
+                    if action.read_limit is None:
+                        value = response
+                    else:
+                        content = await _read_limited_async(response, action.read_limit)
+                        value = Fetched(response.status_code, response.headers, content)
+                elif isinstance(action, ReadBody):
+                    value = await _read_limited_async(action.response, action.limit)
+                elif isinstance(action, Sleep):
+                    await asyncio.sleep(action.seconds)
+                else:
+                    value = await keys.aget(client, action.stale)
+            except Exception as exc:
+                error = exc
+    finally:
+        flow.close()

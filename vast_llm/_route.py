@@ -1,0 +1,176 @@
+"""The autoscaler's ``/route/`` call: building the request and reading the answer. Pure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ._errors import AuthenticationError, RouteError, excerpt
+from ._retry import parse_retry_after, retryable_status
+from ._version import __version__
+
+__all__ = ["Ready", "Rejected", "Waiting", "build_route_request", "parse_route_answer"]
+
+# What the official SDK sends: after this many seconds an unanswered request may be replayed.
+REPLAY_TIMEOUT = 60.0
+USER_AGENT = f"vast-llm/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A worker was assigned. ``body`` is the answer exactly as parsed (forward it verbatim)."""
+
+    body: dict[str, Any]
+    url: str
+    request_idx: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """No worker is ready yet; ``status`` is whatever the router said (shown, never parsed)."""
+
+    status: Any
+    request_idx: int | None
+    stopped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The call failed; ``retryable`` says whether a backed-off retry may succeed."""
+
+    error: RouteError
+    retryable: bool
+    retry_after: float | None = None
+
+
+def build_route_request(
+    base_url: str,
+    endpoint: str,
+    api_key: str,
+    cost: float,
+    request_idx: int | None,
+    timeout: float,
+) -> httpx.Request:
+    """The ``POST /route/`` request: the key in the body (seed doc) and as a Bearer header."""
+    body = {
+        "endpoint": endpoint,
+        "api_key": api_key,
+        "cost": cost,
+        "request_idx": request_idx or 0,
+        "replay_timeout": REPLAY_TIMEOUT,
+    }
+    return httpx.Request(
+        "POST",
+        base_url + "/route/",
+        headers={
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        },
+        content=json.dumps(body).encode(),
+        extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+    )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _is_stopped(status: Any) -> bool:
+    # The one place the status text steers control flow: a clearly stopped endpoint fails fast.
+    return isinstance(status, str) and "stopped" in status.lower()
+
+
+def _error_text(body: Mapping[str, Any]) -> str | None:
+    for name in ("error", "error_msg", "msg", "detail"):
+        value = body.get(name)
+        if value:
+            return value if isinstance(value, str) else json.dumps(value)
+    return None
+
+
+_STATUS_HINTS: dict[int, str] = {
+    400: "the router refused the request; check the endpoint name and cost",
+    401: "the API key was rejected; check api_key / VAST_API_KEY",
+    403: "the API key may not use this endpoint; check api_key / VAST_API_KEY",
+    404: "no such endpoint or route; check the endpoint name and base_url",
+    429: "the router is rate limiting",
+}
+
+
+def parse_route_answer(
+    status_code: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    *,
+    endpoint: str,
+    base_url: str,
+    api_key: str,
+) -> Ready | Waiting | Rejected:
+    """Classify one ``/route/`` answer as ready, waiting, or rejected (retryable or not)."""
+    quoted = excerpt(content, secret=api_key)
+    where = f"{base_url}/route/ for endpoint {endpoint!r}"
+    if status_code != 200:
+        try:
+            parsed = json.loads(content)
+            detail = _error_text(parsed) if isinstance(parsed, dict) else None
+        except ValueError:
+            detail = None
+        detail = excerpt(detail, secret=api_key) if detail else quoted
+        hint = _STATUS_HINTS.get(
+            status_code, "the router failed" if status_code >= 500 else "unexpected answer"
+        )
+        message = f"HTTP {status_code} from {where}: {hint}" + (f" ({detail})" if detail else "")
+        error_cls = AuthenticationError if status_code in (401, 403) else RouteError
+        return Rejected(
+            error_cls(message, status_code=status_code, body=quoted),
+            retryable=retryable_status(status_code),
+            retry_after=parse_retry_after(headers),
+        )
+    try:
+        body = json.loads(content)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        # Typically an HTML page from a proxy in front of the router: worth another try.
+        return Rejected(
+            RouteError(
+                f"{where} answered with something that is not a JSON object: {quoted!r}",
+                status_code=status_code,
+                body=quoted,
+            ),
+            retryable=True,
+        )
+    url = body.get("url")
+    if url is not None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            return Rejected(
+                RouteError(
+                    f"{where} assigned a worker address that is not an http(s) URL: {quoted!r}",
+                    status_code=status_code,
+                    body=quoted,
+                ),
+                retryable=False,
+            )
+        return Ready(body=body, url=url, request_idx=_int_or_none(body.get("request_idx")))
+    detail = _error_text(body)
+    if detail is not None:
+        # A 200 carrying an error is an error, not "waiting" (a sibling route answers auth
+        # failures this way).
+        detail = excerpt(detail, secret=api_key)
+        error_cls = AuthenticationError if "auth" in detail.lower() else RouteError
+        return Rejected(
+            error_cls(f"{where} refused the request: {detail}", status_code=200, body=quoted),
+            retryable=False,
+        )
+    status = body.get("status")
+    return Waiting(
+        status=status,
+        request_idx=_int_or_none(body.get("request_idx")),
+        stopped=_is_stopped(status),
+    )

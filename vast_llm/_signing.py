@@ -1,0 +1,129 @@
+"""Signed-message recipes, verification and key loading (shared by the client and the emulator).
+
+Every Vast worker generation checks SHA-256 / RSA PKCS#1 v1.5 over the UTF-8 bytes of a
+``json.dumps`` string; what changed over time is which fields go into that string. The values
+go in exactly as the router sent them (an int stays an int, a float stays a float), so callers
+must hand us the route answer as parsed, never re-typed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from ._errors import ConfigError
+
+__all__ = [
+    "RECIPES",
+    "Recipe",
+    "load_public_key",
+    "public_key_pem",
+    "sign",
+    "signed_message",
+    "verify",
+]
+
+Recipe = Literal["g3", "g2", "g1"]
+# Newest first: the recipe production uses today is tried first.
+RECIPES: tuple[Recipe, ...] = ("g3", "g2", "g1")
+
+_G2_FIELDS = ("cost", "endpoint", "reqnum", "request_idx", "url")
+_G1_FIELDS = ("cost", "endpoint", "reqnum", "url")
+_PADDING = padding.PKCS1v15()
+_HASH = hashes.SHA256()
+
+
+def signed_message(recipe: Recipe, answer: Mapping[str, Any]) -> bytes | None:
+    """The bytes a worker of this generation verifies, or None if the answer lacks a field."""
+    try:
+        if recipe == "g3":
+            return json.dumps({"url": answer["url"]}, indent=4, sort_keys=True).encode()
+        if recipe == "g2":
+            message = {name: answer[name] for name in _G2_FIELDS}
+            return json.dumps(message, indent=4, sort_keys=True).encode()
+        if recipe == "g1":
+            # Key order matters here: G1 workers do not sort.
+            return json.dumps({name: answer[name] for name in _G1_FIELDS}, indent=4).encode()
+    except KeyError:
+        return None
+    raise ValueError(f"unknown signing recipe {recipe!r}; expected one of {RECIPES}")
+
+
+def _decode_signature(signature: Any) -> bytes | None:
+    if not isinstance(signature, str) or not signature:
+        return None
+    try:
+        # Standard alphabet only, as the workers decode it: url-safe base64 must not pass.
+        return base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def verify(
+    key: rsa.RSAPublicKey,
+    answer: Mapping[str, Any],
+    recipes: Sequence[Recipe] = RECIPES,
+) -> Recipe | None:
+    """Return the first recipe under which ``answer["signature"]`` verifies, or None."""
+    raw = _decode_signature(answer.get("signature"))
+    if raw is None:
+        return None
+    for recipe in recipes:
+        message = signed_message(recipe, answer)
+        if message is None:
+            continue
+        try:
+            key.verify(raw, message, _PADDING, _HASH)
+        except InvalidSignature:
+            continue
+        return recipe
+    return None
+
+
+def sign(key: rsa.RSAPrivateKey, recipe: Recipe, answer: Mapping[str, Any]) -> str:
+    """Sign a route answer the way the autoscaler does (used by the emulator and tests)."""
+    message = signed_message(recipe, answer)
+    if message is None:
+        raise ValueError(f"the answer lacks a field the {recipe} recipe signs")
+    return base64.b64encode(key.sign(message, _PADDING, _HASH)).decode()
+
+
+def load_public_key(source: str | bytes | os.PathLike[str]) -> rsa.RSAPublicKey:
+    """Load an RSA public key from PEM text or bytes (SPKI or PKCS#1), or from a PEM file path."""
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "-----BEGIN" not in source):
+        path = os.fspath(source)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise ConfigError(
+                f"public_key: cannot read a PEM file at {path!r} ({exc.strerror}); "
+                "pass the PEM text itself or a readable path"
+            ) from None
+    else:
+        data = source.encode() if isinstance(source, str) else source
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(
+            "public_key is not a PEM public key (expected '-----BEGIN PUBLIC KEY-----' "
+            "or '-----BEGIN RSA PUBLIC KEY-----')"
+        ) from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ConfigError("public_key must be an RSA key (the autoscaler signs with RSA)")
+    return key
+
+
+def public_key_pem(key: rsa.RSAPublicKey) -> str:
+    """The SPKI PEM text of a public key, as ``GET /pubkey/`` serves it."""
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()

@@ -1,0 +1,188 @@
+"""VastTransport / AsyncVastTransport: Vast routing as an httpx transport.
+
+Any httpx-based client reaches a Vast endpoint through these unchanged, e.g. the official
+``openai`` SDK::
+
+    import httpx, openai
+    from vast_llm import VastTransport
+
+    client = openai.OpenAI(
+        base_url="http://vast/v1",            # the host is ignored; the path picks the route
+        api_key="unused",                     # never sent anywhere: workers get no credentials
+        max_retries=0,                        # the transport already retries what is safe
+        http_client=httpx.Client(transport=VastTransport("my-endpoint")),
+    )
+
+Each request is routed, its assignment verified, rewritten to the worker (the JSON body
+wrapped with the signed assignment, credentials stripped, cost taken from ``max_tokens`` /
+``max_new_tokens``) and retried before its first byte like any other. A worker's final error
+answer (a 4xx, or a 429/5xx after the retries) is returned as the response, so the SDK raises
+its own error type for it; failures to obtain a worker raise :class:`~vast_llm.VastError`.
+The route facts ride along in ``response.extensions["vast_route"]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+
+from ._apis import DEFAULT_MAX_TOKENS, max_tokens_of
+from ._config import Settings, resolve_settings
+from ._errors import ConfigError, WorkerError, WorkerStreamError
+from ._flow import Context, KeyStore, request_flow, run_async, run_sync
+from ._types import RouteInfo
+
+__all__ = ["AsyncVastTransport", "VastTransport"]
+
+
+def _incoming(s: Settings, request: httpx.Request) -> tuple[str, Any, float, bool, httpx.Headers]:
+    """Path, JSON payload, cost and stream flag of a request addressed to the endpoint."""
+    try:
+        payload = json.loads(request.content) if request.content else {}
+    except ValueError:
+        raise ConfigError(
+            "VastTransport carries JSON request bodies only (workers take a JSON payload)"
+        ) from None
+    if request.method != "POST":
+        raise ConfigError(f"VastTransport carries POST requests only, got {request.method}")
+    path = request.url.raw_path.decode("ascii")
+    budget = max_tokens_of(payload) if isinstance(payload, dict) else None
+    cost = s.cost_of(payload if isinstance(payload, dict) else {}, budget or DEFAULT_MAX_TOKENS)
+    stream = isinstance(payload, dict) and payload.get("stream") is True
+    return path, payload, cost, stream, request.headers
+
+
+def _error_response(error: WorkerError, request: httpx.Request) -> httpx.Response:
+    # The worker's own error answer, handed to the SDK so it raises its own error type.
+    content = error.content
+    return httpx.Response(
+        error.status_code or 502,
+        headers={"content-type": "application/json"} if content.lstrip()[:1] == b"{" else None,
+        content=content,
+        request=request,
+        extensions={"vast_error": error},
+    )
+
+
+class _Common:
+    _settings: Settings
+
+    def _setup(self, endpoint: str | None, kwargs: dict[str, Any]) -> None:
+        self._settings = resolve_settings(endpoint, **kwargs)
+        self._ctx = Context()
+        self._keys = KeyStore(self._settings)
+
+    def _flow(self, request: httpx.Request) -> Any:
+        path, payload, cost, stream, headers = _incoming(self._settings, request)
+        return request_flow(
+            self._settings,
+            self._ctx,
+            path=path,
+            payload=payload,
+            cost=cost,
+            stream=stream,
+            headers=headers,
+        )
+
+
+class _SyncBody(httpx.SyncByteStream):
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._response.iter_raw()
+        except httpx.TransportError as exc:
+            raise httpx.ReadError(f"the worker's answer was cut: {exc}") from exc
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for part in self._response.aiter_raw():
+                yield part
+        except httpx.TransportError as exc:
+            raise httpx.ReadError(f"the worker's answer was cut: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _relay(
+    response: httpx.Response, route: RouteInfo, stream: httpx.SyncByteStream | httpx.AsyncByteStream
+) -> httpx.Response:
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        stream=stream,
+        extensions={"vast_route": route, "http_version": b"HTTP/1.1"},
+    )
+
+
+class VastTransport(_Common, httpx.BaseTransport):
+    """An httpx transport that sends each request to a verified worker of a Vast endpoint.
+
+    Takes the same settings as :class:`~vast_llm.VastClient` (``endpoint``, ``api_key``,
+    ``base_url``, ``payload_format``, ``signature_policy``, ``public_key``, ``timeout``,
+    ``deadline``, ``max_retries``, ``cost``...); ``http_client`` is the ``httpx.Client`` used
+    for the route and worker calls themselves.
+    """
+
+    def __init__(
+        self, endpoint: str | None = None, *, http_client: httpx.Client | None = None, **kwargs: Any
+    ) -> None:
+        self._setup(endpoint, kwargs)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(timeout=self._settings.timeout)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        try:
+            response, route = run_sync(self._flow(request), self._http, self._keys)
+        except WorkerStreamError:
+            raise
+        except WorkerError as error:
+            return _error_response(error, request)
+        return _relay(response, route, _SyncBody(response))
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+
+class AsyncVastTransport(_Common, httpx.AsyncBaseTransport):
+    """The async twin of :class:`VastTransport`, for ``httpx.AsyncClient``-based SDKs."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._setup(endpoint, kwargs)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(timeout=self._settings.timeout)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        try:
+            response, route = await run_async(self._flow(request), self._http, self._keys)
+        except WorkerStreamError:
+            raise
+        except WorkerError as error:
+            return _error_response(error, request)
+        return _relay(response, route, _AsyncBody(response))
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()

@@ -1,0 +1,149 @@
+"""The values the client hands back: assignments, route facts, completions and stream chunks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Assignment",
+    "Chunk",
+    "Completion",
+    "RouteInfo",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the model server reported them (None where it did not say)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+    @classmethod
+    def from_counts(cls, prompt: int | None, completion: int | None) -> Usage:
+        total = prompt + completion if prompt is not None and completion is not None else None
+        return cls(prompt, completion, total)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """Facts about how one request reached its worker.
+
+    Attributes:
+        endpoint: the endpoint name.
+        worker_url: the worker that served the request.
+        reqnum: the worker's request number from the signed assignment.
+        request_idx: the router's index for this logical request (stable across re-polls).
+        attempts: worker calls made (1 unless a failure was retried on a fresh route).
+        route_calls: ``/route/`` calls made, re-polls and retries included.
+        route_latency: seconds from the start of the request to the verified assignment used.
+        signature: the recipe that verified ("g3", "g2", "g1"), or "unverified" (policy
+            ``warn``) or "unchecked" (policy ``off``).
+    """
+
+    endpoint: str
+    worker_url: str
+    reqnum: int | None
+    request_idx: int | None
+    attempts: int
+    route_calls: int
+    route_latency: float
+    signature: str
+
+    @property
+    def verified(self) -> bool:
+        """True when the assignment's signature verified against the autoscaler's key."""
+        return self.signature in ("g3", "g2", "g1")
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One verified worker assignment: the route answer exactly as received, plus facts."""
+
+    body: Mapping[str, Any] = field(repr=False)
+    route: RouteInfo
+
+    @property
+    def url(self) -> str:
+        """The worker's base address."""
+        return self.route.worker_url
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A whole tool call from an OpenAI-compatible chat worker; ``arguments`` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The arguments parsed as a JSON object ({} when empty)."""
+        if not self.arguments.strip():
+            return {}
+        value = json.loads(self.arguments)
+        if not isinstance(value, dict):
+            raise ValueError(f"tool call {self.name!r} arguments are not a JSON object")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call; pieces with the same ``index`` concatenate."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One streamed piece of an answer.
+
+    ``text`` is the new text (may be empty on chunks that only carry a finish reason, usage or
+    tool-call pieces); ``raw`` is the decoded event as the worker sent it.
+    """
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    model: str | None = None
+    raw: Any = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole answer.
+
+    Attributes:
+        text: the generated text (stop sequences cut off).
+        finish_reason: as the model server said it ("length", "eos_token", "stop", ...);
+            "stop" when the client cut a stop sequence.
+        usage: token counts when the worker reported them.
+        route: how the request was routed.
+        model: the model name, when the worker said it.
+        tool_calls: tool calls from a chat worker.
+        latency: seconds from the start of the call to the end of the answer.
+        time_to_first_token: seconds to the first text (for a non-streamed call: to the answer).
+        raw: the worker's decoded answer (the last event for a stream).
+    """
+
+    text: str
+    finish_reason: str | None
+    usage: Usage | None
+    route: RouteInfo
+    model: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    latency: float = 0.0
+    time_to_first_token: float | None = None
+    raw: Any = field(default=None, repr=False)

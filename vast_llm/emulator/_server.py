@@ -1,0 +1,115 @@
+"""Serving ASGI apps with uvicorn on 127.0.0.1, all on one event loop in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from collections.abc import Sequence
+
+import uvicorn
+from starlette.types import ASGIApp
+
+__all__ = ["Servers", "bind_loopback", "free_port"]
+
+
+def bind_loopback(port: int = 0) -> socket.socket:
+    """A listening TCP socket on 127.0.0.1 (port 0: any free port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (for the worker_refuse fault)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class _DropStreamCuts(logging.Filter):
+    # The stream_cut fault drops connections on purpose; that is not an error worth a traceback.
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and type(exc).__name__ == "StreamCut")
+
+
+_filter = _DropStreamCuts()
+
+
+class Servers:
+    """uvicorn servers for several apps, each on its own loopback socket, in one thread."""
+
+    def __init__(self) -> None:
+        self._servers: list[uvicorn.Server] = []
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, apps: Sequence[tuple[ASGIApp, socket.socket]], timeout: float = 15.0) -> None:
+        logging.getLogger("uvicorn.error").addFilter(_filter)
+        ready = threading.Event()
+        self._servers = [
+            uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                    http="h11",
+                    ws="none",
+                    timeout_keep_alive=30,
+                    timeout_graceful_shutdown=1,
+                )
+            )
+            for app, _ in apps
+        ]
+
+        async def main() -> None:
+            tasks = [
+                asyncio.create_task(server.serve(sockets=[sock]))
+                for server, (_, sock) in zip(self._servers, apps, strict=True)
+            ]
+            while not all(s.started for s in self._servers):
+                failed = [t for t in tasks if t.done()]
+                if failed:
+                    failed[0].result()
+                    raise RuntimeError("an emulator server stopped while starting")
+                await asyncio.sleep(0.005)
+            ready.set()
+            await asyncio.gather(*tasks)
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self.loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(main())
+            except BaseException as exc:  # surfaced to start() below
+                self._error = exc
+            finally:
+                ready.set()
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="vast-emulator", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("the emulator did not start in time")
+        if self._error is not None:
+            raise RuntimeError(f"the emulator failed to start: {self._error}") from self._error
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for server in self._servers:
+            server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
