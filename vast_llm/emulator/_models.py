@@ -290,14 +290,6 @@ def _choice_text(part: Any) -> str:
     return str(part["choices"][0].get("text") or "")
 
 
-def _delta_text(part: Any) -> str:
-    return str((part["choices"][0].get("delta") or {}).get("content") or "")
-
-
-def _choice_text(part: Any) -> str:
-    return str(part["choices"][0].get("text") or "")
-
-
 class SmolLM2Model(Model):
     """The real SmolLM2-135M-Instruct model through llama-cpp-python.
 
