@@ -24,6 +24,7 @@ from ._config import (
 from ._errors import WorkerStreamError
 from ._flow import Context, KeyStore, request_flow, route_flow, run_async, run_sync
 from ._retry import Backoff
+from ._signing import RECIPES, Recipe
 from ._types import Assignment, Chunk, Completion, RouteInfo, Usage
 
 __all__ = ["DEFAULT_LIMITS", "AsyncStream", "AsyncVastClient", "Stream", "VastClient"]
@@ -66,6 +67,7 @@ class _BaseClient:
         cost: Cost = None,
         chat_template: ChatTemplate | None = None,
         limits: httpx.Limits | None = None,
+        recipes: tuple[Recipe, ...] = RECIPES,
     ) -> None:
         self._settings = resolve_settings(
             endpoint,
@@ -82,6 +84,7 @@ class _BaseClient:
             backoff=backoff,
             cost=cost,
             chat_template=chat_template,
+            recipes=recipes,
         )
         self._limits = limits or DEFAULT_LIMITS
         self._ctx = Context()
@@ -105,7 +108,9 @@ class _BaseClient:
         return self._settings.api
 
     def __repr__(self) -> str:
-        s = self._settings
+        s = getattr(self, "_settings", None)
+        if s is None:
+            return f"<{type(self).__name__} (not configured)>"
         return (
             f"{type(self).__name__}(endpoint={s.endpoint!r}, base_url={s.base_url!r}, "
             f"api={s.api!r}, payload_format={s.payload_format!r}, "
@@ -175,6 +180,7 @@ class VastClient(_BaseClient):
         cost: the load estimate sent to ``/route/``: a number, or a callable of the request
             body; default: the request's max tokens.
         chat_template: renders chat messages into a prompt for TGI workers (default ChatML).
+        recipes: the signing recipes accepted, newest first (default all: g3, g2, g1).
         limits: connection pool limits of the client's own ``httpx.Client``.
         http_client: an ``httpx.Client`` to use instead (its proxies, hooks and transport apply;
             its auth and default headers are never sent to workers).

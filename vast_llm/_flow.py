@@ -328,6 +328,10 @@ def _assign_flow(
         try:
             got: Fetched = yield Send(request, read_limit=ROUTE_READ_LIMIT)
         except httpx.TransportError as exc:
+            if isinstance(exc, httpx.TimeoutException) and remaining < s.route_timeout:
+                # The call ran out of the deadline, not of its own time: the deadline
+                # (with the last status or error seen) is the story to tell.
+                continue
             outcome = Rejected(_route_transport_error(s, exc), retryable=True)
         else:
             outcome = parse_route_answer(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import json
 import logging
@@ -65,6 +66,8 @@ class Recorded:
     worker: int | None = None
     endpoint: str | None = None
     time: float = field(default_factory=time.time)
+    client: tuple[str, int] | None = None  # the peer address (connection reuse shows here)
+    response: bytes | None = None  # the route answer's body, for route calls that got one
 
     @property
     def text(self) -> str:
@@ -130,13 +133,19 @@ class EndpointState:
     known_idx: set[int] = field(default_factory=set)
 
 
+@functools.lru_cache(maxsize=1)
+def _foreign_key() -> rsa.RSAPrivateKey:
+    # A key that is not the router's (the foreign_key fault); one per process is plenty.
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 class State:
     """Everything the router and workers share (guarded by one lock where it mutates)."""
 
     def __init__(self, api_key: str, key: rsa.RSAPrivateKey, faults: FaultBook) -> None:
         self.api_key = api_key
         self.key = key
-        self.foreign_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.foreign_key = _foreign_key()
         self.faults = faults
         self.endpoints: dict[str, EndpointState] = {}
         self.requests: list[Recorded] = []
@@ -153,6 +162,10 @@ class State:
 
 def _headers(request: Request) -> dict[str, str]:
     return {k.lower(): v for k, v in request.headers.items()}
+
+
+def _peer(request: Request) -> tuple[str, int] | None:
+    return (request.client.host, request.client.port) if request.client else None
 
 
 def _given_key(request: Request, body: Any) -> str | None:
@@ -199,7 +212,16 @@ def router_app(state: State) -> Starlette:
         except ValueError:
             body = None
         name = body.get("endpoint") if isinstance(body, dict) else None
-        state.record(Recorded("route", "POST", "/route/", _headers(request), raw, endpoint=name))
+        entry = Recorded(
+            "route", "POST", "/route/", _headers(request), raw, endpoint=name, client=_peer(request)
+        )
+        state.record(entry)
+        response = await _route_answer(request, body, name)
+        if isinstance(response, JSONResponse):
+            entry.response = bytes(response.body)
+        return response
+
+    async def _route_answer(request: Request, body: Any, name: Any) -> Response:
         if not isinstance(body, dict):
             return JSONResponse({"error": "invalid JSON"}, status_code=400)
         if _given_key(request, body) != state.api_key:
@@ -373,8 +395,8 @@ def _signature_ok(state: State, worker: WorkerState, auth: dict[str, Any]) -> bo
         return False
     if worker.recipe == "g1" or worker.payload_format == "flat":
         # Older workers refuse replays: a reqnum far below the highest seen, or a repeat.
-        message = signed_message(worker.recipe, auth) or b""
         reqnum = auth.get("reqnum")
+        message = (signed_message(worker.recipe, auth) or b"") + f"#{reqnum}".encode()
         if not isinstance(reqnum, int) or reqnum < worker.max_reqnum_seen - REPLAY_WINDOW:
             return False
         if message in worker.recent_messages:
@@ -421,6 +443,9 @@ def _tgi_validate(payload: dict[str, Any]) -> str | None:
     top_p = params.get("top_p")
     if top_p is not None and not 0 < top_p < 1:
         return "Input validation error: `top_p` must be > 0.0 and < 1.0"
+    top_k = params.get("top_k")
+    if top_k is not None and top_k <= 0:
+        return "Input validation error: `top_k` must be strictly positive"
     if len(params.get("stop") or []) > 4:
         return "Input validation error: `stop` supports up to 4 stop sequences"
     return None
@@ -622,7 +647,7 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
         raw = await request.body()
         state.record(
             Recorded("worker", "POST", request.url.path, _headers(request), raw,
-                     worker=worker.index, endpoint=worker.endpoint)
+                     worker=worker.index, endpoint=worker.endpoint, client=_peer(request))
         )  # fmt: skip
         try:
             data = json.loads(raw)

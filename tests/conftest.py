@@ -1,0 +1,166 @@
+"""Shared fixtures: emulators over real loopback sockets, and one test body for sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pathlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from vast_llm import AsyncVastClient, Backoff, Chunk, VastClient
+from vast_llm.emulator import Emulator
+
+SHARED = pathlib.Path(__file__).resolve().parent / "data"
+# Waits short enough that retry and polling tests take milliseconds.
+FAST = Backoff(base=0.005, cap=0.02, poll_first=0.005, poll_cap=0.02, retry_after_cap=0.02)
+
+
+def load_vectors(name: str) -> dict[str, Any]:
+    return json.loads((SHARED / name).read_text())
+
+
+@pytest.fixture(scope="session")
+def tgi_session() -> Iterator[Emulator]:
+    with Emulator(api="tgi", workers=2).serve() as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def openai_session() -> Iterator[Emulator]:
+    with Emulator(api="openai", workers=2).serve() as emu:
+        yield emu
+
+
+@pytest.fixture
+def tgi(tgi_session: Emulator) -> Iterator[Emulator]:
+    """A running TGI emulator with no faults and an empty request log."""
+    tgi_session.reset()
+    yield tgi_session
+    tgi_session.reset()
+
+
+@pytest.fixture
+def openai_emu(openai_session: Emulator) -> Iterator[Emulator]:
+    """A running OpenAI-compatible emulator with no faults and an empty request log."""
+    openai_session.reset()
+    yield openai_session
+    openai_session.reset()
+
+
+def settings_for(emu: Emulator, **overrides: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "endpoint": emu.endpoint,
+        "api_key": emu.api_key,
+        "base_url": emu.base_url,
+        "backoff": FAST,
+        "deadline": 10.0,
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+class Driver:
+    """One async face over both clients, so a test body runs against sync and async alike.
+
+    The sync client runs in a worker thread (``asyncio.to_thread``), as sync code would.
+    """
+
+    def __init__(self, flavor: str, emu: Emulator, **overrides: Any) -> None:
+        self.flavor = flavor
+        self.emu = emu
+        kwargs = settings_for(emu, **overrides)
+        self.client: VastClient | AsyncVastClient = (
+            VastClient(**kwargs) if flavor == "sync" else AsyncVastClient(**kwargs)
+        )
+
+    @property
+    def sync(self) -> VastClient:
+        assert isinstance(self.client, VastClient)
+        return self.client
+
+    @property
+    def aio(self) -> AsyncVastClient:
+        assert isinstance(self.client, AsyncVastClient)
+        return self.client
+
+    async def generate(self, prompt: str, **params: Any) -> Any:
+        if self.flavor == "sync":
+            return await asyncio.to_thread(self.sync.generate, prompt, **params)
+        return await self.aio.generate(prompt, **params)
+
+    async def chat(self, messages: list[dict[str, Any]], **params: Any) -> Any:
+        if self.flavor == "sync":
+            return await asyncio.to_thread(self.sync.chat, messages, **params)
+        return await self.aio.chat(messages, **params)
+
+    async def route(self, cost: float = 256) -> Any:
+        if self.flavor == "sync":
+            return await asyncio.to_thread(self.sync.route, cost)
+        return await self.aio.route(cost)
+
+    async def stream(self, prompt: str, **params: Any) -> tuple[list[Chunk], Any]:
+        """All chunks, and the stream object (for its route facts and totals)."""
+        return await self._stream("stream", prompt, params)
+
+    async def stream_chat(
+        self, messages: list[dict[str, Any]], **params: Any
+    ) -> tuple[list[Chunk], Any]:
+        return await self._stream("stream_chat", messages, params)
+
+    async def stream_into(self, prompt: str, into: list[Chunk], **params: Any) -> Any:
+        """Stream, appending chunks to ``into`` as they come (they survive an exception)."""
+        if self.flavor == "sync":
+
+            def run() -> Any:
+                with self.sync.stream(prompt, **params) as stream:
+                    for chunk in stream:
+                        into.append(chunk)
+                    return stream
+
+            return await asyncio.to_thread(run)
+        async with self.aio.stream(prompt, **params) as stream:
+            async for chunk in stream:
+                into.append(chunk)
+            return stream
+
+    async def _stream(
+        self, method: str, arg: Any, params: dict[str, Any]
+    ) -> tuple[list[Chunk], Any]:
+        if self.flavor == "sync":
+
+            def run() -> tuple[list[Chunk], Any]:
+                with getattr(self.sync, method)(arg, **params) as stream:
+                    return list(stream), stream
+
+            return await asyncio.to_thread(run)
+        async with getattr(self.aio, method)(arg, **params) as stream:
+            return [chunk async for chunk in stream], stream
+
+    async def aclose(self) -> None:
+        if self.flavor == "sync":
+            self.sync.close()
+        else:
+            await self.aio.aclose()
+
+
+@pytest.fixture(params=["sync", "async"])
+def flavor(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_driver(flavor: str) -> AsyncIterator[Any]:
+    """``make_driver(emu, **settings)`` → a :class:`Driver` of this test's flavor."""
+    drivers: list[Driver] = []
+
+    def make(emu: Emulator, **overrides: Any) -> Driver:
+        driver = Driver(flavor, emu, **overrides)
+        drivers.append(driver)
+        return driver
+
+    yield make
+    for driver in drivers:
+        await driver.aclose()

@@ -1,0 +1,102 @@
+"""Signature recipes and verification, against the shared vectors (checked by real worker code)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import load_vectors
+from vast_llm import ConfigError
+from vast_llm._signing import RECIPES, load_public_key, public_key_pem, sign, signed_message, verify
+
+VECTORS = load_vectors("signatures.json")
+CASES = VECTORS["cases"]
+KEY = load_public_key(VECTORS["public_key_spki_pem"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_vector_verdict_under_its_recipe(case: dict[str, Any]) -> None:
+    answer = json.loads(case["route_answer"])  # parsed, never re-typed
+    assert (verify(KEY, answer, (case["recipe"],)) == case["recipe"]) is case["valid"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_client_trying_every_recipe(case: dict[str, Any]) -> None:
+    """The client accepts an answer if any known recipe verifies it under the key."""
+    answer = json.loads(case["route_answer"])
+    recipe = verify(KEY, answer)
+    if case["name"] == "g1-signature-checked-as-g3":
+        assert recipe == "g1"  # a client trying all recipes accepts it under g1
+    elif case["valid"]:
+        assert recipe == case["recipe"]
+    else:
+        assert recipe is None
+
+
+def test_pkcs1_pem_loads_the_same_key() -> None:
+    pkcs1 = load_public_key(VECTORS["public_key_pkcs1_pem"])
+    assert pkcs1.public_numbers() == KEY.public_numbers()
+
+
+def test_key_from_bytes_and_from_path(tmp_path: Any) -> None:
+    path = tmp_path / "key.pem"
+    path.write_text(VECTORS["public_key_spki_pem"])
+    assert load_public_key(str(path)).public_numbers() == KEY.public_numbers()
+    assert load_public_key(path).public_numbers() == KEY.public_numbers()
+    assert load_public_key(VECTORS["public_key_spki_pem"].encode()).public_numbers() == (
+        KEY.public_numbers()
+    )
+
+
+@pytest.mark.parametrize(
+    "source", ["-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n", "/no/such/file.pem"]
+)
+def test_bad_key_is_a_config_error(source: str) -> None:
+    with pytest.raises(ConfigError, match="public_key"):
+        load_public_key(source)
+
+
+def test_g1_message_keeps_key_order_and_types() -> None:
+    answer = {"url": "http://h:1", "reqnum": 7, "endpoint": "e", "cost": 256}
+    assert (
+        signed_message("g1", answer)
+        == json.dumps(
+            {"cost": 256, "endpoint": "e", "reqnum": 7, "url": "http://h:1"}, indent=4
+        ).encode()
+    )
+    assert b"256.0" in (signed_message("g1", {**answer, "cost": 256.0}) or b"")
+
+
+def test_missing_field_means_no_message() -> None:
+    assert signed_message("g2", {"url": "http://h:1"}) is None
+    assert signed_message("g3", {}) is None
+
+
+def test_garbage_signatures_never_verify() -> None:
+    answer = json.loads(CASES[0]["route_answer"])
+    for bad in (None, "", 42, "not base64!!", base64.b64encode(b"x" * 256).decode()):
+        assert verify(KEY, {**answer, "signature": bad}) is None
+
+
+PRIVATE = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PUBLIC = PRIVATE.public_key()
+urls = st.from_regex(r"https?://[a-z0-9.]{1,20}:[0-9]{2,5}", fullmatch=True)
+
+
+@given(url=urls, other=urls, recipe=st.sampled_from(RECIPES))
+def test_a_signature_never_verifies_for_a_changed_url(url: str, other: str, recipe: Any) -> None:
+    answer = {"url": url, "cost": 256.0, "endpoint": "e", "reqnum": 3, "request_idx": 9}
+    answer["signature"] = sign(PRIVATE, recipe, answer)
+    assert verify(PUBLIC, answer) is not None
+    if other != url:
+        assert verify(PUBLIC, {**answer, "url": other}) is None
+
+
+def test_pem_roundtrip() -> None:
+    assert load_public_key(public_key_pem(PUBLIC)).public_numbers() == PUBLIC.public_numbers()

@@ -1,0 +1,227 @@
+"""Stream decoding: the shared vectors whole and split at every byte, and SSE framing cases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import EventSource
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import load_vectors
+from vast_llm import WorkerStreamError
+from vast_llm._answer import AnswerBuilder
+from vast_llm._apis import WorkerCall
+from vast_llm._types import Chunk
+
+CASES = load_vectors("streams.json")["cases"]
+KINDS = {"tgi": "tgi", "openai-chat": "chat", "openai-completions": "completions"}
+
+
+def call(kind: str, stop: tuple[str, ...] = ()) -> WorkerCall:
+    return WorkerCall(kind, "/x", {}, 256, True, stop)
+
+
+def pieces(data: bytes, cuts: list[int]) -> Iterator[bytes]:
+    last = 0
+    for cut in sorted(set(cuts)):
+        if 0 < cut < len(data):
+            yield data[last:cut]
+            last = cut
+    yield data[last:]
+
+
+def decode(data: bytes, kind: str, cuts: list[int], stop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run a body through httpx + httpx-sse + AnswerBuilder, the way the client does."""
+    response = httpx.Response(
+        200,
+        headers={"content-type": "text/event-stream"},
+        stream=httpx.ByteStream(b"") if not data else _Chunks(list(pieces(data, cuts))),
+    )
+    builder = AnswerBuilder(call(kind, stop), 0.0, lambda: 0.0)
+    chunks: list[Chunk] = []
+    out: dict[str, Any] = {"chunks": chunks, "builder": builder}
+    try:
+        for sse in EventSource(response).iter_sse():
+            chunk = builder.feed(sse.event, sse.data)
+            if chunk is not None:
+                chunks.append(chunk)
+            if builder.finished:
+                break
+        tail = builder.end()
+        if tail is not None:
+            chunks.append(tail)
+    except WorkerStreamError as exc:
+        out["error"] = exc
+    return out
+
+
+class _Chunks(httpx.SyncByteStream):
+    def __init__(self, parts: list[bytes]) -> None:
+        self.parts = parts
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.parts
+
+
+def check(case: dict[str, Any], got: dict[str, Any]) -> None:
+    expect = case["expect"]
+    texts = [c.text for c in got["chunks"] if c.text]
+    if "error" in expect or expect.get("truncated"):
+        assert "error" in got, "an incomplete or failed stream must raise WorkerStreamError"
+        assert "".join(texts) == "".join(expect["deltas_before_error"])
+        if "error" in expect:
+            assert expect["error"] in str(got["error"])
+        return
+    assert "error" not in got, got.get("error")
+    builder: AnswerBuilder = got["builder"]
+    assert "".join(texts) == expect["text"] == builder.text
+    if "deltas" in expect:
+        assert texts == expect["deltas"]
+    assert builder.finish_reason == expect["finish_reason"]
+    if "usage" in expect:
+        usage = builder.usage
+        assert usage is not None
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (
+            expect["usage"]["prompt_tokens"],
+            expect["usage"]["completion_tokens"],
+            expect["usage"]["total_tokens"],
+        )
+    if "completion_tokens" in expect:
+        assert builder.usage is not None
+        assert builder.usage.completion_tokens == expect["completion_tokens"]
+    if "tool_calls" in expect:
+        calls = builder._acc.tool_calls
+        assert [(c.id, c.name, c.args) for c in calls] == [
+            (t["id"], t["name"], t["arguments"]) for t in expect["tool_calls"]
+        ]
+    if "model" in expect:
+        assert builder._acc.model == expect["model"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_vector_whole(case: dict[str, Any]) -> None:
+    check(case, decode(case["stream"].encode(), KINDS[case["api"]], []))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_vector_split_at_every_byte(case: dict[str, Any]) -> None:
+    data = case["stream"].encode()
+    for cut in range(1, len(data)):
+        check(case, decode(data, KINDS[case["api"]], [cut]))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+@settings(max_examples=40, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=5000), max_size=12))
+def test_vector_any_chunking(case: dict[str, Any], cuts: list[int]) -> None:
+    check(case, decode(case["stream"].encode(), KINDS[case["api"]], cuts))
+
+
+def tgi_event(text: str, final: bool = False) -> str:
+    event = {
+        "token": {"id": 1, "text": text, "special": False},
+        "generated_text": "x" if final else None,
+        "details": {"finish_reason": "length", "generated_tokens": 2} if final else None,
+    }
+    return json.dumps(event)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r", "\r\n"])
+@pytest.mark.parametrize("prefix", ["data:", "data: "])
+def test_line_endings_and_data_spacing(newline: str, prefix: str) -> None:
+    body = (
+        f": comment{newline}{newline}"
+        f"{prefix}{tgi_event('a')}{newline}{newline}"
+        f"{prefix}{tgi_event('b', final=True)}{newline}{newline}"
+    )
+    got = decode(body.encode(), "tgi", [])
+    assert [c.text for c in got["chunks"]] == ["a", "b"]
+
+
+def test_multi_line_data_is_joined_with_newlines() -> None:
+    # A JSON document spread over two data: lines (legal SSE) decodes as one event.
+    event = json.dumps(
+        {"id": "c", "choices": [{"index": 0, "text": "hi", "finish_reason": "stop"}]}
+    )
+    head, tail = event[:10], event[10:]
+    body = f"data: {head}\ndata: {tail}\n\ndata: [DONE]\n\n"
+    got = decode(body.encode(), "completions", [])
+    assert [c.text for c in got["chunks"]] == ["hi"]
+
+
+def test_unicode_line_separator_is_not_a_line_break() -> None:
+    # U+2028 inside a token must survive (str.splitlines would split on it).
+    event = tgi_event("a\u2028b", final=True)
+    got = decode(f"data:{event}\n\n".encode(), "tgi", [])
+    assert [c.text for c in got["chunks"]] == ["a\u2028b"]
+
+
+def test_done_ends_the_stream_even_if_more_follows() -> None:
+    first = json.dumps({"choices": [{"index": 0, "text": "1", "finish_reason": None}]})
+    late = json.dumps({"choices": [{"index": 0, "text": "LATE", "finish_reason": None}]})
+    body = f"data: {first}\n\ndata: [DONE]\n\ndata: {late}\n\n"
+    got = decode(body.encode(), "completions", [])
+    assert "".join(c.text for c in got["chunks"]) == "1"
+
+
+def test_error_event_type_is_an_error() -> None:
+    got = decode(b"event: error\ndata: overloaded\n\n", "completions", [])
+    assert isinstance(got["error"], WorkerStreamError)
+
+
+def test_malformed_json_is_a_stream_error() -> None:
+    got = decode(b"data:{nope\n\n", "tgi", [])
+    assert "not JSON" in str(got["error"])
+
+
+def test_empty_body_is_incomplete() -> None:
+    assert isinstance(decode(b"", "tgi", [])["error"], WorkerStreamError)
+
+
+def test_choices_other_than_zero_are_ignored() -> None:
+    a = json.dumps({"choices": [{"index": 1, "text": "other", "finish_reason": None}]})
+    b = json.dumps({"choices": [{"index": 0, "text": "mine", "finish_reason": "stop"}]})
+    got = decode(f"data: {a}\n\ndata: {b}\n\ndata: [DONE]\n\n".encode(), "completions", [])
+    assert "".join(c.text for c in got["chunks"]) == "mine"
+
+
+@pytest.mark.parametrize("cut", range(1, 12))
+def test_stop_sequence_cut_across_chunk_boundaries(cut: int) -> None:
+    words = ["The", " answer", " is", " END", "HERE", " more"]
+    text = "".join(words)
+    stop = text[cut + 6 : cut + 12]  # a stop that straddles token boundaries
+    events = "".join(
+        f"data:{tgi_event(w, final=i == len(words) - 1)}\n\n" for i, w in enumerate(words)
+    )
+    got = decode(events.encode(), "tgi", [], stop=(stop,))
+    out = "".join(c.text for c in got["chunks"])
+    assert out == text[: text.index(stop)]
+    assert got["builder"].finish_reason == "stop"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.text(alphabet="abcXY ", max_size=40),
+    stops=st.lists(st.text(alphabet="abcXY", min_size=1, max_size=4), max_size=3),
+    cuts=st.lists(st.integers(min_value=1, max_value=40), max_size=8),
+)
+def test_stop_cutter_matches_a_whole_string_cut(
+    text: str, stops: list[str], cuts: list[int]
+) -> None:
+    from vast_llm._stream import StopCutter
+
+    cutter = StopCutter(stops)
+    out = ""
+    last = 0
+    for cut in [*sorted(set(c for c in cuts if c < len(text))), len(text)]:
+        out += cutter.feed(text[last:cut])
+        last = cut
+    out += cutter.flush()
+    positions = [text.find(s) for s in stops if s in text]
+    expected = text[: min(positions)] if positions else text
+    assert out == expected
