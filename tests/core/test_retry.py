@@ -24,7 +24,7 @@ def test_retry_delay_is_full_jitter_under_a_doubling_ceiling() -> None:
     rng = random.Random(1)
     for retry, ceiling in enumerate([0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]):
         delays = [backoff.retry_delay(retry, rng) for _ in range(200)]
-        assert 0 <= min(delays) and max(delays) <= ceiling
+        assert min(delays) >= 0 and max(delays) <= ceiling
         assert max(delays) > ceiling * 0.8  # the whole range is used
 
 
