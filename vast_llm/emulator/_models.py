@@ -313,7 +313,7 @@ class SmolLM2Model(Model):
                 "llama-cpp-python is not installed: run `make model` "
                 "(or pip install 'vast-llm[model]')"
             ) from exc
-        self._llm = Llama(
+        self._llm: Any = Llama(
             model_path=path, n_ctx=2048, n_threads=n_threads or min(2, os.cpu_count() or 1),
             verbose=False, seed=0,
         )  # fmt: skip

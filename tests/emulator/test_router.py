@@ -1,0 +1,145 @@
+"""The emulated autoscaler on the wire: /route/, /pubkey/ and the console stub."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from vast_llm._signing import load_public_key, verify
+from vast_llm.emulator import Emulator
+
+
+def route(emu: Emulator, body: dict[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
+    payload = (
+        {"endpoint": emu.endpoint, "api_key": emu.api_key, "cost": 256} if body is None else body
+    )
+    return httpx.post(emu.base_url + "/route/", json=payload, **kwargs)
+
+
+def test_ready_answer_is_signed_and_complete(tgi: Emulator) -> None:
+    answer = route(tgi).json()
+    assert set(answer) == {"endpoint", "url", "cost", "reqnum", "request_idx", "__request_id",
+                           "signature"}  # fmt: skip
+    assert answer["url"] in tgi.worker_urls() and answer["cost"] == 256.0
+    assert isinstance(answer["cost"], float)  # the router re-types cost, as production does
+    key = load_public_key(httpx.get(tgi.base_url + "/pubkey/").text)
+    assert verify(key, answer, ("g3",)) == "g3"
+
+
+@pytest.mark.parametrize("where", ["body", "bearer", "query"])
+def test_the_key_is_accepted_in_body_bearer_or_query(tgi: Emulator, where: str) -> None:
+    body: dict[str, Any] = {"endpoint": tgi.endpoint, "cost": 1}
+    kwargs: dict[str, Any] = {}
+    if where == "body":
+        body["api_key"] = tgi.api_key
+    elif where == "bearer":
+        kwargs["headers"] = {"Authorization": f"Bearer {tgi.api_key}"}
+    else:
+        kwargs["params"] = {"api_key": tgi.api_key}
+    assert "url" in route(tgi, body, **kwargs).json()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "shape"),
+    [
+        ({"endpoint": "emulated-endpoint", "api_key": "wrong", "cost": 1}, 401, "error"),
+        ({"api_key": "KEY", "cost": 1}, 400, "error"),
+        ({"endpoint": "emulated-endpoint", "api_key": "KEY", "cost": -1}, 400, "error"),
+        ({"endpoint": "nope", "api_key": "KEY", "cost": 1}, 400, "error_msg"),
+    ],
+)
+def test_refusals(tgi: Emulator, body: dict[str, Any], status: int, shape: str) -> None:
+    body = {k: tgi.api_key if v == "KEY" else v for k, v in body.items()}
+    response = route(tgi, body)
+    assert response.status_code == status and shape in response.json()
+
+
+def test_invalid_json_is_400(tgi: Emulator) -> None:
+    response = httpx.post(tgi.base_url + "/route/", content=b"{nope")
+    assert response.status_code == 400
+
+
+def test_reqnum_is_monotonic_per_worker_and_request_idx_stable(tgi: Emulator) -> None:
+    answers = [route(tgi).json() for _ in range(6)]
+    for url in tgi.worker_urls():
+        reqnums = [a["reqnum"] for a in answers if a["url"] == url]
+        assert reqnums == sorted(reqnums) and len(set(reqnums)) == len(reqnums)
+    assert len({a["request_idx"] for a in answers}) == 6  # a new index per logical request
+    again = route(tgi, {"endpoint": tgi.endpoint, "api_key": tgi.api_key, "cost": 1,
+                        "request_idx": answers[0]["request_idx"]}).json()  # fmt: skip
+    assert again["request_idx"] == answers[0]["request_idx"]
+
+
+def test_not_ready_answer(tgi: Emulator) -> None:
+    tgi.inject("not_ready")
+    answer = route(tgi).json()
+    assert "url" not in answer and answer["status"].startswith("no worker ready")
+    assert isinstance(answer["request_idx"], int)
+
+
+def test_cold_start_states_progress() -> None:
+    with Emulator(cold_start=0.6).serve() as emu:
+        seen = []
+        for _ in range(40):
+            answer = route(emu).json()
+            seen.append(answer.get("status") or "ready")
+            if "url" in answer:
+                break
+            asyncio.run(asyncio.sleep(0.03))
+        assert seen[-1] == "ready"
+        states = " ".join(seen)
+        assert "creating" in states and "loading" in states and "model_loading" in states
+
+
+async def test_least_loaded_worker_is_chosen() -> None:
+    with Emulator(workers=2, token_delay=0.05).serve() as emu:
+        first = route(emu).json()
+        # While the first assignment is pending, the other worker is less loaded.
+        second = route(emu).json()
+        assert first["url"] != second["url"]
+
+
+def test_stopped_endpoint(tgi: Emulator) -> None:
+    tgi.set_stopped(True)
+    assert route(tgi).json()["status"] == "Stopped"
+
+
+def test_pubkey_is_spki_pem(tgi: Emulator) -> None:
+    response = httpx.get(tgi.base_url + "/pubkey/")
+    assert response.text.startswith("-----BEGIN PUBLIC KEY-----")
+    assert response.text == tgi.public_key_pem
+
+
+def test_console_lists_endpoints_for_the_vastai_sdk(tgi: Emulator) -> None:
+    response = httpx.get(tgi.base_url + "/api/v0/endptjobs/", params={"api_key": tgi.api_key})
+    result = response.json()["results"][0]
+    assert result["endpoint_name"] == tgi.endpoint and result["api_key"] == tgi.api_key
+    assert {"id", "user_id", "created_at"} <= set(result)
+    assert httpx.get(tgi.base_url + "/api/v0/endptjobs/").status_code == 401
+
+
+def test_several_endpoints_share_one_router() -> None:
+    emu = Emulator(api="tgi")
+    emu.add_endpoint("chat", api="openai", workers=2)
+    with emu.serve():
+        tgi_answer = route(emu).json()
+        chat_answer = route(emu, {"endpoint": "chat", "api_key": emu.api_key, "cost": 1}).json()
+        assert tgi_answer["url"] in emu.worker_urls(emu.endpoint)
+        assert chat_answer["url"] in emu.worker_urls("chat")
+        assert len(emu.worker_urls()) == 3
+
+
+def test_requests_are_recorded(tgi: Emulator) -> None:
+    route(tgi)
+    recorded = tgi.requests[-1]
+    assert recorded.target == "route" and recorded.json["api_key"] == tgi.api_key
+    assert json.loads(recorded.response)["url"] in tgi.worker_urls()
+
+
+def test_emulator_binds_loopback_only(tgi: Emulator) -> None:
+    assert tgi.base_url.startswith("http://127.0.0.1:")
+    assert all(url.startswith("http://127.0.0.1:") for url in tgi.worker_urls())

@@ -1,0 +1,64 @@
+"""A pytest plugin that runs the Vast emulator for your own tests (opt-in).
+
+Enable it in a ``conftest.py``::
+
+    pytest_plugins = ["vast_llm.testing"]
+
+Then any test that asks for ``vast_emulator`` talks to a local autoscaler and workers with no
+account and no network: the fixture sets ``VAST_BASE_URL``, ``VAST_API_KEY`` and
+``VAST_ENDPOINT``, so code that builds its client from the environment runs unchanged::
+
+    def test_my_chain(vast_emulator):
+        llm = VastLLM()                      # or VastClient(), ChatVast(), Vast() ...
+        assert chain_using(llm).invoke("hi")
+        assert vast_emulator.worker_requests  # what reached the workers
+
+One emulator (one fake TGI worker) serves the whole session and is reset between tests. A test
+that needs another setup says so with a marker, which gets it a fresh emulator::
+
+    @pytest.mark.vast_emulator(api="openai", workers=2, faults=["worker_500"])
+    def test_recovers(vast_emulator): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .emulator import Emulator
+
+__all__ = ["vast_emulator"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "vast_emulator(**options): run this test's vast_emulator with these Emulator options",
+    )
+
+
+@pytest.fixture(scope="session")
+def _vast_emulator_shared() -> Iterator[Emulator]:
+    with Emulator().serve() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def vast_emulator(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Emulator]:
+    """A running emulator, with VAST_BASE_URL, VAST_API_KEY and VAST_ENDPOINT pointing at it."""
+    marker = request.node.get_closest_marker("vast_emulator")
+    dedicated = marker is not None and bool(marker.kwargs)
+    if dedicated:
+        emulator = Emulator(**marker.kwargs).start()
+    else:
+        emulator = request.getfixturevalue("_vast_emulator_shared")
+        emulator.reset()
+    monkeypatch.setenv("VAST_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("VAST_API_KEY", emulator.api_key)
+    monkeypatch.setenv("VAST_ENDPOINT", emulator.endpoint)
+    yield emulator
+    if dedicated:
+        emulator.stop()
