@@ -37,6 +37,12 @@ Message = Mapping[str, Any]
 
 
 def _cut(exc: httpx.TransportError, url: str) -> WorkerStreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return WorkerStreamError(
+            f"worker {url} went silent for longer than the timeout mid-answer "
+            f"({type(exc).__name__}: idle timeout); raise timeout= if the model is slow",
+            worker_url=url,
+        )
     return WorkerStreamError(
         f"the answer from worker {url} was cut ({type(exc).__name__}: {exc or 'no detail'}); "
         "it is not retried because the worker may already have done the work",

@@ -97,6 +97,7 @@ class WorkerState:
     ready_at: float = 0.0
     reqnum: int = 0
     inflight: int = 0
+    peak_inflight: int = 0  # most requests this worker ran at once (proves concurrency in tests)
     served: int = 0
     pending: dict[int, tuple[float, float]] = field(default_factory=dict)
     active_cost: float = 0.0
@@ -676,6 +677,7 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
         with state.lock:
             worker.pending.pop(auth.get("reqnum"), None)
             worker.inflight += 1
+            worker.peak_inflight = max(worker.peak_inflight, worker.inflight)
             worker.active_cost += cost
         done = False
 

@@ -1,0 +1,305 @@
+"""VastLLM: a LangChain text LLM on a Vast.ai Serverless endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
+from langchain_core.language_models.llms import LLM
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from langchain_core.runnables import Runnable, RunnableConfig
+from pydantic import AliasChoices, Field
+
+from vast_llm import AsyncStream, Completion, Stream
+
+from ._common import VastFields, completion_info, lc_errors, route_metadata, usage_dict
+
+__all__ = ["VastLLM"]
+
+
+def _final_info(stream: Stream | AsyncStream) -> dict[str, Any]:
+    return {
+        "finish_reason": stream.finish_reason,
+        "model_name": stream._builder._acc.model,
+        "usage": usage_dict(stream.usage),
+        "vast": route_metadata(stream.route, stream.time_to_first_token),
+    }
+
+
+def _sum_usage(infos: Sequence[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for info in infos:
+        for name, count in (info.get("usage") or {}).items():
+            total[name] = total.get(name, 0) + count
+    return total
+
+
+class VastLLM(VastFields, LLM):
+    """A text-completion LLM served by a Vast.ai Serverless endpoint (TGI or vLLM).
+
+    Setup:
+        .. code-block:: bash
+
+            pip install "vast-llm[langchain]"
+            export VAST_API_KEY="..."   # your Vast.ai API key
+
+    Key init args:
+        endpoint, api_key, base_url: default to ``VAST_ENDPOINT``, ``VAST_API_KEY``,
+            ``VAST_BASE_URL``.
+        api: ``"tgi"`` (default; ``/generate``, ``/generate_stream``) or ``"openai"``
+            (``/v1/completions``).
+        max_new_tokens: most tokens to generate (alias ``max_tokens``; default 256).
+        temperature, top_p, top_k, repetition_penalty, seed, stop: sampling.
+        streaming: stream even in ``invoke`` (tokens reach callbacks as they come).
+        timeout, max_retries, deadline, signature_policy, public_key, payload_format.
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_vast import VastLLM
+
+            llm = VastLLM(endpoint="my-tgi-endpoint", max_new_tokens=128)
+
+    Invoke / stream / batch:
+        .. code-block:: python
+
+            llm.invoke("The capital of France is")
+            for token in llm.stream("Once upon a time"):
+                print(token, end="", flush=True)
+            await llm.abatch(["a", "b", "c"])     # concurrent, at most max_concurrency at once
+
+    In a chain:
+        .. code-block:: python
+
+            from langchain_core.output_parsers import StrOutputParser
+            from langchain_core.prompts import PromptTemplate
+
+            chain = PromptTemplate.from_template("Q: {q}\\nA:") | llm | StrOutputParser()
+            chain.invoke({"q": "Why is the sky blue?"})
+
+    ``generation_info`` carries ``finish_reason``, token usage and ``vast`` (the route facts:
+    worker, reqnum, request_idx, attempts, route latency, signature, time to first token);
+    ``llm_output`` carries ``token_usage`` and ``model_name``.
+    """
+
+    api: Literal["tgi", "openai"] = "tgi"
+    """The worker template's API: ``tgi`` or ``openai`` (vLLM completions)."""
+    max_new_tokens: int = Field(
+        default=256, validation_alias=AliasChoices("max_new_tokens", "max_tokens")
+    )
+    """Most tokens to generate (also the cost sent to the router)."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "vast"
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"api_key": "VAST_API_KEY"}
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_vast", "llms"]
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {**self._sampling_identity(), "max_new_tokens": self.max_new_tokens}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="vast",
+            ls_model_name=kwargs.get("model") or self.model_name or self.endpoint or "vast",
+            ls_model_type="llm",
+            ls_max_tokens=kwargs.get(
+                "max_new_tokens", kwargs.get("max_tokens", self.max_new_tokens)
+            ),
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        stops = stop or self.stop
+        if stops:
+            params["ls_stop"] = list(stops)
+        return params
+
+    def _call_params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return self._params(stop, kwargs, self.max_new_tokens)
+
+    @staticmethod
+    def _generation(answer: Completion) -> Generation:
+        info = completion_info(answer)
+        info["usage"] = usage_dict(answer.usage)
+        return Generation(text=answer.text, generation_info=info)
+
+    # -- one prompt ------------------------------------------------------------------------
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        params = self._call_params(stop, kwargs)
+        with lc_errors(), self.client.stream(prompt, **params) as stream:
+            for piece in stream:
+                if not piece.text:
+                    continue
+                chunk = GenerationChunk(text=piece.text)
+                if run_manager:
+                    run_manager.on_llm_new_token(piece.text, chunk=chunk)
+                yield chunk
+            # Always one last chunk: the answer's facts, and a chunk even for an empty answer.
+            last = GenerationChunk(text="", generation_info=_final_info(stream))
+            if run_manager:
+                run_manager.on_llm_new_token("", chunk=last)
+            yield last
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        params = self._call_params(stop, kwargs)
+        with lc_errors():
+            async with self.async_client.stream(prompt, **params) as stream:
+                async for piece in stream:
+                    if not piece.text:
+                        continue
+                    chunk = GenerationChunk(text=piece.text)
+                    if run_manager:
+                        await run_manager.on_llm_new_token(piece.text, chunk=chunk)
+                    yield chunk
+                last = GenerationChunk(text="", generation_info=_final_info(stream))
+                if run_manager:
+                    await run_manager.on_llm_new_token("", chunk=last)
+                yield last
+
+    def _one(
+        self, prompt: str, stop: list[str] | None, run_manager: Any, kwargs: dict[str, Any]
+    ) -> Generation:
+        if self.streaming:
+            whole: GenerationChunk | None = None
+            for chunk in self._stream(prompt, stop, run_manager, **kwargs):
+                whole = chunk if whole is None else whole + chunk
+            assert whole is not None  # _stream always yields its last chunk
+            return Generation(text=whole.text, generation_info=whole.generation_info)
+        with lc_errors():
+            answer = self.client.generate(prompt, **self._call_params(stop, kwargs))
+        return self._generation(answer)
+
+    async def _aone(
+        self, prompt: str, stop: list[str] | None, run_manager: Any, kwargs: dict[str, Any]
+    ) -> Generation:
+        if self.streaming:
+            whole: GenerationChunk | None = None
+            async for chunk in self._astream(prompt, stop, run_manager, **kwargs):
+                whole = chunk if whole is None else whole + chunk
+            assert whole is not None
+            return Generation(text=whole.text, generation_info=whole.generation_info)
+        with lc_errors():
+            answer = await self.async_client.generate(prompt, **self._call_params(stop, kwargs))
+        return self._generation(answer)
+
+    def _call(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        return self._one(prompt, stop, run_manager, kwargs).text
+
+    async def _acall(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        return (await self._aone(prompt, stop, run_manager, kwargs)).text
+
+    # -- many prompts ----------------------------------------------------------------------
+
+    def _result(self, generations: list[Generation]) -> LLMResult:
+        infos = [g.generation_info or {} for g in generations]
+        model = next((i.get("model_name") for i in infos if i.get("model_name")), None)
+        return LLMResult(
+            generations=[[g] for g in generations],
+            llm_output={
+                "token_usage": _sum_usage(infos),
+                "model_name": model or self.model_name or self.endpoint,
+            },
+        )
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        if len(prompts) == 1:
+            return self._result([self._one(prompts[0], stop, run_manager, kwargs)])
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
+            done = pool.map(lambda p: self._one(p, stop, run_manager, kwargs), prompts)
+            return self._result(list(done))
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        gate = asyncio.Semaphore(self.max_concurrency)
+
+        async def one(prompt: str) -> Generation:
+            async with gate:
+                return await self._aone(prompt, stop, run_manager, kwargs)
+
+        return self._result(list(await asyncio.gather(*(one(p) for p in prompts))))
+
+    # Batches run each prompt as its own call (its own callbacks and route), at most
+    # max_concurrency at once unless the config says otherwise.
+
+    def _bounded(self, config: RunnableConfig | list[RunnableConfig] | None) -> Any:
+        if config is None:
+            return {"max_concurrency": self.max_concurrency}
+        if isinstance(config, list):
+            return [{"max_concurrency": self.max_concurrency, **c} for c in config]
+        return {"max_concurrency": self.max_concurrency, **config}
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        return Runnable.batch(
+            self, inputs, self._bounded(config), return_exceptions=return_exceptions, **kwargs
+        )
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        return await Runnable.abatch(
+            self, inputs, self._bounded(config), return_exceptions=return_exceptions, **kwargs
+        )
