@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -38,7 +37,7 @@ from vast_llm import (
     WorkerError,
     WorkerStreamError,
 )
-from vast_llm._config import resolve_settings
+from vast_llm._pair import ClientPair, sampling_params
 from vast_llm._types import Completion, RouteInfo, Usage
 
 __all__ = ["VastFields", "lc_errors", "route_metadata"]
@@ -93,9 +92,7 @@ class VastFields(BaseModel):
     http_async_client: Any = Field(default=None, exclude=True)
     """An ``httpx.AsyncClient`` for the async calls (not serialised)."""
 
-    _client: VastClient | None = PrivateAttr(default=None)
-    _aclient: AsyncVastClient | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _pair: ClientPair = PrivateAttr()
 
     @model_validator(mode="before")
     @classmethod
@@ -123,80 +120,60 @@ class VastFields(BaseModel):
             values["model_kwargs"] = extra
         return values
 
-    def _client_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "api_key": self.api_key.get_secret_value() if self.api_key else None,
-            "base_url": self.base_url,
-            "api": getattr(self, "api", "tgi"),
-            "payload_format": self.payload_format,
-            "signature_policy": self.signature_policy,
-            "public_key": self.public_key,
-            "max_retries": self.max_retries,
-            "backoff": self.backoff,
-        }
-        if self.timeout is not None:
-            kwargs["timeout"] = self.timeout
-        if self.deadline is not None:
-            kwargs["deadline"] = self.deadline
-        template = getattr(self, "chat_template", None)
-        if template is not None:
-            kwargs["chat_template"] = template
-        return kwargs
-
     @model_validator(mode="after")
-    def _check_settings(self) -> Any:
-        # Fail at construction on a missing endpoint or key, a bad PEM...; no network here,
-        # and the HTTP clients are built on first use.
-        resolve_settings(self.endpoint, **self._client_kwargs())
+    def _build_clients(self) -> Any:
+        # Settings are checked here (a missing endpoint or key fails at construction); the
+        # HTTP clients are built on first use: no network in the constructor.
+        self._pair = ClientPair(
+            self.endpoint,
+            {
+                "api_key": self.api_key.get_secret_value() if self.api_key else None,
+                "base_url": self.base_url,
+                "api": getattr(self, "api", "tgi"),
+                "payload_format": self.payload_format,
+                "signature_policy": self.signature_policy,
+                "public_key": self.public_key,
+                "max_retries": self.max_retries,
+                "backoff": self.backoff,
+                "timeout": self.timeout,
+                "deadline": self.deadline,
+                "chat_template": getattr(self, "chat_template", None),
+            },
+            http_client=self.http_client,
+            http_async_client=self.http_async_client,
+        )
         return self
 
     @property
     def client(self) -> VastClient:
         """The sync routing client (built on first use, then reused)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = VastClient(
-                        self.endpoint, http_client=self.http_client, **self._client_kwargs()
-                    )
-        return self._client
+        return self._pair.sync
 
     @property
     def async_client(self) -> AsyncVastClient:
         """The async routing client (built on first use, then reused)."""
-        if self._aclient is None:
-            with self._lock:
-                if self._aclient is None:
-                    self._aclient = AsyncVastClient(
-                        self.endpoint, http_client=self.http_async_client, **self._client_kwargs()
-                    )
-        return self._aclient
+        return self._pair.async_
 
     def _params(
         self, stop: list[str] | None, kwargs: dict[str, Any], max_tokens: int
     ) -> dict[str, Any]:
         """Sampling parameters for one call: fields, then model_kwargs, then call kwargs."""
-        params: dict[str, Any] = {
+        defaults = {
             "max_tokens": max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
             "repetition_penalty": self.repetition_penalty,
             "seed": self.seed,
-            **self.model_kwargs,
-            **kwargs,
         }
-        if "max_new_tokens" in kwargs:
-            params["max_tokens"] = params.pop("max_new_tokens")
-        stops = [*(self.stop or []), *(stop or []), *(params.pop("stop", None) or [])]
-        if stops:
-            params["stop"] = list(dict.fromkeys(stops))
-        if getattr(self, "api", "tgi") == "openai":
-            if self.model_name and "model" not in params:
-                params["model"] = self.model_name
-        else:
-            params.pop("model", None)  # TGI serves one model and has no such parameter
-        return {k: v for k, v in params.items() if v is not None}
+        return sampling_params(
+            defaults,
+            self.model_kwargs,
+            kwargs,
+            [*(self.stop or []), *(stop or [])],
+            model=self.model_name,
+            openai=getattr(self, "api", "tgi") == "openai",
+        )
 
     def _sampling_identity(self) -> dict[str, Any]:
         return {
@@ -217,31 +194,11 @@ class VastFields(BaseModel):
 
 def route_metadata(route: RouteInfo | None, ttft: float | None = None) -> dict[str, Any]:
     """The route facts as plain data for ``generation_info`` / ``response_metadata``."""
-    if route is None:
-        return {}
-    facts: dict[str, Any] = {
-        "worker_url": route.worker_url,
-        "reqnum": route.reqnum,
-        "request_idx": route.request_idx,
-        "attempts": route.attempts,
-        "route_calls": route.route_calls,
-        "route_latency": route.route_latency,
-        "signature": route.signature,
-    }
-    if ttft is not None:
-        facts["time_to_first_token"] = ttft
-    return facts
+    return {} if route is None else route.to_dict(ttft)
 
 
 def usage_dict(usage: Usage | None) -> dict[str, int]:
-    if usage is None:
-        return {}
-    counts = {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-    return {k: v for k, v in counts.items() if v is not None}
+    return {} if usage is None else usage.to_dict()
 
 
 def completion_info(answer: Completion) -> dict[str, Any]:

@@ -31,6 +31,15 @@ class Usage:
         total = prompt + completion if prompt is not None and completion is not None else None
         return cls(prompt, completion, total)
 
+    def to_dict(self) -> dict[str, int]:
+        """The known counts, OpenAI-style (``prompt_tokens``, ``completion_tokens``...)."""
+        counts = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        return {name: count for name, count in counts.items() if count is not None}
+
 
 @dataclass(frozen=True, slots=True)
 class RouteInfo:
@@ -61,6 +70,21 @@ class RouteInfo:
     def verified(self) -> bool:
         """True when the assignment's signature verified against the autoscaler's key."""
         return self.signature in ("g3", "g2", "g1")
+
+    def to_dict(self, time_to_first_token: float | None = None) -> dict[str, Any]:
+        """The facts as plain data (for framework metadata and logs)."""
+        facts: dict[str, Any] = {
+            "worker_url": self.worker_url,
+            "reqnum": self.reqnum,
+            "request_idx": self.request_idx,
+            "attempts": self.attempts,
+            "route_calls": self.route_calls,
+            "route_latency": self.route_latency,
+            "signature": self.signature,
+        }
+        if time_to_first_token is not None:
+            facts["time_to_first_token"] = time_to_first_token
+        return facts
 
 
 @dataclass(frozen=True, slots=True)

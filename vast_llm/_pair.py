@@ -1,0 +1,82 @@
+"""A sync and an async client built on first use: what the framework wrappers hold."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from ._client import AsyncVastClient, VastClient
+from ._config import resolve_settings
+
+__all__ = ["ClientPair", "sampling_params"]
+
+
+class ClientPair:
+    """Settings checked now; a :class:`VastClient` and an :class:`AsyncVastClient` built on
+    first use (no network, and no connection pool, until a call needs one)."""
+
+    def __init__(
+        self,
+        endpoint: str | None,
+        settings: Mapping[str, Any],
+        *,
+        http_client: Any = None,
+        http_async_client: Any = None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._settings = {k: v for k, v in settings.items() if v is not None}
+        resolve_settings(endpoint, **self._settings)  # raise ConfigError at construction
+        self._http_client = http_client
+        self._http_async_client = http_async_client
+        self._lock = threading.Lock()
+        self._sync: VastClient | None = None
+        self._async: AsyncVastClient | None = None
+
+    @property
+    def sync(self) -> VastClient:
+        if self._sync is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = VastClient(
+                        self._endpoint, http_client=self._http_client, **self._settings
+                    )
+        return self._sync
+
+    @property
+    def async_(self) -> AsyncVastClient:
+        if self._async is None:
+            with self._lock:
+                if self._async is None:
+                    self._async = AsyncVastClient(
+                        self._endpoint, http_client=self._http_async_client, **self._settings
+                    )
+        return self._async
+
+
+def sampling_params(
+    defaults: Mapping[str, Any],
+    extra: Mapping[str, Any],
+    call: Mapping[str, Any],
+    stops: list[str],
+    *,
+    model: str | None,
+    openai: bool,
+) -> dict[str, Any]:
+    """One call's parameters: the model's fields, then its extra kwargs, then the call's.
+
+    Stop sequences from all three are merged (order kept, duplicates dropped); ``model`` is
+    sent to OpenAI-compatible workers only (TGI serves one model and has no such field).
+    """
+    params: dict[str, Any] = {**defaults, **extra, **call}
+    if "max_new_tokens" in call:
+        params["max_tokens"] = params.pop("max_new_tokens")
+    merged = [*stops, *(params.pop("stop", None) or [])]
+    if merged:
+        params["stop"] = list(dict.fromkeys(merged))
+    if openai:
+        if model and "model" not in params:
+            params["model"] = model
+    else:
+        params.pop("model", None)
+    return {name: value for name, value in params.items() if value is not None}
