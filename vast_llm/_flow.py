@@ -361,7 +361,7 @@ def _assign_flow(
             delay = s.backoff.poll_delay(polls, ctx.rng)
             polls += 1
             logger.debug(
-                "no worker ready for %r yet (%s); re-polling in %.2fs",
+                "waiting for a worker of %r: %s (re-poll in %.1fs)",
                 s.endpoint,
                 excerpt(str(outcome.status)),
                 delay,
