@@ -99,7 +99,9 @@ def _choice(name: str, value: Any, allowed: Any) -> Any:
 
 
 def _is_loopback(url: httpx.URL) -> bool:
-    return url.host in _LOOPBACK or url.host.startswith("127.")
+    # RFC 6761 reserves *.localhost for the local machine.
+    host = url.host
+    return host in _LOOPBACK or host.startswith("127.") or host.endswith(".localhost")
 
 
 def resolve_settings(

@@ -143,3 +143,32 @@ def test_requests_are_recorded(tgi: Emulator) -> None:
 def test_emulator_binds_loopback_only(tgi: Emulator) -> None:
     assert tgi.base_url.startswith("http://127.0.0.1:")
     assert all(url.startswith("http://127.0.0.1:") for url in tgi.worker_urls())
+
+
+async def test_in_process_mode_for_fast_async_tests() -> None:
+    from vast_llm import AsyncVastClient
+
+    emu = Emulator(api="openai", workers=2, faults=["worker_500"])
+    transport = emu.asgi_transport()
+    async with (
+        httpx.AsyncClient(transport=transport) as http,
+        AsyncVastClient(
+            emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, api="openai", http_client=http
+        ) as client,
+    ):
+        answer = await client.chat([{"role": "user", "content": "hi"}], max_tokens=4)
+        assert answer.usage.completion_tokens == 4 and answer.route.attempts == 2
+        async with client.stream_chat([{"role": "user", "content": "hi"}], max_tokens=4) as s:
+            assert "".join([c.text async for c in s]) == answer.text
+    assert len(emu.worker_requests) == 3 and answer.route.verified
+
+
+def test_recipe_per_worker() -> None:
+    with Emulator(workers=2, recipe=["g3", "g1"]).serve() as emu:
+        assert [w.recipe for w in emu.workers] == ["g3", "g1"]
+        key = load_public_key(emu.public_key_pem)
+        recipes = set()
+        for _ in range(4):
+            answer = route(emu).json()
+            recipes.add(verify(key, answer))
+        assert recipes == {"g3", "g1"}

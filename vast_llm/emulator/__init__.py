@@ -34,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "vast_llm.emulator needs the emulator extra: pip install 'vast-llm[emulator]'"
     ) from exc
 
+import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -72,7 +73,7 @@ class _EndpointSpec:
     api: str
     workers: int
     model: str
-    recipe: Recipe
+    recipe: Recipe | Sequence[Recipe]
     payload_format: str
     cold_start: float
     token_delay: float
@@ -86,6 +87,24 @@ def _check(name: str, value: Any, allowed: Iterable[Any]) -> None:
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
 
 
+class _InProcess(httpx.AsyncBaseTransport):
+    """Dispatches each request to the emulated app its address names."""
+
+    def __init__(self, apps: dict[str, Any]) -> None:
+        self._apps = {url: httpx.ASGITransport(app=app) for url, app in apps.items()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._apps.get(f"{request.url.scheme}://{request.url.host}")
+        if transport is None:
+            raise httpx.ConnectError(f"nothing listens at {request.url.host}", request=request)
+        try:
+            return await transport.handle_async_request(request)
+        except httpx.HTTPError:
+            raise
+        except Exception as exc:  # the app dropped the connection (stream_cut)
+            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+
+
 class Emulator:
     """The autoscaler and its workers, served on 127.0.0.1.
 
@@ -94,7 +113,8 @@ class Emulator:
         workers: how many workers the default endpoint has.
         model: ``"fake"`` (deterministic, instant) or ``"smollm2"`` (the real small model).
         recipe: how the router signs assignments for these workers: ``"g3"`` (current),
-            ``"g2"`` or ``"g1"``; workers check the same recipe (g1 also refuses replays).
+            ``"g2"`` or ``"g1"``, or one per worker (``["g3", "g1"]``); each worker checks its
+            own recipe (g1 workers also refuse replays).
         payload_format: what the workers accept: ``"wrapped"`` (current) or ``"flat"`` (legacy).
         cold_start: seconds before the workers are ready (the router answers "not ready"
             with their state meanwhile).
@@ -115,7 +135,7 @@ class Emulator:
         api: str = "tgi",
         workers: int = 1,
         model: str = "fake",
-        recipe: str = "g3",
+        recipe: str | Sequence[str] = "g3",
         payload_format: str = "wrapped",
         cold_start: float = 0.0,
         faults: Iterable[str | Fault] = (),
@@ -173,7 +193,7 @@ class Emulator:
         api: str = "tgi",
         workers: int = 1,
         model: str = "fake",
-        recipe: str = "g3",
+        recipe: str | Sequence[str] = "g3",
         payload_format: str = "wrapped",
         cold_start: float = 0.0,
         token_delay: float = 0.0,
@@ -185,7 +205,10 @@ class Emulator:
             raise RuntimeError("add endpoints before the emulator starts")
         _check("api", api, ("tgi", "openai"))
         _check("model", model, ("fake", "smollm2"))
-        _check("recipe", recipe, ("g3", "g2", "g1"))
+        for one in [recipe] if isinstance(recipe, str) else recipe:
+            _check("recipe", one, ("g3", "g2", "g1"))
+        if not isinstance(recipe, str) and len(recipe) != workers:
+            raise ValueError(f"one recipe per worker: got {len(recipe)} for {workers} workers")
         _check("payload_format", payload_format, ("wrapped", "flat"))
         if workers < 1:
             raise ValueError("an endpoint needs at least one worker")
@@ -205,48 +228,88 @@ class Emulator:
             return self._models["smollm2"]
         return FakeModel(token_delay=spec.token_delay, responses=spec.responses)
 
-    def start(self) -> Emulator:
-        """Start the router and workers; returns self once they all accept connections."""
-        if self._servers is not None:
-            return self
+    def _build(self, new_url: Callable[[], str]) -> tuple[State, list[tuple[Any, str]]]:
+        """The shared state and every app with its address (the router's first)."""
         state = State(self.api_key, self._key, self._faults)
-        apps: list[tuple[Any, socket.socket]] = []
-        router_sock = bind_loopback(self.port)
-        apps.append((router_app(state), router_sock))
-
+        apps: list[tuple[Any, str]] = [(router_app(state), new_url())]
         ids = itertools.count(1)
         for spec in self._specs:
             model = self._model_for(spec)
             endpoint = EndpointState(spec.name, spec.api, [], id=next(ids))
+            recipes = [spec.recipe] * spec.workers if isinstance(spec.recipe, str) else spec.recipe
             for index in range(spec.workers):
-                sock = bind_loopback()
                 worker = WorkerState(
                     index=index,
                     endpoint=spec.name,
                     api=spec.api,
-                    recipe=spec.recipe,
+                    recipe=recipes[index],
                     payload_format=spec.payload_format,
                     model=model,
                     cold_start=spec.cold_start,
                     max_concurrency=spec.max_concurrency,
-                    url=f"http://127.0.0.1:{sock.getsockname()[1]}",
+                    url=new_url(),
                     ready_at=time.monotonic() + spec.cold_start,
                 )
                 endpoint.workers.append(worker)
-                apps.append((worker_app(state, worker), sock))
+                apps.append((worker_app(state, worker), worker.url))
             state.endpoints[spec.name] = endpoint
-        state.dead_url = f"http://127.0.0.1:{free_port()}"
-        servers = Servers()
+        return state, apps
+
+    def start(self) -> Emulator:
+        """Start the router and workers; returns self once they all accept connections."""
+        if self._servers is not None:
+            return self
+        if self._state is not None:
+            raise RuntimeError("this emulator runs in-process (asgi_transport); make another")
+        sockets: dict[str, socket.socket] = {}
+
+        def bind() -> str:
+            # The router takes the requested port; every worker a free one.
+            sock = bind_loopback(0 if sockets else self.port)
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            sockets[url] = sock
+            return url
+
         try:
-            servers.start(apps)
+            state, apps = self._build(bind)
+            state.dead_url = f"http://127.0.0.1:{free_port()}"
+            servers = Servers()
+            servers.start([(app, sockets[url]) for app, url in apps])
         except BaseException:
-            for _, sock in apps:
+            for sock in sockets.values():
                 sock.close()
             raise
         self._state, self._servers = state, servers
-        self.port = router_sock.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = apps[0][1]
+        self.port = int(self.base_url.rsplit(":", 1)[1])
         return self
+
+    def asgi_transport(self) -> httpx.AsyncBaseTransport:
+        """Run in-process instead of on sockets: an ``httpx`` transport for fast async tests.
+
+        Give it to ``AsyncVastClient(..., base_url=emu.base_url,
+        http_client=httpx.AsyncClient(transport=emu.asgi_transport()))``. Requests go straight
+        to the ASGI apps (``http://router.emulator.localhost``, ``http://worker-N...``).
+        Bodies are buffered rather than streamed, so a dropped connection (``stream_cut``)
+        shows before the response starts; use :meth:`serve` for socket-level behaviour.
+        """
+        if self._servers is not None or self._state is not None:
+            raise RuntimeError("this emulator is already running; make another")
+        counter = itertools.count()
+
+        def name() -> str:
+            n = next(counter)
+            return (
+                "http://router.emulator.localhost"
+                if n == 0
+                else (f"http://worker-{n - 1}.emulator.localhost")
+            )
+
+        state, apps = self._build(name)
+        state.dead_url = "http://dead.emulator.localhost"
+        self._state = state
+        self.base_url = apps[0][1]
+        return _InProcess({url: app for app, url in apps})
 
     def stop(self) -> None:
         """Stop every server and release the model."""
