@@ -34,6 +34,10 @@ class AnswerBuilder:
         self.time_to_first_token: float | None = None
         self.route: RouteInfo | None = None
 
+    def restart(self, started: float) -> None:
+        """The request really starts now (after waiting for a turn): time from here."""
+        self._started = started
+
     @property
     def finished(self) -> bool:
         """True once nothing more should be read: the final event came, or a stop was cut."""

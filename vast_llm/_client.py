@@ -23,6 +23,7 @@ from ._config import (
 )
 from ._errors import WorkerStreamError
 from ._flow import Context, KeyStore, request_flow, route_flow, run_async, run_sync
+from ._gate import Gate
 from ._retry import Backoff
 from ._signing import RECIPES, Recipe
 from ._types import Assignment, Chunk, Completion, RouteInfo, Usage
@@ -73,6 +74,7 @@ class _BaseClient:
         cost: Cost = None,
         chat_template: ChatTemplate | None = None,
         limits: httpx.Limits | None = None,
+        max_concurrency: int | None = None,
         recipes: tuple[Recipe, ...] = RECIPES,
     ) -> None:
         self._settings = resolve_settings(
@@ -93,6 +95,7 @@ class _BaseClient:
             recipes=recipes,
         )
         self._limits = limits or DEFAULT_LIMITS
+        self._gate = Gate(max_concurrency or self._limits.max_connections or 256)
         self._ctx = Context()
         self._keys = KeyStore(self._settings)
 
@@ -188,6 +191,8 @@ class VastClient(_BaseClient):
         chat_template: renders chat messages into a prompt for TGI workers (default ChatML).
         recipes: the signing recipes accepted, newest first (default all: g3, g2, g1).
         limits: connection pool limits of the client's own ``httpx.Client``.
+        max_concurrency: requests this client runs at once (default: the pool's
+            ``max_connections``, 256); more wait their turn, and their deadline starts after.
         http_client: an ``httpx.Client`` to use instead (its proxies, hooks and transport apply;
             its auth and default headers are never sent to workers).
     """
@@ -226,14 +231,15 @@ class VastClient(_BaseClient):
         return Stream(self, self._chat(messages, params, stream=True))
 
     def _whole(self, call: WorkerCall) -> Completion:
-        started = self._ctx.clock()
-        response, route = run_sync(self._flow(call), self._http, self._keys)
-        try:
-            content = response.read()
-        except httpx.TransportError as exc:
-            raise _cut(exc, route.worker_url) from exc
-        finally:
-            response.close()
+        with self._gate:
+            started = self._ctx.clock()
+            response, route = run_sync(self._flow(call), self._http, self._keys)
+            try:
+                content = response.read()
+            except httpx.TransportError as exc:
+                raise _cut(exc, route.worker_url) from exc
+            finally:
+                response.close()
         return whole_answer(call, content, route, started, self._ctx.clock)
 
     def close(self) -> None:
@@ -302,14 +308,15 @@ class AsyncVastClient(_BaseClient):
         return AsyncStream(self, self._chat(messages, params, stream=True))
 
     async def _whole(self, call: WorkerCall) -> Completion:
-        started = self._ctx.clock()
-        response, route = await run_async(self._flow(call), self._http, self._keys)
-        try:
-            content = await response.aread()
-        except httpx.TransportError as exc:
-            raise _cut(exc, route.worker_url) from exc
-        finally:
-            await response.aclose()
+        async with self._gate:
+            started = self._ctx.clock()
+            response, route = await run_async(self._flow(call), self._http, self._keys)
+            try:
+                content = await response.aread()
+            except httpx.TransportError as exc:
+                raise _cut(exc, route.worker_url) from exc
+            finally:
+                await response.aclose()
         return whole_answer(call, content, route, started, self._ctx.clock)
 
     async def aclose(self) -> None:
@@ -371,7 +378,12 @@ class Stream(_StreamView, Iterator[Chunk]):
         self._chunks = self._run()
 
     def _run(self) -> Generator[Chunk, None, None]:
+        with self._client._gate:
+            yield from self._read()
+
+    def _read(self) -> Generator[Chunk, None, None]:
         client, builder = self._client, self._builder
+        builder.restart(client._ctx.clock())
         response, builder.route = run_sync(client._flow(self._call), client._http, client._keys)
         events = cast(Generator[ServerSentEvent, None, None], EventSource(response).iter_sse())
         try:
@@ -427,7 +439,13 @@ class AsyncStream(_StreamView, AsyncIterator[Chunk]):
         self._chunks = self._run()
 
     async def _run(self) -> AsyncGenerator[Chunk, None]:
+        async with self._client._gate:
+            async for chunk in self._read():
+                yield chunk
+
+    async def _read(self) -> AsyncGenerator[Chunk, None]:
         client, builder = self._client, self._builder
+        builder.restart(client._ctx.clock())
         response, builder.route = await run_async(
             client._flow(self._call), client._http, client._keys
         )

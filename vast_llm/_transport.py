@@ -33,6 +33,7 @@ from ._apis import DEFAULT_MAX_TOKENS, max_tokens_of
 from ._config import Settings, resolve_settings
 from ._errors import ConfigError, WorkerError, WorkerStreamError
 from ._flow import Context, KeyStore, request_flow, run_async, run_sync
+from ._gate import Gate
 from ._types import RouteInfo
 
 __all__ = ["AsyncVastTransport", "VastTransport"]
@@ -71,6 +72,7 @@ class _Common:
     _settings: Settings
 
     def _setup(self, endpoint: str | None, kwargs: dict[str, Any]) -> None:
+        self._gate = Gate(kwargs.pop("max_concurrency", None) or 256)
         self._settings = resolve_settings(endpoint, **kwargs)
         self._ctx = Context()
         self._keys = KeyStore(self._settings)
@@ -89,8 +91,9 @@ class _Common:
 
 
 class _SyncBody(httpx.SyncByteStream):
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, gate: Gate) -> None:
         self._response = response
+        self._gate: Gate | None = gate
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -99,12 +102,18 @@ class _SyncBody(httpx.SyncByteStream):
             raise httpx.ReadError(f"the worker's answer was cut: {exc}") from exc
 
     def close(self) -> None:
-        self._response.close()
+        try:
+            self._response.close()
+        finally:
+            if self._gate is not None:  # the request's turn ends with its body
+                self._gate.__exit__(None, None, None)
+                self._gate = None
 
 
 class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, gate: Gate) -> None:
         self._response = response
+        self._gate: Gate | None = gate
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -114,7 +123,12 @@ class _AsyncBody(httpx.AsyncByteStream):
             raise httpx.ReadError(f"the worker's answer was cut: {exc}") from exc
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        try:
+            await self._response.aclose()
+        finally:
+            if self._gate is not None:
+                await self._gate.__aexit__(None, None, None)
+                self._gate = None
 
 
 def _relay(
@@ -133,8 +147,9 @@ class VastTransport(_Common, httpx.BaseTransport):
 
     Takes the same settings as :class:`~vast_llm.VastClient` (``endpoint``, ``api_key``,
     ``base_url``, ``payload_format``, ``signature_policy``, ``public_key``, ``timeout``,
-    ``deadline``, ``max_retries``, ``cost``...); ``http_client`` is the ``httpx.Client`` used
-    for the route and worker calls themselves.
+    ``deadline``, ``max_retries``, ``cost``, ``max_concurrency``...); ``http_client`` is the
+    ``httpx.Client`` used for the route and worker calls themselves. A request holds one of
+    ``max_concurrency`` turns (default 256) until its response body is closed.
     """
 
     def __init__(
@@ -146,13 +161,15 @@ class VastTransport(_Common, httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()
+        self._gate.__enter__()
         try:
             response, route = run_sync(self._flow(request), self._http, self._keys)
-        except WorkerStreamError:
+        except BaseException as error:
+            self._gate.__exit__(None, None, None)
+            if isinstance(error, WorkerError) and not isinstance(error, WorkerStreamError):
+                return _error_response(error, request)
             raise
-        except WorkerError as error:
-            return _error_response(error, request)
-        return _relay(response, route, _SyncBody(response))
+        return _relay(response, route, _SyncBody(response, self._gate))
 
     def close(self) -> None:
         if self._owns_http:
@@ -175,13 +192,15 @@ class AsyncVastTransport(_Common, httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
+        await self._gate.__aenter__()
         try:
             response, route = await run_async(self._flow(request), self._http, self._keys)
-        except WorkerStreamError:
+        except BaseException as error:
+            await self._gate.__aexit__(None, None, None)
+            if isinstance(error, WorkerError) and not isinstance(error, WorkerStreamError):
+                return _error_response(error, request)
             raise
-        except WorkerError as error:
-            return _error_response(error, request)
-        return _relay(response, route, _AsyncBody(response))
+        return _relay(response, route, _AsyncBody(response, self._gate))
 
     async def aclose(self) -> None:
         if self._owns_http:

@@ -548,3 +548,10 @@ async def test_one_pooled_connection_is_reused(tgi: Emulator, make_driver: Any) 
         await d.generate(f"p{i}")
     assert len({r.client for r in tgi.route_requests}) == 1  # keep-alive to the router
     assert len({r.client for r in tgi.worker_requests}) <= 2  # one per worker
+
+
+async def test_requests_beyond_max_concurrency_wait_their_turn(make_driver: Any) -> None:
+    with Emulator(token_delay=0.02, workers=1).serve() as emu:
+        d: Driver = make_driver(emu, max_concurrency=2)
+        results = await asyncio.gather(*(d.generate(f"p{i}", max_tokens=5) for i in range(6)))
+        assert len(results) == 6 and emu.workers[0].peak_inflight == 2

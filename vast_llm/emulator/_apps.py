@@ -68,6 +68,7 @@ class Recorded:
     time: float = field(default_factory=time.time)
     client: tuple[str, int] | None = None  # the peer address (connection reuse shows here)
     response: bytes | None = None  # the route answer's body, for route calls that got one
+    status: int | None = None  # the status a worker answered with
 
     @property
     def text(self) -> str:
@@ -646,10 +647,22 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
 
     async def handle(request: Request, kind: str) -> Response:
         raw = await request.body()
-        state.record(
-            Recorded("worker", "POST", request.url.path, _headers(request), raw,
-                     worker=worker.index, endpoint=worker.endpoint, client=_peer(request))
-        )  # fmt: skip
+        entry = Recorded(
+            "worker",
+            "POST",
+            request.url.path,
+            _headers(request),
+            raw,
+            worker=worker.index,
+            endpoint=worker.endpoint,
+            client=_peer(request),
+        )
+        state.record(entry)
+        response = await respond(request, kind, raw)
+        entry.status = response.status_code
+        return response
+
+    async def respond(request: Request, kind: str, raw: bytes) -> Response:
         try:
             data = json.loads(raw)
         except ValueError:

@@ -1,0 +1,22 @@
+"""Load with faults: 1,000 concurrent async requests, ~10% of them meeting a random fault.
+Every request ends (recovered or a typed error) within its deadline, no request's work is sent
+to a worker twice after its answer started, and sockets and tasks return to the baseline."""
+
+from __future__ import annotations
+
+from tests.reliability.scenarios import OK, run_load
+from vast_llm.emulator import Emulator
+
+
+async def test_thousand_concurrent_requests_with_faults() -> None:
+    with Emulator(workers=4).serve() as emu:
+        result = await run_load(emu, n=1000, fault_rate=0.1)
+    print(f"\n{result}")
+    assert sum(result.outcomes.values()) == 1000  # every request ended
+    assert set(result.outcomes) <= {OK, "WorkerStreamError", "WorkerError"}
+    assert result.outcomes[OK] >= 900  # only faults that strike after output can fail a request
+    assert result.over_deadline == 0
+    assert result.sent_twice_after_first_byte == 0
+    assert result.client_sockets_idle <= 64  # only the keep-alive pool stays open
+    assert result.client_sockets_after <= result.client_sockets_before
+    assert result.tasks_after == result.tasks_before
