@@ -200,6 +200,10 @@ def _malformed(kind: str, body: Any) -> WorkerError:
     )
 
 
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def parse_answer(kind: str, body: Any) -> Parsed:
     """Parse a whole answer of the given kind ("tgi", "completions", "chat")."""
     if kind == "tgi":
@@ -209,9 +213,9 @@ def parse_answer(kind: str, body: Any) -> Parsed:
         if not isinstance(body, dict) or not isinstance(body.get("generated_text"), str):
             raise _malformed("TGI /generate", body)
         details = body.get("details")
-        finish = details.get("finish_reason") if isinstance(details, dict) else None
-        usage = None
+        finish, usage = None, None
         if isinstance(details, dict):
+            finish = _str_or_none(details.get("finish_reason"))
             prefill = details.get("prefill")
             usage = Usage.from_counts(
                 len(prefill) if isinstance(prefill, list) and prefill else None,
@@ -221,7 +225,8 @@ def parse_answer(kind: str, body: Any) -> Parsed:
     if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
         raise _malformed(f"OpenAI {kind}", body)
     choice = next(
-        (c for c in body["choices"] if isinstance(c, dict) and c.get("index", 0) == 0), None
+        (c for c in body["choices"] if isinstance(c, dict) and _int(c.get("index", 0)) == 0),
+        None,
     )
     if choice is None:
         raise _malformed(f"OpenAI {kind}", body)
@@ -239,13 +244,18 @@ def parse_answer(kind: str, body: Any) -> Parsed:
         if not isinstance(message, dict):
             raise _malformed("OpenAI chat", body)
         text = _content_text(message.get("content"))
-        for index, call in enumerate(message.get("tool_calls") or ()):
-            function = call.get("function") or {}
+        raw_calls = message.get("tool_calls") or []
+        if not isinstance(raw_calls, list):
+            raise _malformed("OpenAI chat", body)
+        for index, call in enumerate(raw_calls):
+            function = call.get("function") or {} if isinstance(call, dict) else None
+            if not isinstance(function, dict):
+                raise _malformed("OpenAI chat", body)
             arguments = function.get("arguments")
             calls.append(
                 ToolCall(
-                    id=call.get("id") or f"call_{index}",
-                    name=function.get("name") or "",
+                    id=_str_or_none(call.get("id")) or f"call_{index}",
+                    name=_str_or_none(function.get("name")) or "",
                     arguments=arguments
                     if isinstance(arguments, str)
                     else ("" if arguments is None else json.dumps(arguments)),
@@ -256,4 +266,7 @@ def parse_answer(kind: str, body: Any) -> Parsed:
         if not isinstance(raw_text, str):
             raise _malformed("OpenAI completions", body)
         text = raw_text
-    return Parsed(text, choice.get("finish_reason"), usage, body.get("model"), calls)
+    return Parsed(
+        text, _str_or_none(choice.get("finish_reason")), usage, _str_or_none(body.get("model")),
+        calls,
+    )  # fmt: skip

@@ -58,6 +58,19 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _bad_chunk(data: str) -> WorkerStreamError:
+    return WorkerStreamError(f"malformed OpenAI stream chunk: {excerpt(data)!r}")
+
+
+def _text(value: Any, data: str) -> str:
+    """A text field: a string, or absent (null); anything else is a malformed event."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _bad_chunk(data)
+    return value
+
+
 class TGIStreamDecoder:
     """Events of a TGI ``/generate_stream`` answer."""
 
@@ -88,7 +101,8 @@ class TGIStreamDecoder:
             self.done = True
             details = event.get("details")
             if isinstance(details, dict):
-                chunk.finish_reason = details.get("finish_reason")
+                reason = details.get("finish_reason")
+                chunk.finish_reason = reason if isinstance(reason, str) and reason else "unknown"
                 chunk.usage = Usage.from_counts(
                     _int(details.get("input_length")), _int(details.get("generated_tokens"))
                 )
@@ -139,7 +153,8 @@ class OpenAIStreamDecoder:
             raise WorkerStreamError(
                 f"the worker reported an error mid-stream: {excerpt(message)}", body=excerpt(data)
             )
-        chunk = Chunk(raw=event, model=event.get("model"))
+        model = event.get("model")
+        chunk = Chunk(raw=event, model=model if isinstance(model, str) else None)
         usage = event.get("usage")
         if isinstance(usage, dict):
             chunk.usage = Usage(
@@ -148,29 +163,40 @@ class OpenAIStreamDecoder:
                 _int(usage.get("total_tokens")),
             )
         choices = event.get("choices")
-        if choices is None and chunk.usage is None:
-            raise WorkerStreamError(f"malformed OpenAI stream chunk: {excerpt(data)!r}")
-        for choice in choices or ():
+        if choices is None and chunk.usage is not None:
+            choices = []  # a usage-only chunk may leave choices out
+        if not isinstance(choices, list):
+            raise _bad_chunk(data)
+        for choice in choices:
             # One answer per request: choices other than index 0 (n > 1) are not ours.
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            if not isinstance(choice, dict) or _int(choice.get("index", 0)) != 0:
                 continue
             if self.chat:
                 delta = choice.get("delta") or {}
-                chunk.text = delta.get("content") or ""
-                for call in delta.get("tool_calls") or ():
-                    function = call.get("function") or {}
+                if not isinstance(delta, dict):
+                    raise _bad_chunk(data)
+                chunk.text = _text(delta.get("content"), data)
+                calls = delta.get("tool_calls") or []
+                if not isinstance(calls, list):
+                    raise _bad_chunk(data)
+                for call in calls:
+                    function = call.get("function") or {} if isinstance(call, dict) else None
+                    if not isinstance(function, dict):
+                        raise _bad_chunk(data)
+                    name, call_id = function.get("name"), call.get("id")
                     chunk.tool_calls.append(
                         ToolCallDelta(
                             index=_int(call.get("index")) or 0,
-                            id=call.get("id"),
-                            name=function.get("name"),
-                            arguments=function.get("arguments") or "",
+                            id=call_id if isinstance(call_id, str) else None,
+                            name=name if isinstance(name, str) else None,
+                            arguments=_text(function.get("arguments"), data),
                         )
                     )
             else:
-                chunk.text = choice.get("text") or ""
-            if choice.get("finish_reason"):
-                chunk.finish_reason = choice["finish_reason"]
+                chunk.text = _text(choice.get("text"), data)
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str) and reason:
+                chunk.finish_reason = reason
                 self._finished = True
         return chunk
 
