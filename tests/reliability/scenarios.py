@@ -174,7 +174,9 @@ def _client_sockets(ports: set[int]) -> int:
     )  # fmt: skip
 
 
-async def run_load(emu: Emulator, n: int = 1000, fault_rate: float = 0.1, seed: int = 7) -> LoadResult:
+async def run_load(
+    emu: Emulator, n: int = 1000, fault_rate: float = 0.1, seed: int = 7
+) -> LoadResult:
     """``n`` concurrent async requests (half streamed), ``fault_rate`` of them meeting a fault."""
     rng = random.Random(seed)
     ports = {int(emu.base_url.rsplit(":", 1)[1])} | {
@@ -183,7 +185,9 @@ async def run_load(emu: Emulator, n: int = 1000, fault_rate: float = 0.1, seed: 
     result = LoadResult(requests=n, elapsed=0.0)
     result.tasks_before = len(asyncio.all_tasks())
     result.client_sockets_before = _client_sockets(ports)
-    faults = [Fault(rng.choice(LOAD_FAULTS), delay=0.2, after=2) for _ in range(int(n * fault_rate))]
+    faults = [
+        Fault(rng.choice(LOAD_FAULTS), delay=0.2, after=2) for _ in range(int(n * fault_rate))
+    ]
     for fault in faults:
         emu.inject(fault)
     result.faults_injected = len(faults)

@@ -20,7 +20,9 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 KINDS = st.sampled_from(["tgi", "chat", "completions"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
