@@ -546,7 +546,18 @@ def request_flow(
 # -- drivers: carry out the actions, decide nothing ------------------------------------------
 
 
+def _fits(response: httpx.Response, limit: int) -> bool:
+    # A declared length within the limit can be read in one go (the common, fast case).
+    length = response.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= limit
+
+
 def _read_limited_sync(response: httpx.Response, limit: int) -> bytes:
+    if _fits(response, limit):
+        try:
+            return response.read()
+        finally:
+            response.close()
     parts: list[bytes] = []
     size = 0
     try:
@@ -561,6 +572,11 @@ def _read_limited_sync(response: httpx.Response, limit: int) -> bytes:
 
 
 async def _read_limited_async(response: httpx.Response, limit: int) -> bytes:
+    if _fits(response, limit):
+        try:
+            return await response.aread()
+        finally:
+            await response.aclose()
     parts: list[bytes] = []
     size = 0
     try:

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import Driver, settings_for
 from vast_llm import (
     AuthenticationError,
+    Backoff,
     Chunk,
     EndpointStopped,
     NoWorkerReady,
@@ -441,8 +442,10 @@ async def test_temperature_zero_is_sent_as_greedy(tgi: Emulator, make_driver: An
 
 
 async def test_worker_overload_429_is_retried(make_driver: Any) -> None:
-    with Emulator(max_concurrency=1, token_delay=0.05, workers=1).serve() as emu:
-        d: Driver = make_driver(emu, max_retries=20)
+    with Emulator(max_concurrency=1, token_delay=0.01, workers=1).serve() as emu:
+        # Waits of ~50 ms: enough for the busy worker to finish a 3-token answer.
+        patient = Backoff(base=0.05, cap=0.05)
+        d: Driver = make_driver(emu, max_retries=20, backoff=patient)
         results = await asyncio.gather(*(d.generate(f"p{i}", max_tokens=3) for i in range(3)))
         assert len(results) == 3
         assert any(r.route.attempts > 1 for r in results)

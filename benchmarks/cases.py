@@ -1,0 +1,346 @@
+"""One benchmark case, measured in a process of its own (``python -m benchmarks.cases NAME``).
+
+Prints one JSON line of measurements: median and p99 latency at concurrency 1, client CPU per
+request, throughput at concurrency 64 (async cases), per-token cost (stream cases), peak RSS and
+RSS growth over many requests. The emulator runs in another process (benchmarks/serve.py); its
+address comes in the BENCH_TARGET environment variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import resource
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+TARGET = json.loads(os.environ.get("BENCH_TARGET", "{}"))
+MAX_TOKENS = 16
+PROMPT = "Benchmark prompt"
+MESSAGES = [{"role": "user", "content": PROMPT}]
+STREAM_TOKENS = 2000
+
+SyncCall = Callable[[], Any]
+AsyncCall = Callable[[], Awaitable[Any]]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def tgi_payload(tokens: int = MAX_TOKENS) -> dict[str, Any]:
+    return {"inputs": PROMPT, "parameters": {"max_new_tokens": tokens, "details": True}}
+
+
+def route_body(endpoint: str, cost: float) -> dict[str, Any]:
+    return {"endpoint": endpoint, "api_key": TARGET["api_key"], "cost": cost}
+
+
+# -- the floor: raw httpx, route then worker, no verification, minimal parsing ---------------
+
+
+def floor(api: str, reuse: bool = True) -> tuple[SyncCall, AsyncCall, Callable[[], Any]]:
+    endpoint = TARGET[api]
+    path = "/generate" if api == "tgi" else "/v1/chat/completions"
+    payload = tgi_payload() if api == "tgi" else {"messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    base = TARGET["base_url"]
+    sync_client = httpx.Client()
+    async_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
+
+    def call() -> Any:
+        client = sync_client if reuse else httpx.Client()
+        assignment = client.post(base + "/route/", json=route_body(endpoint, MAX_TOKENS)).json()
+        body = {"auth_data": assignment, "session_id": None, "payload": payload}
+        answer = client.post(assignment["url"] + path, json=body).json()
+        if not reuse:
+            client.close()
+        return answer
+
+    async def acall() -> Any:
+        route = await async_client.post(base + "/route/", json=route_body(endpoint, MAX_TOKENS))
+        assignment = route.json()
+        body = {"auth_data": assignment, "session_id": None, "payload": payload}
+        return (await async_client.post(assignment["url"] + path, json=body)).json()
+
+    async def close() -> None:
+        sync_client.close()  # noqa: ASYNC212 - once, at the end of the case
+        await async_client.aclose()
+
+    return call, acall, close
+
+
+def stream_raw() -> Callable[[], int]:
+    """Raw httpx + httpx-sse + json.loads per event: the floor of per-token streaming cost."""
+    client = httpx.Client()
+    base, endpoint = TARGET["base_url"], TARGET["tgi"]
+
+    def call() -> int:
+        assignment = client.post(base + "/route/", json=route_body(endpoint, STREAM_TOKENS)).json()
+        body = {"auth_data": assignment, "session_id": None, "payload": tgi_payload(STREAM_TOKENS)}
+        tokens = 0
+        with client.stream("POST", assignment["url"] + "/generate_stream", json=body) as response:
+            for event in EventSource(response).iter_sse():
+                tokens += bool(json.loads(event.data)["token"]["text"])
+        return tokens
+
+    return call
+
+
+# -- ours ------------------------------------------------------------------------------------
+
+
+def core(stream: bool, api: str = "tgi") -> tuple[SyncCall, AsyncCall, Callable[[], Any]]:
+    from vast_llm import AsyncVastClient, VastClient
+
+    kwargs = {"api_key": TARGET["api_key"], "base_url": TARGET["base_url"], "api": api}
+    sync_client = VastClient(TARGET[api], **kwargs)
+    async_client = AsyncVastClient(TARGET[api], **kwargs)
+
+    def call() -> Any:
+        if not stream:
+            return sync_client.generate(PROMPT, max_tokens=MAX_TOKENS)
+        with sync_client.stream(PROMPT, max_tokens=MAX_TOKENS) as chunks:
+            return [c.text for c in chunks]
+
+    async def acall() -> Any:
+        if not stream:
+            return await async_client.generate(PROMPT, max_tokens=MAX_TOKENS)
+        async with async_client.stream(PROMPT, max_tokens=MAX_TOKENS) as chunks:
+            return [c.text async for c in chunks]
+
+    async def close() -> None:
+        sync_client.close()  # noqa: ASYNC212 - once, at the end of the case
+        await async_client.aclose()
+
+    return call, acall, close
+
+
+def stream_core() -> Callable[[], int]:
+    from vast_llm import VastClient
+
+    client = VastClient(TARGET["tgi"], api_key=TARGET["api_key"], base_url=TARGET["base_url"])
+
+    def call() -> int:
+        with client.stream(PROMPT, max_tokens=STREAM_TOKENS) as chunks:
+            return sum(1 for c in chunks if c.text)
+
+    return call
+
+
+def langchain(kind: str) -> tuple[SyncCall | None, AsyncCall, Callable[[], Any]]:
+    from langchain_vast import ChatVast, VastLLM
+
+    common = {"api_key": TARGET["api_key"], "base_url": TARGET["base_url"]}
+    if kind == "chat":
+        model: Any = ChatVast(endpoint=TARGET["openai"], max_tokens=MAX_TOKENS, **common)
+    else:
+        model = VastLLM(endpoint=TARGET["tgi"], max_new_tokens=MAX_TOKENS, **common)
+    if kind == "abatch":
+
+        async def batch() -> Any:
+            return await model.abatch([PROMPT] * 64)
+
+        return None, batch, lambda: None
+
+    def call() -> Any:
+        return model.invoke(PROMPT)
+
+    async def acall() -> Any:
+        return await model.ainvoke(PROMPT)
+
+    return call, acall, lambda: None
+
+
+def llamaindex(stream: bool) -> tuple[SyncCall, AsyncCall, Callable[[], Any]]:
+    from llamaindex_vast import Vast
+
+    llm = Vast(TARGET["tgi"], api_key=TARGET["api_key"], base_url=TARGET["base_url"],
+               max_new_tokens=MAX_TOKENS)  # fmt: skip
+
+    def call() -> Any:
+        if stream:
+            return [r.delta for r in llm.stream_complete(PROMPT)]
+        return llm.complete(PROMPT)
+
+    async def acall() -> Any:
+        if stream:
+            return [r.delta async for r in await llm.astream_complete(PROMPT)]
+        return await llm.acomplete(PROMPT)
+
+    return call, acall, lambda: None
+
+
+CASES: dict[str, Callable[[], Any]] = {
+    "floor": lambda: floor("tgi"),
+    "floor_openai": lambda: floor("openai"),
+    "floor_no_reuse": lambda: floor("tgi", reuse=False),
+    "core_generate": lambda: core(stream=False),
+    "core_stream": lambda: core(stream=True),
+    "core_chat": lambda: core(stream=False, api="openai"),
+    "lc_vastllm": lambda: langchain("llm"),
+    "lc_vastllm_abatch": lambda: langchain("abatch"),
+    "lc_chatvast": lambda: langchain("chat"),
+    "li_complete": lambda: llamaindex(stream=False),
+    "li_astream_complete": lambda: llamaindex(stream=True),
+}
+STREAM_CASES = {"stream_raw": stream_raw, "stream_core": stream_core}
+
+
+# -- measuring -------------------------------------------------------------------------------
+
+
+def sequential(call: SyncCall, n: int) -> dict[str, float]:
+    for _ in range(min(20, n)):
+        call()
+    times = []
+    cpu = time.process_time()
+    for _ in range(n):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    cpu = time.process_time() - cpu
+    return {
+        "median_ms": statistics.median(times) * 1e3,
+        "p99_ms": percentile(times, 0.99) * 1e3,
+        "cpu_ms": cpu / n * 1e3,
+    }
+
+
+async def asequential(call: AsyncCall, n: int) -> dict[str, float]:
+    for _ in range(min(20, n)):
+        await call()
+    times = []
+    cpu = time.process_time()
+    for _ in range(n):
+        started = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - started)
+    cpu = time.process_time() - cpu
+    return {
+        "median_ms": statistics.median(times) * 1e3,
+        "p99_ms": percentile(times, 0.99) * 1e3,
+        "cpu_ms": cpu / n * 1e3,
+    }
+
+
+async def concurrent(call: AsyncCall, total: int, concurrency: int, per_call: int = 1) -> float:
+    """Requests per second with ``concurrency`` requests in flight."""
+    remaining = total
+
+    async def lane() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= per_call
+            await call()
+
+    await asyncio.gather(*(lane() for _ in range(max(1, concurrency // per_call))))  # warm up
+    remaining = total
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(max(1, concurrency // per_call))))
+    return total / (time.perf_counter() - started)
+
+
+async def growth(call: AsyncCall, total: int, concurrency: int = 64) -> float:
+    """RSS growth (MB) over ``total`` more requests, after a warm-up."""
+    await concurrent(call, min(1000, total), concurrency)
+    gc.collect()
+    before = rss_mb()
+    await concurrent(call, total, concurrency)
+    gc.collect()
+    return rss_mb() - before
+
+
+async def run(name: str, requests: int, total: int, grow: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"case": name}
+    if name in STREAM_CASES:
+        call = STREAM_CASES[name]()
+        call()  # warm up: connection, key
+        cpu = time.process_time()
+        started = time.perf_counter()
+        tokens = sum(call() for _ in range(requests))
+        out["per_token_us"] = (time.process_time() - cpu) / tokens * 1e6
+        out["tokens_per_s"] = tokens / (time.perf_counter() - started)
+        out["peak_rss_mb"] = peak_rss_mb()
+        return out
+    sync_call, async_call, close = CASES[name]()
+    if name == "lc_vastllm_abatch":
+        out["throughput_rps"] = await concurrent(async_call, total, 64, per_call=64)
+    else:
+        assert sync_call is not None
+        out["sync"] = sequential(sync_call, requests)
+        out["async"] = await asequential(async_call, requests)
+        if name != "floor_no_reuse":
+            out["throughput_rps"] = await concurrent(async_call, total, 64)
+        if grow and name in ("floor", "core_generate", "lc_chatvast", "li_complete"):
+            out["rss_growth_mb"] = await growth(async_call, grow)
+    out["peak_rss_mb"] = peak_rss_mb()
+    result = close()
+    if asyncio.iscoroutine(result):
+        await result
+    return out
+
+
+def micro() -> dict[str, Any]:
+    """Where the core can lose: signature verification, the key fetch, connection reuse."""
+    from vast_llm import VastClient
+    from vast_llm._signing import load_public_key, verify
+
+    base = TARGET["base_url"]
+    key = load_public_key(httpx.get(base + "/pubkey/").text)
+    answer = httpx.post(base + "/route/", json=route_body(TARGET["tgi"], 16)).json()
+    rounds = 2000
+    started = time.perf_counter()
+    for _ in range(rounds):
+        verify(key, answer)
+    verify_us = (time.perf_counter() - started) / rounds * 1e6
+    firsts, steadies = [], []
+    for _ in range(20):
+        with VastClient(TARGET["tgi"], api_key=TARGET["api_key"], base_url=base) as client:
+            started = time.perf_counter()
+            client.generate(PROMPT, max_tokens=MAX_TOKENS)  # fetches /pubkey/, opens connections
+            firsts.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            client.generate(PROMPT, max_tokens=MAX_TOKENS)
+            steadies.append(time.perf_counter() - started)
+    return {
+        "case": "micro",
+        "verify_us": verify_us,
+        "first_request_ms": statistics.median(firsts) * 1e3,
+        "second_request_ms": statistics.median(steadies) * 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("case")
+    parser.add_argument("--requests", type=int, default=300, help="sequential requests")
+    parser.add_argument("--total", type=int, default=2000, help="requests at concurrency 64")
+    parser.add_argument("--growth", type=int, default=0, help="requests for RSS growth")
+    args = parser.parse_args()
+    if args.case == "micro":
+        print(json.dumps(micro()))
+        return
+    print(json.dumps(asyncio.run(run(args.case, args.requests, args.total, args.growth))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The benchmark's emulator, in its own process (so its work is not the client's CPU time).
+
+Prints one JSON line (base URL, key, endpoints) and serves until stdin closes. The fake model
+has no token delay and says a scripted 2,000-word answer, cut by each request's max tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from vast_llm.emulator import Emulator
+
+ANSWER = " ".join(["token"] * 2000)
+
+
+def main() -> None:
+    emu = Emulator(api="tgi", workers=2, endpoint="bench-tgi", responses=[ANSWER])
+    emu.add_endpoint("bench-openai", api="openai", workers=2, responses=[ANSWER])
+    with emu.serve():
+        print(json.dumps({"base_url": emu.base_url, "api_key": emu.api_key,
+                          "tgi": "bench-tgi", "openai": "bench-openai"}), flush=True)  # fmt: skip
+        sys.stdin.read()  # until the benchmark closes our stdin
+
+
+if __name__ == "__main__":
+    main()
