@@ -128,7 +128,7 @@ def core(stream: bool, api: str = "tgi") -> tuple[SyncCall, AsyncCall, Callable[
             return [c.text async for c in chunks]
 
     async def close() -> None:
-        sync_client.close()  # noqa: ASYNC212 - once, at the end of the case
+        sync_client.close()
         await async_client.aclose()
 
     return call, acall, close
