@@ -63,8 +63,9 @@ def floor(api: str, reuse: bool = True) -> tuple[SyncCall, AsyncCall, Callable[[
     path = "/generate" if api == "tgi" else "/v1/chat/completions"
     payload = tgi_payload() if api == "tgi" else {"messages": MESSAGES, "max_tokens": MAX_TOKENS}
     base = TARGET["base_url"]
+    # Plain httpx clients with httpx's defaults: what "raw httpx" means to its users.
     sync_client = httpx.Client()
-    async_client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256))
+    async_client = httpx.AsyncClient()
 
     def call() -> Any:
         client = sync_client if reuse else httpx.Client()
@@ -108,11 +109,21 @@ def stream_raw() -> Callable[[], int]:
 # -- ours ------------------------------------------------------------------------------------
 
 
-def core(stream: bool, api: str = "tgi") -> tuple[SyncCall, AsyncCall, Callable[[], Any]]:
+def core(
+    stream: bool, api: str = "tgi", aiohttp: bool = False
+) -> tuple[SyncCall, AsyncCall, Callable[[], Any]]:
     from vast_llm import AsyncVastClient, VastClient
 
-    kwargs = {"api_key": TARGET["api_key"], "base_url": TARGET["base_url"], "api": api}
+    kwargs: dict[str, Any] = {
+        "api_key": TARGET["api_key"],
+        "base_url": TARGET["base_url"],
+        "api": api,
+    }
     sync_client = VastClient(TARGET[api], **kwargs)
+    if aiohttp:
+        from httpx_aiohttp import AiohttpTransport
+
+        kwargs["http_client"] = httpx.AsyncClient(transport=AiohttpTransport())
     async_client = AsyncVastClient(TARGET[api], **kwargs)
 
     def call() -> Any:
@@ -130,6 +141,8 @@ def core(stream: bool, api: str = "tgi") -> tuple[SyncCall, AsyncCall, Callable[
     async def close() -> None:
         sync_client.close()
         await async_client.aclose()
+        if "http_client" in kwargs:
+            await kwargs["http_client"].aclose()
 
     return call, acall, close
 
@@ -196,6 +209,7 @@ CASES: dict[str, Callable[[], Any]] = {
     "core_generate": lambda: core(stream=False),
     "core_stream": lambda: core(stream=True),
     "core_chat": lambda: core(stream=False, api="openai"),
+    "core_aiohttp": lambda: core(stream=False, aiohttp=True),
     "lc_vastllm": lambda: langchain("llm"),
     "lc_vastllm_abatch": lambda: langchain("abatch"),
     "lc_chatvast": lambda: langchain("chat"),

@@ -27,6 +27,7 @@ SDK_PYTHON = ROOT / ".venv-vastai" / "bin" / "python"
 
 CASES = [
     "floor", "floor_openai", "floor_no_reuse", "core_generate", "core_stream", "core_chat",
+    "core_aiohttp",
     "lc_vastllm", "lc_vastllm_abatch", "lc_chatvast", "li_complete", "li_astream_complete",
     "stream_raw", "stream_core", "micro",
 ]  # fmt: skip
@@ -39,6 +40,12 @@ ROWS = [
     ("core: AsyncVastClient.generate", "core_generate", "async", "floor"),
     ("core: VastClient.stream", "core_stream", "sync", "floor"),
     ("core: AsyncVastClient.stream", "core_stream", "async", "floor"),
+    (
+        "core: AsyncVastClient.generate on aiohttp (vast-llm[aiohttp])",
+        "core_aiohttp",
+        "async",
+        "floor",
+    ),
     ("langchain: VastLLM.invoke", "lc_vastllm", "sync", "floor"),
     ("langchain: VastLLM.ainvoke", "lc_vastllm", "async", "floor"),
     ("langchain: VastLLM.abatch (64 a batch)", "lc_vastllm_abatch", "async", "floor"),
@@ -292,7 +299,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = (
         {"requests": 5, "total": 64, "growth": 0} if args.smoke
-        else {"requests": 400, "total": 3000, "growth": 10000}
+        else {"requests": 300, "total": 2000, "growth": 10000}
     )  # fmt: skip
     rounds = 1 if args.smoke else args.rounds
     results = measure(sizes, rounds)

@@ -20,6 +20,7 @@ from langchain_core.exceptions import (
     ModelRateLimitError,
     ModelTimeoutError,
 )
+from langchain_core.language_models import LangSmithParams
 from langchain_core.utils import secret_from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
@@ -174,6 +175,32 @@ class VastFields(BaseModel):
             model=self.model_name,
             openai=getattr(self, "api", "tgi") == "openai",
         )
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"api_key": "VAST_API_KEY"}
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    def _ls_params(
+        self, model_type: str, max_tokens: int, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> LangSmithParams:
+        """Tracing parameters: a per-call ``model`` or ``temperature`` wins over the fields."""
+        params = LangSmithParams(
+            ls_provider="vast",
+            ls_model_name=kwargs.get("model") or self.model_name or self.endpoint or "vast",
+            ls_model_type=model_type,  # type: ignore[typeddict-item]
+            ls_max_tokens=max_tokens,
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        stops = stop or kwargs.get("stop") or self.stop
+        if stops:
+            params["ls_stop"] = list(stops)
+        return params
 
     def _sampling_identity(self) -> dict[str, Any]:
         return {

@@ -136,14 +136,6 @@ class ChatVast(VastFields, BaseChatModel):
     def _llm_type(self) -> str:
         return "vast-chat"
 
-    @property
-    def lc_secrets(self) -> dict[str, str]:
-        return {"api_key": "VAST_API_KEY"}
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
-
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
         return ["langchain_vast", "chat_models"]
@@ -153,19 +145,7 @@ class ChatVast(VastFields, BaseChatModel):
         return {**self._sampling_identity(), "max_tokens": self.max_tokens}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider="vast",
-            ls_model_name=kwargs.get("model") or self.model_name or self.endpoint or "vast",
-            ls_model_type="chat",
-            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
-        )
-        temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None:
-            params["ls_temperature"] = temperature
-        stops = stop or kwargs.get("stop") or self.stop
-        if stops:
-            params["ls_stop"] = list(stops)
-        return params
+        return self._ls_params("chat", kwargs.get("max_tokens", self.max_tokens), stop, kwargs)
 
     # -- request and answer ---------------------------------------------------------------
 

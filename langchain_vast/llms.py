@@ -97,14 +97,6 @@ class VastLLM(VastFields, LLM):
     def _llm_type(self) -> str:
         return "vast"
 
-    @property
-    def lc_secrets(self) -> dict[str, str]:
-        return {"api_key": "VAST_API_KEY"}
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
-
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
         return ["langchain_vast", "llms"]
@@ -114,21 +106,12 @@ class VastLLM(VastFields, LLM):
         return {**self._sampling_identity(), "max_new_tokens": self.max_new_tokens}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider="vast",
-            ls_model_name=kwargs.get("model") or self.model_name or self.endpoint or "vast",
-            ls_model_type="llm",
-            ls_max_tokens=kwargs.get(
-                "max_new_tokens", kwargs.get("max_tokens", self.max_new_tokens)
-            ),
+        return self._ls_params(
+            "llm",
+            kwargs.get("max_new_tokens", kwargs.get("max_tokens", self.max_new_tokens)),
+            stop,
+            kwargs,
         )
-        temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None:
-            params["ls_temperature"] = temperature
-        stops = stop or self.stop
-        if stops:
-            params["ls_stop"] = list(stops)
-        return params
 
     def _call_params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._params(stop, kwargs, self.max_new_tokens)

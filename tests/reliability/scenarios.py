@@ -103,9 +103,13 @@ def fault_for(name: str, persistent: bool) -> Fault:
     return Fault(name, times=None if persistent else 1, delay=delay, after=2)
 
 
-async def run_case(emu: Emulator, flavor: str, api: str, stream: bool, fault: Fault) -> Outcome:
+async def run_case(
+    emu: Emulator, flavor: str, api: str, stream: bool, fault: Fault, http_client: Any = None
+) -> Outcome:
     """One request with one fault active; returns what happened."""
     settings = dict(SETTINGS, api=api)
+    if http_client is not None:
+        settings["http_client"] = http_client
     if fault.times is None and fault.name == "not_ready":
         settings["deadline"] = 1.0
     driver = Driver(flavor, emu, **settings)
@@ -124,7 +128,8 @@ async def run_case(emu: Emulator, flavor: str, api: str, stream: bool, fault: Fa
     except VastError as exc:
         kind, error = type(exc).__name__, exc
     finally:
-        await driver.aclose()
+        if http_client is None:
+            await driver.aclose()
         emu.clear_faults()
     return Outcome(kind, time.monotonic() - started, len(emu.worker_requests) - before,
                    len([c for c in got if c.text]), error)  # fmt: skip
