@@ -58,14 +58,24 @@ def route_body(endpoint: str, cost: float) -> dict[str, Any]:
 # -- the floor: raw httpx, route then worker, no verification, minimal parsing ---------------
 
 
-def floor(api: str, reuse: bool = True) -> tuple[SyncCall, AsyncCall, Callable[[], Any]]:
+def floor(
+    api: str, reuse: bool = True, aiohttp: bool = False, stream: bool = False
+) -> tuple[SyncCall, AsyncCall, Callable[[], Any]]:
     endpoint = TARGET[api]
     path = "/generate" if api == "tgi" else "/v1/chat/completions"
     payload = tgi_payload() if api == "tgi" else {"messages": MESSAGES, "max_tokens": MAX_TOKENS}
     base = TARGET["base_url"]
     # Plain httpx clients with httpx's defaults: what "raw httpx" means to its users.
     sync_client = httpx.Client()
-    async_client = httpx.AsyncClient()
+    if aiohttp:
+        from httpx_aiohttp import AiohttpTransport
+
+        async_client = httpx.AsyncClient(transport=AiohttpTransport())
+    else:
+        async_client = httpx.AsyncClient()
+
+    if stream:
+        return (*_floor_stream(sync_client, async_client, endpoint), lambda: None)
 
     def call() -> Any:
         client = sync_client if reuse else httpx.Client()
@@ -87,6 +97,32 @@ def floor(api: str, reuse: bool = True) -> tuple[SyncCall, AsyncCall, Callable[[
         await async_client.aclose()
 
     return call, acall, close
+
+
+def _floor_stream(
+    sync_client: httpx.Client, async_client: httpx.AsyncClient, endpoint: str
+) -> tuple[SyncCall, AsyncCall]:
+    """Route, then read a 16-token TGI stream with httpx-sse: the floor of a streamed answer."""
+    base = TARGET["base_url"]
+
+    def body(assignment: dict[str, Any]) -> dict[str, Any]:
+        return {"auth_data": assignment, "session_id": None, "payload": tgi_payload()}
+
+    def call() -> list[str]:
+        assignment = sync_client.post(base + "/route/", json=route_body(endpoint, 16)).json()
+        url = assignment["url"] + "/generate_stream"
+        with sync_client.stream("POST", url, json=body(assignment)) as response:
+            return [json.loads(e.data)["token"]["text"] for e in EventSource(response).iter_sse()]
+
+    async def acall() -> list[str]:
+        route = await async_client.post(base + "/route/", json=route_body(endpoint, 16))
+        assignment = route.json()
+        url = assignment["url"] + "/generate_stream"
+        async with async_client.stream("POST", url, json=body(assignment)) as response:
+            return [json.loads(e.data)["token"]["text"]
+                    async for e in EventSource(response).aiter_sse()]  # fmt: skip
+
+    return call, acall
 
 
 def stream_raw() -> Callable[[], int]:
@@ -206,6 +242,8 @@ CASES: dict[str, Callable[[], Any]] = {
     "floor": lambda: floor("tgi"),
     "floor_openai": lambda: floor("openai"),
     "floor_no_reuse": lambda: floor("tgi", reuse=False),
+    "floor_stream": lambda: floor("tgi", stream=True),
+    "floor_aiohttp": lambda: floor("tgi", aiohttp=True),
     "core_generate": lambda: core(stream=False),
     "core_stream": lambda: core(stream=True),
     "core_chat": lambda: core(stream=False, api="openai"),
@@ -302,7 +340,7 @@ async def run(name: str, requests: int, total: int, grow: int) -> dict[str, Any]
         assert sync_call is not None
         out["sync"] = sequential(sync_call, requests)
         out["async"] = await asequential(async_call, requests)
-        if name != "floor_no_reuse":
+        if name not in ("floor_no_reuse",):
             out["throughput_rps"] = await concurrent(async_call, total, 64)
         if grow and name in ("floor", "core_generate", "lc_chatvast", "li_complete"):
             out["rss_growth_mb"] = await growth(async_call, grow)
