@@ -260,7 +260,12 @@ def plot(ratios: list[dict[str, Any]], path: pathlib.Path) -> None:
         (1.15, 1.3, 0.85), strict=True,
     ):  # fmt: skip
         values = [r[key] or 0 for r in rows]
-        axis.barh(labels, values, color=["#888" if v == 0 else "#3b7dd8" for v in values])
+        shown = [min(v, 3.0) for v in values]  # a 27x outlier would flatten every other bar
+        axis.barh(labels, shown, color=["#888" if v == 0 else "#3b7dd8" for v in values])
+        for y, value in enumerate(values):
+            if value > 3.0:
+                axis.text(2.95, y, f"{value:.0f}× →", va="center", ha="right", color="white")
+        axis.set_xlim(0, 3.0)
         axis.axvline(1.0, color="black", linewidth=0.8)
         axis.axvline(line, color="#d83b3b", linestyle="--", linewidth=0.8)
         axis.set_title(title, fontsize=10)
