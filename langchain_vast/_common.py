@@ -125,23 +125,8 @@ class VastFields(BaseModel):
     def _build_clients(self) -> Any:
         # Settings are checked here (a missing endpoint or key fails at construction); the
         # HTTP clients are built on first use: no network in the constructor.
-        self._pair = ClientPair(
-            self.endpoint,
-            {
-                "api_key": self.api_key.get_secret_value() if self.api_key else None,
-                "base_url": self.base_url,
-                "api": getattr(self, "api", "tgi"),
-                "payload_format": self.payload_format,
-                "signature_policy": self.signature_policy,
-                "public_key": self.public_key,
-                "max_retries": self.max_retries,
-                "backoff": self.backoff,
-                "timeout": self.timeout,
-                "deadline": self.deadline,
-                "chat_template": getattr(self, "chat_template", None),
-            },
-            http_client=self.http_client,
-            http_async_client=self.http_async_client,
+        self._pair = ClientPair.from_model(
+            self, http_client=self.http_client, http_async_client=self.http_async_client
         )
         return self
 

@@ -160,20 +160,9 @@ class Vast(FunctionCallingLLM):
         key = api_key or os.environ.get("VAST_API_KEY") or None
         super().__init__(api_key=SecretStr(key) if isinstance(key, str) else key, **kwargs)
         # Checks the settings now (ConfigError); the HTTP clients come on first use.
-        self._pair = ClientPair(
-            self.endpoint,
-            {
-                "api_key": self.api_key.get_secret_value() if self.api_key else None,
-                "base_url": self.base_url,
-                "api": self.api,
-                "payload_format": self.payload_format,
-                "signature_policy": self.signature_policy,
-                "public_key": self.public_key,
-                "max_retries": self.max_retries,
-                "timeout": self.timeout,
-                "deadline": self.deadline,
-                "backoff": backoff,
-            },
+        self._pair = ClientPair.from_model(
+            self,
+            backoff=backoff,
             http_client=http_client,
             http_async_client=http_async_client,
         )

@@ -11,6 +11,12 @@ from ._config import resolve_settings
 
 __all__ = ["ClientPair", "sampling_params"]
 
+# Settings a framework model keeps under the same names as the clients' arguments.
+_MODEL_FIELDS = (
+    "base_url", "api", "payload_format", "signature_policy", "public_key", "max_retries",
+    "timeout", "deadline", "backoff", "chat_template",
+)  # fmt: skip
+
 
 class ClientPair:
     """Settings checked now; a :class:`VastClient` and an :class:`AsyncVastClient` built on
@@ -32,6 +38,18 @@ class ClientPair:
         self._lock = threading.Lock()
         self._sync: VastClient | None = None
         self._async: AsyncVastClient | None = None
+
+    @classmethod
+    def from_model(cls, model: Any, **extra: Any) -> ClientPair:
+        """Build from a framework model's fields (``endpoint``, ``api_key`` as a SecretStr or
+        str, ``base_url``...); ``extra`` adds settings the model keeps elsewhere and the
+        ``http_client`` / ``http_async_client`` to use."""
+        key: Any = getattr(model, "api_key", None)
+        settings = {name: getattr(model, name, None) for name in _MODEL_FIELDS}
+        settings["api_key"] = key.get_secret_value() if hasattr(key, "get_secret_value") else key
+        clients = {name: extra.pop(name, None) for name in ("http_client", "http_async_client")}
+        settings.update(extra)
+        return cls(model.endpoint, settings, **clients)
 
     @property
     def sync(self) -> VastClient:

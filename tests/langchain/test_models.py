@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import runpy
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +26,6 @@ from langchain_vast import ChatVast, VastLLM
 from tests.conftest import FAST
 from vast_llm import AuthenticationError, NoWorkerReady, WorkerError, WorkerStreamError
 from vast_llm.emulator import Emulator, Fault
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def llm_for(emu: Emulator, **kwargs: Any) -> VastLLM:
@@ -343,19 +338,3 @@ def test_chat_ls_params(openai_emu: Emulator) -> None:
     params = chat_for(openai_emu, model="m", temperature=0.1, max_tokens=3)._get_ls_params()
     assert params["ls_provider"] == "vast" and params["ls_model_name"] == "m"
     assert params["ls_max_tokens"] == 3 and params["ls_model_type"] == "chat"
-
-
-# -- the example ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["langchain_rag.py", "langchain_chain.py"])
-def test_example_runs_against_the_emulator(
-    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for variable in ("VAST_ENDPOINT", "VAST_API_KEY", "VAST_BASE_URL"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.syspath_prepend(str(ROOT / "examples"))
-    namespace = runpy.run_path(str(ROOT / "examples" / name))
-    answer = namespace["main"]()
-    assert answer and answer in capsys.readouterr().out
-    sys.modules.pop("_common", None)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import runpy
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +23,6 @@ from tests.conftest import FAST
 from vast_llm import AuthenticationError, WorkerStreamError
 from vast_llm.emulator import Emulator, Fault
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCS = [
     "The Eiffel Tower is in Paris.",
     "The autoscaler signs each worker assignment.",
@@ -310,18 +306,3 @@ def test_tool_calls_from_whole_and_streamed_answers(openai_emu: Emulator) -> Non
 def test_tools_need_an_openai_worker(tgi: Emulator) -> None:
     with pytest.raises(ValueError, match="OpenAI-compatible"):
         vast(tgi).chat_with_tools([FunctionTool.from_defaults(fn=multiply)], user_msg="x")
-
-
-# -- examples ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["llamaindex_rag.py", "llamaindex_agent.py"])
-def test_example_runs_against_the_emulator(
-    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for variable in ("VAST_ENDPOINT", "VAST_API_KEY", "VAST_BASE_URL"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.syspath_prepend(str(ROOT / "examples"))
-    answer = runpy.run_path(str(ROOT / "examples" / name))["main"]()
-    assert answer and answer in capsys.readouterr().out
-    sys.modules.pop("_common", None)
