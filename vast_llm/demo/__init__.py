@@ -285,6 +285,7 @@ def _llamaindex_step(out: _Out, target: _Target) -> None:
                 f"sources  [Vast, {target.rag_api}]")  # fmt: skip
     llm = Vast(
         target.rag_endpoint, api=target.rag_api, max_new_tokens=64, temperature=0,
+        repetition_penalty=1.3,
         **{k: v for k, v in target.client_kwargs().items() if v is not None},
     )  # fmt: skip
     index = VectorStoreIndex.from_documents(_documents(), embed_model=_lexical_embedding_class())

@@ -421,6 +421,7 @@ def _gen_request(worker: WorkerState, kind: str, payload: dict[str, Any]) -> Gen
             stop=[stop] if isinstance(stop, str) else list(stop),
             temperature=params.get("temperature"),
             seed=params.get("seed"),
+            repetition_penalty=params.get("repetition_penalty"),
             include_stop=True,
         )
     stop = payload.get("stop") or []
@@ -432,6 +433,7 @@ def _gen_request(worker: WorkerState, kind: str, payload: dict[str, Any]) -> Gen
         stop=[stop] if isinstance(stop, str) else list(stop),
         temperature=payload.get("temperature"),
         seed=payload.get("seed"),
+        repetition_penalty=payload.get("repetition_penalty"),  # a vLLM extension
         tools=payload.get("tools"),
         tool_choice=payload.get("tool_choice"),
     )  # fmt: skip

@@ -53,6 +53,7 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     temperature: float | None = None
     seed: int | None = None
+    repetition_penalty: float | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     include_stop: bool = False  # TGI keeps the stop sequence in the text; OpenAI servers drop it
@@ -329,6 +330,8 @@ class SmolLM2Model(Model):
             }
             if request.seed is not None:
                 kwargs["seed"] = request.seed
+            if request.repetition_penalty is not None:
+                kwargs["repeat_penalty"] = request.repetition_penalty
             if request.messages is not None:
                 messages = list(request.messages)
                 if not messages or messages[0].get("role") != "system":
