@@ -210,7 +210,7 @@ class OpenAIStreamDecoder:
 
 
 class StopCutter:
-    """Cuts streamed text before the first stop sequence, across chunk boundaries.
+    """Cuts streamed text before the first stop sequence to complete, across chunk boundaries.
 
     Text that could be the start of a stop sequence is held back until the next chunk
     settles it, so nothing after a stop sequence is ever handed out.
@@ -226,11 +226,16 @@ class StopCutter:
         if not self.stops or self.stopped:
             return "" if self.stopped else text
         buffer = self.held + text
-        cut = -1
+        # The stop that completes first wins (ties: the one that starts first), as when text is
+        # generated one character at a time: so the cut never depends on how text was chunked.
+        cut, end = -1, -1
         for stop in self.stops:
             at = buffer.find(stop)
-            if at >= 0 and (cut < 0 or at < cut):
-                cut = at
+            if at < 0:
+                continue
+            stop_end = at + len(stop)
+            if cut < 0 or stop_end < end or (stop_end == end and at < cut):
+                cut, end = at, stop_end
         if cut >= 0:
             self.stopped = True
             self.held = ""
