@@ -9,10 +9,10 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 # used only by the fidelity test and the benchmark.
 SDK_VENV := .venv-vastai
 
-.PHONY: help install model sdk test demo lint format bench clean
+.PHONY: help install model sdk test demo lint format bench fuzz clean
 
 help:
-	@echo "make demo | test | lint | format | bench | model | clean"
+	@echo "make demo | test | lint | format | bench | fuzz | model | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Property tests with fresh random examples, many more of them (make test replays fixed ones).
+fuzz: install
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q tests/reliability/test_fuzz.py tests/core/test_streams.py tests/core/test_signing.py
 
 bench: install sdk
 	$(BIN)/python -m benchmarks.run

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pathlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from vast_llm import AsyncVastClient, Backoff, Chunk, VastClient
 from vast_llm.emulator import Emulator
 
 SHARED = pathlib.Path(__file__).resolve().parent / "data"
+
+# `make test` explores the same examples every run, so a landing never hangs on luck;
+# `make fuzz` (HYPOTHESIS_PROFILE=explore) searches anew, and longer.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("explore", max_examples=5000, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # Waits short enough that retry and polling tests take milliseconds.
 FAST = Backoff(base=0.005, cap=0.02, poll_first=0.005, poll_cap=0.02, retry_after_cap=0.02)
 
