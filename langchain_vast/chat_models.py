@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Literal, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -20,11 +21,13 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import AliasChoices, Field
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import AliasChoices, BaseModel, Field
 
 from vast_llm import AsyncStream, Completion, Stream, Usage
 
@@ -335,3 +338,65 @@ class ChatVast(VastFields, BaseChatModel):
         if parallel_tool_calls is not None:
             kwargs["parallel_tool_calls"] = parallel_tool_calls
         return super().bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Answers shaped by ``schema`` (a Pydantic class, TypedDict or JSON schema).
+
+        Args:
+            method: ``"function_calling"`` (default: a forced tool call), ``"json_schema"``
+                (the worker's guided decoding through ``response_format``; vLLM supports it) or
+                ``"json_mode"`` (any JSON object; say the keys in the prompt).
+            include_raw: return ``{"raw", "parsed", "parsing_error"}`` instead of raising on
+                a parsing error.
+            strict: passed to the worker with the schema.
+        """
+        if method == "function_calling":
+            return super().with_structured_output(
+                schema, include_raw=include_raw, method=method, strict=strict, **kwargs
+            )
+        if kwargs:
+            raise ValueError(f"unsupported arguments {sorted(kwargs)}")
+        if self.api != "openai":
+            raise ValueError(f"method={method!r} needs an OpenAI-compatible worker (api='openai')")
+        if method == "json_schema":
+            json_schema = convert_to_json_schema(schema)
+            spec: dict[str, Any] = {
+                "name": json_schema.get("title") or "output",
+                "schema": json_schema,
+            }
+            if strict is not None:
+                spec["strict"] = strict
+            response_format: dict[str, Any] = {"type": "json_schema", "json_schema": spec}
+        elif method == "json_mode":
+            response_format = {"type": "json_object"}
+        else:
+            raise ValueError(
+                f"method must be 'function_calling', 'json_schema' or 'json_mode', got {method!r}"
+            )
+        llm = self.bind(
+            response_format=response_format,
+            ls_structured_output_format={"kwargs": {"method": method, "strict": strict},
+                                         "schema": schema},
+        )  # fmt: skip
+        parser: Runnable[Any, Any] = (
+            PydanticOutputParser(pydantic_object=schema)
+            if isinstance(schema, type) and is_basemodel_subclass(schema)
+            else JsonOutputParser()
+        )
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        )
+        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks(
+            [fallback], exception_key="parsing_error"
+        )

@@ -172,3 +172,15 @@ def test_recipe_per_worker() -> None:
             answer = route(emu).json()
             recipes.add(verify(key, answer))
         assert recipes == {"g3", "g1"}
+
+
+def test_an_abandoned_slow_route_call_takes_no_later_fault(tgi: Emulator) -> None:
+    from vast_llm.emulator import Fault
+
+    tgi.inject(Fault("route_timeout", delay=0.5))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(tgi.base_url + "/route/", timeout=0.1,
+                   json={"endpoint": tgi.endpoint, "api_key": tgi.api_key, "cost": 1})  # fmt: skip
+    tgi.inject("missing_signature")
+    asyncio.run(asyncio.sleep(0.8))  # the abandoned handler wakes up meanwhile
+    assert "signature" not in route(tgi).json()  # the fault is still there for this call

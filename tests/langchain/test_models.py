@@ -338,3 +338,41 @@ def test_chat_ls_params(openai_emu: Emulator) -> None:
     params = chat_for(openai_emu, model="m", temperature=0.1, max_tokens=3)._get_ls_params()
     assert params["ls_provider"] == "vast" and params["ls_model_name"] == "m"
     assert params["ls_max_tokens"] == 3 and params["ls_model_type"] == "chat"
+
+
+class Joke(BaseModel):
+    """A joke."""
+
+    setup: str
+    punchline: str
+
+
+def test_structured_output_through_guided_json(openai_emu: Emulator) -> None:
+    model = chat_for(openai_emu)
+    joke = model.with_structured_output(Joke, method="json_schema", strict=True).invoke("a joke")
+    assert isinstance(joke, Joke) and joke.setup
+    sent = openai_emu.worker_requests[-1].json["payload"]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["strict"] is True
+    assert set(sent["json_schema"]["schema"]["properties"]) == {"setup", "punchline"}
+    assert "tools" not in openai_emu.worker_requests[-1].json["payload"]
+    streamed = list(model.with_structured_output(Joke, method="json_schema").stream("a joke"))
+    assert streamed and isinstance(streamed[-1], Joke)
+    as_dict = model.with_structured_output(Joke.model_json_schema(), method="json_schema")
+    assert set(as_dict.invoke("a joke")) == {"setup", "punchline"}
+
+
+def test_structured_output_json_mode_and_raw(openai_emu: Emulator) -> None:
+    model = chat_for(openai_emu)
+    assert isinstance(model.with_structured_output(Joke.model_json_schema(), method="json_mode")
+                      .invoke("JSON please"), dict)  # fmt: skip
+    assert openai_emu.worker_requests[-1].json["payload"]["response_format"] == {
+        "type": "json_object"
+    }
+    raw = model.with_structured_output(Joke, method="json_mode", include_raw=True).invoke("x")
+    assert raw["parsed"] is None and raw["parsing_error"] is not None  # keys not as asked
+    assert raw["raw"].content
+
+
+def test_structured_output_methods_need_an_openai_worker(tgi: Emulator) -> None:
+    with pytest.raises(ValueError, match="OpenAI-compatible"):
+        chat_for(tgi, api="tgi").with_structured_output(Joke, method="json_schema")

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
@@ -77,7 +78,17 @@ class TestChatVastIntegration(ChatModelIntegrationTests):
 
     @property
     def supports_json_mode(self) -> bool:
-        return False
+        return True
+
+    @pytest.mark.xfail(
+        reason="json_mode leaves the keys to the prompt, and the emulator's fake model does not "
+        "read prompts (it answers a fixed JSON object); json_schema, which carries the keys, "
+        "works (tests/langchain/test_models.py)",
+        raises=OutputParserException,
+        strict=True,
+    )
+    def test_json_mode(self, model: BaseChatModel) -> None:
+        super().test_json_mode(model)
 
     @property
     def supports_image_inputs(self) -> bool:

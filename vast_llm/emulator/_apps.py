@@ -242,6 +242,10 @@ def router_app(state: State) -> Starlette:
             return _FAULT_RESPONSES[fault.name]()
         if fault is not None and fault.name == "route_timeout":
             await asyncio.sleep(fault.delay)
+            if await request.is_disconnected():
+                # The client gave up on this call: touch nothing (no reqnum, and no fault
+                # meant for a later request is used up by this one).
+                return Response(status_code=499)
 
         now = time.monotonic()
         with state.lock:
@@ -436,6 +440,7 @@ def _gen_request(worker: WorkerState, kind: str, payload: dict[str, Any]) -> Gen
         repetition_penalty=payload.get("repetition_penalty"),  # a vLLM extension
         tools=payload.get("tools"),
         tool_choice=payload.get("tool_choice"),
+        response_format=payload.get("response_format"),
     )  # fmt: skip
 
 

@@ -56,6 +56,7 @@ class GenRequest:
     repetition_penalty: float | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
     include_stop: bool = False  # TGI keeps the stop sequence in the text; OpenAI servers drop it
 
 
@@ -180,6 +181,17 @@ def _fake_value(schema: Mapping[str, Any], root: Mapping[str, Any], name: str, d
     return f"{name or 'value'} sample"
 
 
+def _shaped_answer(response_format: Mapping[str, Any] | None) -> str | None:
+    if not isinstance(response_format, Mapping):
+        return None
+    if response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        return json.dumps(fake_arguments(spec.get("schema") if isinstance(spec, Mapping) else None))
+    if response_format.get("type") == "json_object":
+        return json.dumps({"answer": "a JSON object, as asked"})
+    return None
+
+
 def fake_arguments(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
     """Schema-valid arguments for a tool's JSON-schema ``parameters``."""
     if not parameters:
@@ -216,6 +228,10 @@ class FakeModel(Model):
         """The tokens the fake would say, and whether it ends naturally (True) or runs on."""
         if self._responder is not None:
             return _split_tokens(self._responder(request)), True
+        shaped = _shaped_answer(request.response_format)
+        if shaped is not None:
+            # Guided decoding: the answer is valid JSON of the asked shape, whatever the prompt.
+            return _split_tokens(shaped), True
         if self._responses is not None:
             with self._lock:
                 return _split_tokens(next(self._responses)), True
