@@ -38,7 +38,7 @@ from vast_llm import (
     WorkerError,
     WorkerStreamError,
 )
-from vast_llm._pair import ClientPair, sampling_params
+from vast_llm._pair import ClientPair, model_sampling, sampling_params
 from vast_llm._types import Completion, RouteInfo, Usage
 
 __all__ = ["VastFields", "lc_errors", "route_metadata"]
@@ -144,16 +144,8 @@ class VastFields(BaseModel):
         self, stop: list[str] | None, kwargs: dict[str, Any], max_tokens: int
     ) -> dict[str, Any]:
         """Sampling parameters for one call: fields, then model_kwargs, then call kwargs."""
-        defaults = {
-            "max_tokens": max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "repetition_penalty": self.repetition_penalty,
-            "seed": self.seed,
-        }
         return sampling_params(
-            defaults,
+            model_sampling(self, max_tokens),
             self.model_kwargs,
             kwargs,
             [*(self.stop or []), *(stop or [])],

@@ -28,7 +28,7 @@ from llama_index.core.llms.utils import parse_partial_json
 
 from vast_llm import AsyncVastClient, Chunk, Completion, Usage, VastClient
 from vast_llm._apis import chatml
-from vast_llm._pair import ClientPair, sampling_params
+from vast_llm._pair import ClientPair, model_sampling, sampling_params
 from vast_llm._stream import Accumulator
 from vast_llm._types import RouteInfo
 
@@ -194,16 +194,8 @@ class Vast(FunctionCallingLLM):
 
     def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs = {k: v for k, v in kwargs.items() if k not in ("formatted",)}
-        defaults = {
-            "max_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "repetition_penalty": self.repetition_penalty,
-            "seed": self.seed,
-        }
         return sampling_params(
-            defaults,
+            model_sampling(self, self.max_new_tokens),
             self.additional_kwargs,
             kwargs,
             list(self.stop or []),

@@ -9,7 +9,7 @@ from typing import Any
 from ._client import AsyncVastClient, VastClient
 from ._config import resolve_settings
 
-__all__ = ["ClientPair", "sampling_params"]
+__all__ = ["ClientPair", "model_sampling", "sampling_params"]
 
 # Settings a framework model keeps under the same names as the clients' arguments.
 _MODEL_FIELDS = (
@@ -70,6 +70,14 @@ class ClientPair:
                         self._endpoint, http_client=self._http_async_client, **self._settings
                     )
         return self._async
+
+
+_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed")
+
+
+def model_sampling(model: Any, max_tokens: int) -> dict[str, Any]:
+    """A framework model's sampling fields (same names in both wrappers), with its token budget."""
+    return {"max_tokens": max_tokens, **{n: getattr(model, n, None) for n in _SAMPLING_FIELDS}}
 
 
 def sampling_params(
