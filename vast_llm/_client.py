@@ -21,8 +21,9 @@ from ._config import (
     Settings,
     resolve_settings,
 )
+from ._drive import HttpxIO, run_async, run_sync
 from ._errors import WorkerStreamError
-from ._flow import Context, KeyStore, request_flow, route_flow, run_async, run_sync
+from ._flow import Context, KeyStore, request_flow, route_flow
 from ._gate import Gate
 from ._retry import Backoff
 from ._signing import RECIPES, Recipe
@@ -289,11 +290,12 @@ class AsyncVastClient(_BaseClient):
         self._http = http_client or httpx.AsyncClient(
             limits=self._limits, timeout=self._settings.timeout
         )
+        self._io = HttpxIO(self._http)
 
     async def route(self, cost: float = 256) -> Assignment:
         """One verified worker assignment, waiting (up to the deadline) for a ready worker."""
         flow = route_flow(self._settings, self._ctx, float(cost))
-        return await run_async(flow, self._http, self._keys)
+        return await run_async(flow, self._io, self._keys)
 
     async def generate(self, prompt: str, **params: Any) -> Completion:
         """Complete ``prompt``; ``params`` are sampling parameters (``max_tokens``, ``stop``...)."""
@@ -314,7 +316,7 @@ class AsyncVastClient(_BaseClient):
     async def _whole(self, call: WorkerCall) -> Completion:
         async with self._gate:
             started = self._ctx.clock()
-            response, route = await run_async(self._flow(call), self._http, self._keys)
+            response, route = await run_async(self._flow(call), self._io, self._keys)
             try:
                 content = await response.aread()
             except httpx.TransportError as exc:
@@ -451,7 +453,7 @@ class AsyncStream(_StreamView, AsyncIterator[Chunk]):
         client, builder = self._client, self._builder
         builder.restart(client._ctx.clock())
         response, builder.route = await run_async(
-            client._flow(self._call), client._http, client._keys
+            client._flow(self._call), client._io, client._keys
         )
         events = EventSource(response).aiter_sse()
         try:

@@ -1,10 +1,10 @@
 """One routed request, written once: route → wait → verify → call the worker → retry.
 
 The logic is a sans-I/O generator, the way httpx writes its auth flows: it *yields* what it
-needs done (:class:`Send` a request, :class:`ReadBody` of a response, :class:`Sleep`,
-:class:`GetKey`) and receives the result, or has the failure thrown into it. Two thin drivers
-(:func:`run_sync`, :func:`run_async`) carry the actions out with ``httpx.Client`` /
-``httpx.AsyncClient``; neither makes a decision of its own.
+needs done (:class:`Send` a :class:`Req`, :class:`ReadBody` of a response, :class:`Sleep`,
+:class:`GetKey`) and receives the result, or has the failure thrown into it (transport failures
+in httpx's exception vocabulary, whichever HTTP stack raised them). The drivers in ``_drive``
+(httpx, sync and async) and ``_aiohttp`` carry the actions out; none makes a decision of its own.
 
 Rules the flow keeps (protocol.md §3–§5):
 
@@ -27,7 +27,7 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,19 +50,20 @@ from ._retry import parse_retry_after, retryable_status
 from ._route import USER_AGENT, Ready, Rejected, Waiting, build_route_request, parse_route_answer
 from ._signing import load_public_key, verify
 from ._types import Assignment, RouteInfo
+from ._wire import Fetched, Opened, Req
 
 __all__ = [
     "Context",
     "Fetched",
     "GetKey",
     "KeyStore",
+    "Opened",
     "ReadBody",
+    "Req",
     "Send",
     "Sleep",
     "request_flow",
     "route_flow",
-    "run_async",
-    "run_sync",
 ]
 
 logger = logging.getLogger("vast_llm")
@@ -91,9 +92,9 @@ _HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connec
 @dataclass(slots=True)
 class Send:
     """Send a request. With ``read_limit`` the driver reads the body and answers a
-    :class:`Fetched`; without, it answers the open ``httpx.Response`` (headers only)."""
+    :class:`Fetched`; without, it answers the open response (headers only)."""
 
-    request: httpx.Request
+    request: Req
     read_limit: int | None = None
 
 
@@ -101,7 +102,7 @@ class Send:
 class ReadBody:
     """Read up to ``limit`` bytes of an open response, then close it; answers ``bytes``."""
 
-    response: httpx.Response
+    response: Any  # what this driver's Send answered
     limit: int = ERROR_READ_LIMIT
 
 
@@ -117,15 +118,6 @@ class GetKey:
     """The autoscaler's public key; with ``stale``, replace that key by a fresh fetch."""
 
     stale: rsa.RSAPublicKey | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """A response read whole (up to a limit) and closed."""
-
-    status_code: int
-    headers: httpx.Headers
-    content: bytes
 
 
 Action = Send | ReadBody | Sleep | GetKey
@@ -161,11 +153,12 @@ def _fetch_key_flow(s: Settings) -> Flow[rsa.RSAPublicKey]:
     )
     tries = 3
     for attempt in range(tries):
-        request = httpx.Request(
+        request = Req(
             "GET",
             url,
-            headers={"Accept": "text/plain, */*", "User-Agent": USER_AGENT},
-            extensions={"timeout": httpx.Timeout(s.route_timeout).as_dict()},
+            {"Accept": "text/plain, */*", "User-Agent": USER_AGENT},
+            b"",
+            httpx.Timeout(s.route_timeout).as_dict(),
         )
         try:
             got: Fetched = yield Send(request, read_limit=64 << 10)
@@ -218,19 +211,26 @@ class KeyStore:
             return key
         return None
 
-    def get(self, client: httpx.Client, stale: rsa.RSAPublicKey | None = None) -> rsa.RSAPublicKey:
+    def get(
+        self,
+        run: Callable[[Flow[rsa.RSAPublicKey]], rsa.RSAPublicKey],
+        stale: rsa.RSAPublicKey | None,
+    ) -> rsa.RSAPublicKey:
+        """The key; ``run`` drives the fetch flow on the caller's HTTP stack when one is due."""
         key = self._current(stale)
         if key is not None:
             return key
         with self._lock:
             key = self._current(stale)
             if key is None:
-                key = run_sync(_fetch_key_flow(self._settings), client, self)
+                key = run(_fetch_key_flow(self._settings))
                 self._key, self.fetches = key, self.fetches + 1
             return key
 
     async def aget(
-        self, client: httpx.AsyncClient, stale: rsa.RSAPublicKey | None = None
+        self,
+        run: Callable[[Flow[rsa.RSAPublicKey]], Awaitable[rsa.RSAPublicKey]],
+        stale: rsa.RSAPublicKey | None,
     ) -> rsa.RSAPublicKey:
         key = self._current(stale)
         if key is not None:
@@ -242,7 +242,7 @@ class KeyStore:
         async with lock:
             key = self._current(stale)
             if key is None:
-                key = await run_async(_fetch_key_flow(self._settings), client, self)
+                key = await run(_fetch_key_flow(self._settings))
                 self._key, self.fetches = key, self.fetches + 1
             return key
 
@@ -432,7 +432,7 @@ def _worker_request(
     stream: bool,
     headers: Mapping[str, str] | None,
     remaining: float,
-) -> httpx.Request:
+) -> Req:
     request_headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if stream else "application/json",
@@ -447,12 +447,8 @@ def _worker_request(
     for phase in ("connect", "pool"):
         limit = timeout.get(phase)
         timeout[phase] = max(0.001, remaining if limit is None else min(limit, remaining))
-    return httpx.Request(
-        "POST",
-        ready.url + path,
-        headers=request_headers,
-        content=worker_body(s, ready.body, payload),
-        extensions={"timeout": timeout},
+    return Req(
+        "POST", ready.url + path, request_headers, worker_body(s, ready.body, payload), timeout
     )
 
 
@@ -501,10 +497,11 @@ def request_flow(
     cost: float,
     stream: bool,
     headers: Mapping[str, str] | None = None,
-) -> Flow[tuple[httpx.Response, RouteInfo]]:
+) -> Flow[tuple[Any, RouteInfo]]:
     """Route, verify and call the worker until it starts answering (2xx); retry before that.
 
-    Returns the open worker response (the caller reads and closes it) and the route facts.
+    Returns the open worker response, as the driver's HTTP stack made it (the caller reads and
+    closes it), and the route facts.
     """
     started = ctx.clock()
     state = _RouteState(started=started, deadline_at=started + s.deadline)
@@ -519,7 +516,7 @@ def request_flow(
         retry_after: float | None = None
         error: VastError
         try:
-            response: httpx.Response = yield Send(request)
+            response: Opened = yield Send(request)
         except _SAFE_TO_RETRY as exc:
             error = _transport_error(f"worker {ready.url}", exc)
         except httpx.TransportError as exc:
@@ -541,117 +538,3 @@ def request_flow(
             raise _annotate(error, f"no time left before the {s.deadline:g}s deadline")
         logger.info("worker attempt %d failed (%s); re-routing in %.2fs", attempts, error, delay)
         yield Sleep(delay)
-
-
-# -- drivers: carry out the actions, decide nothing ------------------------------------------
-
-
-def _fits(response: httpx.Response, limit: int) -> bool:
-    # A declared length within the limit can be read in one go (the common, fast case).
-    length = response.headers.get("content-length", "")
-    return length.isdigit() and int(length) <= limit
-
-
-def _read_limited_sync(response: httpx.Response, limit: int) -> bytes:
-    if _fits(response, limit):
-        try:
-            return response.read()
-        finally:
-            response.close()
-    parts: list[bytes] = []
-    size = 0
-    try:
-        for part in response.iter_bytes():
-            parts.append(part)
-            size += len(part)
-            if size >= limit:
-                break
-    finally:
-        response.close()
-    return b"".join(parts)[:limit]
-
-
-async def _read_limited_async(response: httpx.Response, limit: int) -> bytes:
-    if _fits(response, limit):
-        try:
-            return await response.aread()
-        finally:
-            await response.aclose()
-    parts: list[bytes] = []
-    size = 0
-    try:
-        async for part in response.aiter_bytes():
-            parts.append(part)
-            size += len(part)
-            if size >= limit:
-                break
-    finally:
-        await response.aclose()
-    return b"".join(parts)[:limit]
-
-
-def _send_kwargs() -> dict[str, Any]:
-    # auth=None: a user-supplied client's auth must never be applied to these requests.
-    return {"stream": True, "auth": None, "follow_redirects": False}
-
-
-def run_sync(flow: Flow[T], client: httpx.Client, keys: KeyStore) -> T:
-    """Drive a flow with a sync httpx client."""
-    value: Any = None
-    error: Exception | None = None
-    try:
-        while True:
-            try:
-                action = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                if isinstance(action, Send):
-                    response = client.send(action.request, **_send_kwargs())
-                    if action.read_limit is None:
-                        value = response
-                    else:
-                        content = _read_limited_sync(response, action.read_limit)
-                        value = Fetched(response.status_code, response.headers, content)
-                elif isinstance(action, ReadBody):
-                    value = _read_limited_sync(action.response, action.limit)
-                elif isinstance(action, Sleep):
-                    time.sleep(action.seconds)
-                else:
-                    value = keys.get(client, action.stale)
-            except Exception as exc:
-                error = exc
-    finally:
-        flow.close()
-
-
-async def run_async(flow: Flow[T], client: httpx.AsyncClient, keys: KeyStore) -> T:
-    """Drive a flow with an async httpx client."""
-    value: Any = None
-    error: Exception | None = None
-    try:
-        while True:
-            try:
-                action = flow.throw(error) if error is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                if isinstance(action, Send):
-                    response = await client.send(action.request, **_send_kwargs())
-                    if action.read_limit is None:
-                        value = response
-                    else:
-                        content = await _read_limited_async(response, action.read_limit)
-                        value = Fetched(response.status_code, response.headers, content)
-                elif isinstance(action, ReadBody):
-                    value = await _read_limited_async(action.response, action.limit)
-                elif isinstance(action, Sleep):
-                    await asyncio.sleep(action.seconds)
-                else:
-                    value = await keys.aget(client, action.stale)
-            except Exception as exc:
-                error = exc
-    finally:
-        flow.close()

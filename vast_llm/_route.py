@@ -7,11 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from ._errors import AuthenticationError, RouteError, excerpt
 from ._retry import parse_retry_after, retryable_status
 from ._version import __version__
+from ._wire import Req
 
 __all__ = ["Ready", "Rejected", "Waiting", "build_route_request", "parse_route_answer"]
 
@@ -54,7 +53,7 @@ def build_route_request(
     cost: float,
     request_idx: int | None,
     timeout: float,
-) -> httpx.Request:
+) -> Req:
     """The ``POST /route/`` request: the key in the body (seed doc) and as a Bearer header."""
     body = {
         "endpoint": endpoint,
@@ -63,17 +62,17 @@ def build_route_request(
         "request_idx": request_idx or 0,
         "replay_timeout": REPLAY_TIMEOUT,
     }
-    return httpx.Request(
+    return Req(
         "POST",
         base_url + "/route/",
-        headers={
+        {
             "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         },
-        content=json.dumps(body).encode(),
-        extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+        json.dumps(body).encode(),
+        {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
     )
 
 

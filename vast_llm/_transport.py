@@ -31,8 +31,9 @@ import httpx
 
 from ._apis import DEFAULT_MAX_TOKENS, max_tokens_of
 from ._config import Settings, resolve_settings
+from ._drive import HttpxIO, run_async, run_sync
 from ._errors import ConfigError, WorkerError, WorkerStreamError
-from ._flow import Context, KeyStore, request_flow, run_async, run_sync
+from ._flow import Context, KeyStore, request_flow
 from ._gate import Gate
 from ._types import RouteInfo
 
@@ -189,12 +190,13 @@ class AsyncVastTransport(_Common, httpx.AsyncBaseTransport):
         self._setup(endpoint, kwargs)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=self._settings.timeout)
+        self._io = HttpxIO(self._http)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
         await self._gate.__aenter__()
         try:
-            response, route = await run_async(self._flow(request), self._http, self._keys)
+            response, route = await run_async(self._flow(request), self._io, self._keys)
         except BaseException as error:
             await self._gate.__aexit__(None, None, None)
             if isinstance(error, WorkerError) and not isinstance(error, WorkerStreamError):

@@ -25,9 +25,10 @@ def test_request_carries_the_key_in_body_and_header() -> None:
     assert body == {
         "endpoint": "ep", "api_key": KEY, "cost": 256.0, "request_idx": 0, "replay_timeout": 60.0
     }  # fmt: skip
-    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert request.headers["Authorization"] == f"Bearer {KEY}"
     assert request.url == "https://run.vast.ai/route/"
-    assert request.extensions["timeout"]["read"] == 4.0
+    assert request.timeout["read"] == 4.0
+    assert KEY not in repr(request)
 
 
 def test_request_idx_is_sent_back() -> None:

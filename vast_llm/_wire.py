@@ -1,0 +1,47 @@
+"""The request and response shapes the flow speaks, independent of any HTTP library."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Fetched", "Opened", "Req"]
+
+
+@dataclass(slots=True)
+class Req:
+    """A request as the flow wants it sent, before any HTTP library touches it.
+
+    ``timeout`` has httpx's shape (``connect``/``read``/``write``/``pool`` seconds). Building
+    one costs a few attribute stores; each driver turns it into its own stack's request.
+    """
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes
+    timeout: dict[str, float | None]
+
+    def __repr__(self) -> str:
+        # Headers and body can carry the API key (the route call): never shown.
+        return f"<Req {self.method} {self.url}>"
+
+
+class Opened(Protocol):
+    """A response whose headers have arrived (status and headers are all the flow reads)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A response read whole (up to a limit) and closed."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
