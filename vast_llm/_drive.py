@@ -16,7 +16,7 @@ import httpx
 from ._flow import Flow, KeyStore, ReadBody, Send, Sleep
 from ._wire import Fetched, Opened, Req
 
-__all__ = ["AsyncIO", "HttpxIO", "run_async", "run_sync", "to_httpx"]
+__all__ = ["AsyncIO", "HttpxIO", "as_httpx", "run_async", "run_sync", "to_httpx"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,14 @@ def to_httpx(request: Req) -> httpx.Request:
         content=request.content or None,
         extensions={"timeout": request.timeout},
     )
+
+
+def as_httpx(response: Any) -> httpx.Response:
+    """An opened response as an ``httpx.Response`` (what httpx-sse and transports read)."""
+    if isinstance(response, httpx.Response):
+        return response
+    converted: httpx.Response = response.as_httpx()
+    return converted
 
 
 def _fits(response: httpx.Response, limit: int) -> bool:

@@ -48,7 +48,7 @@ from ._errors import (
 )
 from ._retry import parse_retry_after, retryable_status
 from ._route import USER_AGENT, Ready, Rejected, Waiting, build_route_request, parse_route_answer
-from ._signing import load_public_key, verify
+from ._signing import Memo, load_public_key, verify
 from ._types import Assignment, RouteInfo
 from ._wire import Fetched, Opened, Req
 
@@ -134,6 +134,7 @@ class Context:
     ) -> None:
         self.clock = clock
         self.rng = rng or random.Random()
+        self.memo: Memo = {}  # signature checks already made (see _signing.verify)
         self._warned = False
 
     def warn_once(self, message: str) -> None:
@@ -271,11 +272,11 @@ def _signature_flow(s: Settings, ctx: Context, body: Mapping[str, Any]) -> Flow[
         return "unchecked"
     try:
         key: rsa.RSAPublicKey = yield GetKey()
-        recipe = verify(key, body, s.recipes)
+        recipe = verify(key, body, s.recipes, ctx.memo)
         if recipe is None and not s.public_key:
             # Maybe the autoscaler rotated its key: fetch it once more before giving up.
             key = yield GetKey(stale=key)
-            recipe = verify(key, body, s.recipes)
+            recipe = verify(key, body, s.recipes, ctx.memo)
     except (SignatureError, VastConnectionError) as exc:
         if s.signature_policy == "strict":
             raise

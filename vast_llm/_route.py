@@ -112,8 +112,18 @@ def parse_route_answer(
     api_key: str,
 ) -> Ready | Waiting | Rejected:
     """Classify one ``/route/`` answer as ready, waiting, or rejected (retryable or not)."""
-    quoted = excerpt(content, secret=api_key)
     where = f"{base_url}/route/ for endpoint {endpoint!r}"
+    if status_code == 200:
+        try:
+            body = json.loads(content)
+        except ValueError:
+            body = None
+        url = body.get("url") if isinstance(body, dict) else None
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            # The common case, kept short: an assignment (checked further by its signature).
+            return Ready(body=body, url=url, request_idx=_int_or_none(body.get("request_idx")))
+    # Only what is not a plain assignment is quoted (an error message may need it).
+    quoted = excerpt(content, secret=api_key)
     if status_code != 200:
         try:
             parsed = json.loads(content)
@@ -131,10 +141,6 @@ def parse_route_answer(
             retryable=retryable_status(status_code),
             retry_after=parse_retry_after(headers),
         )
-    try:
-        body = json.loads(content)
-    except ValueError:
-        body = None
     if not isinstance(body, dict):
         # Typically an HTML page from a proxy in front of the router: worth another try.
         return Rejected(
@@ -145,18 +151,15 @@ def parse_route_answer(
             ),
             retryable=True,
         )
-    url = body.get("url")
-    if url is not None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            return Rejected(
-                RouteError(
-                    f"{where} assigned a worker address that is not an http(s) URL: {quoted!r}",
-                    status_code=status_code,
-                    body=quoted,
-                ),
-                retryable=False,
-            )
-        return Ready(body=body, url=url, request_idx=_int_or_none(body.get("request_idx")))
+    if body.get("url") is not None:  # an http(s) URL would have returned above
+        return Rejected(
+            RouteError(
+                f"{where} assigned a worker address that is not an http(s) URL: {quoted!r}",
+                status_code=status_code,
+                body=quoted,
+            ),
+            retryable=False,
+        )
     detail = _error_text(body)
     if detail is not None:
         # A 200 carrying an error is an error, not "waiting" (a sibling route answers auth

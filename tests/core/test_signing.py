@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 
 from tests.conftest import load_vectors
 from vast_llm import ConfigError
-from vast_llm._signing import RECIPES, load_public_key, public_key_pem, sign, signed_message, verify
+from vast_llm._signing import (
+    MEMO_SIZE,
+    RECIPES,
+    Memo,
+    load_public_key,
+    public_key_pem,
+    sign,
+    signed_message,
+    verify,
+)
 
 VECTORS = load_vectors("signatures.json")
 CASES = VECTORS["cases"]
@@ -100,3 +109,63 @@ def test_a_signature_never_verifies_for_a_changed_url(url: str, other: str, reci
 
 def test_pem_roundtrip() -> None:
     assert load_public_key(public_key_pem(PUBLIC)).public_numbers() == PUBLIC.public_numbers()
+
+
+@given(url=st.text())
+def test_g3_message_is_json_dumps_with_indent_byte_for_byte(url: str) -> None:
+    """The g3 fast path builds the exact bytes workers hash (json.dumps, indent=4, sorted)."""
+    expected = json.dumps({"url": url}, indent=4, sort_keys=True).encode()
+    assert signed_message("g3", {"url": url}) == expected
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_memo_never_changes_a_verdict(case: dict[str, Any]) -> None:
+    answer = json.loads(case["route_answer"])
+    memo: Memo = {}
+    first = verify(KEY, answer, memo=memo)
+    assert first == verify(KEY, answer)
+    assert verify(KEY, answer, memo=memo) == first  # answered from the memo
+    assert memo or first is None  # undecodable signatures are refused before any check
+
+
+class _CountingKey:
+    """A public key that counts its RSA checks."""
+
+    def __init__(self, key: rsa.RSAPublicKey) -> None:
+        self.key, self.checks = key, 0
+
+    def verify(self, *args: Any) -> None:
+        self.checks += 1
+        self.key.verify(*args)
+
+
+def test_memo_skips_only_the_identical_check() -> None:
+    answer = {"url": "http://10.0.0.1:8000", "cost": 1.0, "endpoint": "e", "reqnum": 1}
+    answer["signature"] = sign(PRIVATE, "g3", answer)
+    key: Any = _CountingKey(PUBLIC)
+    memo: Memo = {}
+    for reqnum in range(5):  # g3 signs the URL only: one worker, one signature, one check
+        assert verify(key, {**answer, "reqnum": reqnum}, ("g3",), memo) == "g3"
+    assert key.checks == 1
+    # Another URL under the same signature is a new check, and fails.
+    assert verify(key, {**answer, "url": "http://10.0.0.2:8000"}, ("g3",), memo) is None
+    assert key.checks == 2
+    # A tampered signature is a new check, and fails (also when asked again).
+    tampered = base64.b64encode(b"\0" + base64.b64decode(answer["signature"])[1:]).decode()
+    for _ in range(2):
+        assert verify(key, {**answer, "signature": tampered}, ("g3",), memo) is None
+    assert key.checks == 3
+    # Another key (a rotation) is a new check: the memo is per key object.
+    other: Any = _CountingKey(PUBLIC)
+    assert verify(other, answer, ("g3",), memo) == "g3" and other.checks == 1
+    other_private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert verify(other_private.public_key(), answer, ("g3",), memo) is None
+
+
+def test_memo_stays_bounded() -> None:
+    memo: Memo = {}
+    for port in range(MEMO_SIZE + 10):
+        answer = {"url": f"http://10.0.0.1:{port}"}
+        answer["signature"] = base64.b64encode(b"x" * 256).decode()
+        verify(PUBLIC, answer, ("g3",), memo)
+    assert len(memo) <= MEMO_SIZE
