@@ -93,8 +93,10 @@ def main() -> int:
         "Streamed answers that fail after tokens were handed out raise `WorkerStreamError` after "
         "exactly the two tokens sent, with one worker request: the work is never sent twice. "
         "Signature faults contact no worker. The once-striking half of the matrix also runs on "
-        "the optional aiohttp transport (`tests/reliability/test_aiohttp_transport.py`, 104 "
-        "cases), whose exceptions must map onto the same decisions.",
+        "aiohttp both ways (`tests/reliability/test_aiohttp.py`: the flow on an "
+        "`aiohttp.ClientSession` directly, and httpx over `httpx-aiohttp`; 104 cases each, plus "
+        "the retried faults striking every time on the native driver), whose exceptions must "
+        "map onto the same decisions.",
         "",
         "| fault | strikes | whole answer (sync/async × tgi/openai) | streamed answer | what the emulator does |",
         "|---|---|---|---|---|",
