@@ -125,6 +125,54 @@ def _floor_stream(
     return call, acall
 
 
+def floor_aiohttp_raw() -> tuple[None, AsyncCall, Callable[[], Any]]:
+    """Raw aiohttp, route then worker: the floor of the official SDK's own HTTP stack."""
+    import aiohttp
+
+    base, endpoint = TARGET["base_url"], TARGET["tgi"]
+    sessions: list[aiohttp.ClientSession] = []  # made inside the event loop, on first use
+
+    async def acall() -> Any:
+        if not sessions:
+            sessions.append(aiohttp.ClientSession())
+        session = sessions[0]
+        async with session.post(base + "/route/", json=route_body(endpoint, MAX_TOKENS)) as route:
+            assignment = await route.json()
+        body = {"auth_data": assignment, "session_id": None, "payload": tgi_payload()}
+        async with session.post(assignment["url"] + "/generate", json=body) as answer:
+            return await answer.json()
+
+    async def close() -> None:
+        if sessions:
+            await sessions[0].close()
+
+    return None, acall, close
+
+
+def core_native() -> tuple[None, AsyncCall, Callable[[], Any]]:
+    """AsyncVastClient with an aiohttp.ClientSession: the flow on aiohttp directly."""
+    import aiohttp
+
+    from vast_llm import AsyncVastClient
+
+    clients: list[tuple[aiohttp.ClientSession, AsyncVastClient]] = []
+
+    async def acall() -> Any:
+        if not clients:
+            session = aiohttp.ClientSession()
+            clients.append((session, AsyncVastClient(
+                TARGET["tgi"], api_key=TARGET["api_key"], base_url=TARGET["base_url"],
+                http_client=session,
+            )))  # fmt: skip
+        return await clients[0][1].generate(PROMPT, max_tokens=MAX_TOKENS)
+
+    async def close() -> None:
+        if clients:
+            await clients[0][0].close()
+
+    return None, acall, close
+
+
 def stream_raw() -> Callable[[], int]:
     """Raw httpx + httpx-sse + json.loads per event: the floor of per-token streaming cost."""
     client = httpx.Client()
@@ -244,10 +292,12 @@ CASES: dict[str, Callable[[], Any]] = {
     "floor_no_reuse": lambda: floor("tgi", reuse=False),
     "floor_stream": lambda: floor("tgi", stream=True),
     "floor_aiohttp": lambda: floor("tgi", aiohttp=True),
+    "floor_aiohttp_raw": floor_aiohttp_raw,
     "core_generate": lambda: core(stream=False),
     "core_stream": lambda: core(stream=True),
     "core_chat": lambda: core(stream=False, api="openai"),
     "core_aiohttp": lambda: core(stream=False, aiohttp=True),
+    "core_native": core_native,
     "lc_vastllm": lambda: langchain("llm"),
     "lc_vastllm_abatch": lambda: langchain("abatch"),
     "lc_chatvast": lambda: langchain("chat"),
@@ -337,12 +387,13 @@ async def run(name: str, requests: int, total: int, grow: int) -> dict[str, Any]
     if name == "lc_vastllm_abatch":
         out["throughput_rps"] = await concurrent(async_call, total, 64, per_call=64)
     else:
-        assert sync_call is not None
-        out["sync"] = sequential(sync_call, requests)
+        if sync_call is not None:
+            out["sync"] = sequential(sync_call, requests)
         out["async"] = await asequential(async_call, requests)
         if name not in ("floor_no_reuse",):
             out["throughput_rps"] = await concurrent(async_call, total, 64)
-        if grow and name in ("floor", "core_generate", "lc_chatvast", "li_complete"):
+        if grow and name in ("floor", "core_generate", "core_native", "lc_chatvast",
+                             "li_complete"):  # fmt: skip
             out["rss_growth_mb"] = await growth(async_call, grow)
     out["peak_rss_mb"] = peak_rss_mb()
     result = close()

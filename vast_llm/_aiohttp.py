@@ -65,13 +65,18 @@ def _reraise(exc: BaseException) -> NoReturn:
 
 
 def _timeout(timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
+    read = timeout.get("read")
+    if read is not None and timeout.get("connect") == read and timeout.get("pool") == read:
+        # One bound for the whole call (the route call, the key fetch): a single timer, where
+        # per-phase bounds re-arm a read timer on every chunk that arrives.
+        return aiohttp.ClientTimeout(total=read)
     # httpx's four phases onto aiohttp's: ``connect`` there covers the wait for a pooled
     # connection and the connect itself; sock_read bounds each wait for bytes, as httpx's read.
     return aiohttp.ClientTimeout(
         total=None,
         connect=timeout.get("pool"),
         sock_connect=timeout.get("connect"),
-        sock_read=timeout.get("read"),
+        sock_read=read,
     )
 
 

@@ -219,8 +219,12 @@ class FakeModel(Model):
         self.token_delay = token_delay
         self.name = name
         self._responder = responses if callable(responses) else None
+        # Fixed answers are split into tokens once: a long one re-split per request made the
+        # split (a regex over the whole text) most of the emulator's time per request.
         self._responses = (
-            itertools.cycle(list(responses)) if responses and not callable(responses) else None
+            itertools.cycle([_split_tokens(text) for text in responses])
+            if responses and not callable(responses)
+            else None
         )
         self._lock = threading.Lock()
 
@@ -234,7 +238,7 @@ class FakeModel(Model):
             return _split_tokens(shaped), True
         if self._responses is not None:
             with self._lock:
-                return _split_tokens(next(self._responses)), True
+                return list(next(self._responses)), True
         messages = request.messages or []
         if messages and messages[-1].get("role") == "tool":
             said = _content_text(messages[-1].get("content"))
