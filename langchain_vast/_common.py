@@ -91,7 +91,8 @@ class VastFields(BaseModel):
     http_client: Any = Field(default=None, exclude=True)
     """An ``httpx.Client`` for the route and worker calls (not serialised)."""
     http_async_client: Any = Field(default=None, exclude=True)
-    """An ``httpx.AsyncClient`` for the async calls (not serialised)."""
+    """An ``httpx.AsyncClient`` for the async calls, or an ``aiohttp.ClientSession`` to run
+    them on aiohttp directly (``vast-llm[aiohttp]``; not serialised)."""
 
     _pair: ClientPair = PrivateAttr()
 

@@ -113,7 +113,10 @@ class Vast(FunctionCallingLLM):
 
     ``api_key`` defaults to ``VAST_API_KEY`` and is never serialised; ``endpoint`` and
     ``base_url`` default to ``VAST_ENDPOINT`` and ``VAST_BASE_URL``. ``raw`` on every response
-    carries the worker's answer, ``usage`` and ``vast`` (the route facts).
+    carries the worker's answer, ``usage`` and ``vast`` (the route facts). ``http_client`` (an
+    ``httpx.Client``) and ``http_async_client`` (an ``httpx.AsyncClient``, or an
+    ``aiohttp.ClientSession`` to run the async calls on aiohttp directly) replace the clients'
+    own connection pools.
     """
 
     endpoint: str | None = Field(

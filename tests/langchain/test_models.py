@@ -376,3 +376,19 @@ def test_structured_output_json_mode_and_raw(openai_emu: Emulator) -> None:
 def test_structured_output_methods_need_an_openai_worker(tgi: Emulator) -> None:
     with pytest.raises(ValueError, match="OpenAI-compatible"):
         chat_for(tgi, api="tgi").with_structured_output(Joke, method="json_schema")
+
+
+async def test_async_calls_run_on_an_aiohttp_session(tgi: Emulator, openai_emu: Emulator) -> None:
+    """``http_async_client`` may be an ``aiohttp.ClientSession``: the flow then runs on it."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        llm = llm_for(tgi, http_async_client=session, max_new_tokens=5)
+        chat = chat_for(openai_emu, http_async_client=session, max_tokens=5)
+        text = await llm.ainvoke("hi")
+        message = await chat.ainvoke("hi")
+        streamed = [chunk.content async for chunk in chat.astream("hi")]
+        assert text and message.content and "".join(map(str, streamed)) == message.content
+        assert message.response_metadata["vast"]["signature"] == "g3"
+        assert not session.closed  # the session stays the caller's
+    assert len(tgi.worker_requests) == 1 and len(openai_emu.worker_requests) == 2

@@ -306,3 +306,15 @@ def test_tool_calls_from_whole_and_streamed_answers(openai_emu: Emulator) -> Non
 def test_tools_need_an_openai_worker(tgi: Emulator) -> None:
     with pytest.raises(ValueError, match="OpenAI-compatible"):
         vast(tgi).chat_with_tools([FunctionTool.from_defaults(fn=multiply)], user_msg="x")
+
+
+async def test_async_calls_run_on_an_aiohttp_session(tgi: Emulator) -> None:
+    """``http_async_client`` may be an ``aiohttp.ClientSession``: the flow then runs on it."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        llm = vast(tgi, http_async_client=session, max_new_tokens=5)
+        whole = await llm.acomplete("hi")
+        parts = [r.delta async for r in await llm.astream_complete("hi")]
+        assert whole.text and "".join(p or "" for p in parts) == whole.text
+    assert len(tgi.worker_requests) == 2
