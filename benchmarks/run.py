@@ -383,6 +383,14 @@ def main() -> int:
             "thousands of milliseconds) dwarf a fraction of a millisecond; the aiohttp session is "
             "for processes that push thousands of requests a second.",
             "",
+            "p99 at c=1 is the 10th slowest of 1,000 requests, and on this 2-CPU machine it is "
+            "decided by the machine more than by the client: a separate trace of 3,000 sequential "
+            "requests of this client (`python -m benchmarks.tail`) showed the slow ones in bursts, e.g. 35 "
+            "requests in a row at ~2× the median within 50 ms, every client alike. Whether a round "
+            "catches a burst moves its p99 between ~0.9 and ~1.5 ms for this client and for the SDK "
+            "alike; which of the two is ahead on p99 changes from run to run, while the median, "
+            "CPU, throughput and memory rows keep their order.",
+            "",
         ]
     )
     report = [

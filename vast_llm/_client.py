@@ -224,6 +224,11 @@ class VastClient(_BaseClient):
         **kwargs: Any,
     ) -> None:
         super().__init__(endpoint, **kwargs)
+        if http_client is not None and not isinstance(http_client, httpx.Client):
+            raise ConfigError(
+                f"http_client must be an httpx.Client, got {type(http_client).__name__} "
+                "(async clients and aiohttp sessions go to AsyncVastClient)"
+            )
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
             limits=self._limits, timeout=self._settings.timeout

@@ -124,3 +124,10 @@ def test_timeout_number_becomes_an_httpx_timeout() -> None:
     s = resolve_settings("ep", api_key=KEY, timeout=30)
     assert s.timeout == httpx.Timeout(30, connect=10)
     assert resolve_settings("ep", api_key=KEY, timeout=httpx.Timeout(5.0)).timeout.read == 5.0
+
+
+def test_a_client_of_the_wrong_kind_is_refused_at_construction() -> None:
+    with pytest.raises(ConfigError, match=r"httpx\.Client, got AsyncClient"):
+        VastClient("ep", api_key="k", http_client=httpx.AsyncClient())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"httpx\.AsyncClient"):
+        AsyncVastClient("ep", api_key="k", http_client=httpx.Client())  # type: ignore[arg-type]
