@@ -18,8 +18,25 @@ def test_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     report = out.read_text()
     rows = ("floor: raw httpx", "core: AsyncVastClient.generate", "langchain: ChatVast.invoke",
-            "llamaindex: Vast.astream_complete", "official vastai SDK", "## Targets")  # fmt: skip
+            "llamaindex: Vast.astream_complete", "official vastai SDK", "## Targets",
+            "floor on aiohttp: raw aiohttp", "on an aiohttp.ClientSession")  # fmt: skip
     for row in rows:
         assert row in report
     assert "not measured" not in report  # the official SDK's venv is part of make test
     assert png.stat().st_size > 10_000
+
+
+def test_tail_trace_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.tail", "--requests", "20"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "p99:" in result.stdout and "slower than 1.5" in result.stdout
+
+
+def test_bursts_are_runs_of_slow_requests() -> None:
+    from benchmarks.tail import bursts
+
+    times = [1.0, 1.0, 3.0, 3.0, 3.0, 1.0, 1.0, 2.0, 1.0, 3.0]
+    assert bursts(times) == [(2, 3), (7, 1), (9, 1)]
