@@ -38,5 +38,5 @@ def test_tail_trace_runs() -> None:
 def test_bursts_are_runs_of_slow_requests() -> None:
     from benchmarks.tail import bursts
 
-    times = [1.0, 1.0, 3.0, 3.0, 3.0, 1.0, 1.0, 2.0, 1.0, 3.0]
-    assert bursts(times) == [(2, 3), (7, 1), (9, 1)]
+    times = [1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 1.0, 1.0, 2.0, 1.0, 3.0, 1.0, 1.0]  # median 1.0
+    assert bursts(times) == [(4, 3), (9, 1), (11, 1)]
