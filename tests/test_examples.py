@@ -15,8 +15,8 @@ EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py") if not p.name
 
 def test_the_examples_are_the_documented_ones() -> None:
     assert EXAMPLES == [
-        "core_async.py", "core_sync.py", "langchain_chain.py", "langchain_rag.py",
-        "llamaindex_agent.py", "llamaindex_rag.py",
+        "core_aiohttp.py", "core_async.py", "core_sync.py", "langchain_chain.py",
+        "langchain_rag.py", "llamaindex_agent.py", "llamaindex_rag.py",
     ]  # fmt: skip
 
 
