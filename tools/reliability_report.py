@@ -14,6 +14,7 @@ import pathlib
 import platform
 import sys
 import time
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -22,6 +23,7 @@ from tests.reliability.scenarios import (  # noqa: E402
     DEADLINE,
     ONCE,
     PERSISTENT,
+    _client_sockets,
     cases,
     expected,
     fault_for,
@@ -66,11 +68,27 @@ async def matrix() -> tuple[list[str], collections.Counter[str], int, float]:
     return rows, totals, mismatches, slowest
 
 
+async def load_on_aiohttp(emu: Emulator) -> Any:
+    """The same load with the client on an aiohttp.ClientSession (closed before the count)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        result = await run_load(emu, n=1000, fault_rate=0.1, http_client=session)
+    await asyncio.sleep(0.2)
+    ports = {int(emu.base_url.rsplit(":", 1)[1])} | {
+        int(url.rsplit(":", 1)[1]) for url in emu.worker_urls()
+    }
+    result.client_sockets_after = _client_sockets(ports)
+    return result
+
+
 def main() -> int:
     started = time.monotonic()
     rows, totals, mismatches, slowest = asyncio.run(matrix())
     with Emulator(workers=4).serve() as emu:
         load = asyncio.run(run_load(emu, n=1000, fault_rate=0.1))
+    with Emulator(workers=4).serve() as emu:
+        native = asyncio.run(load_on_aiohttp(emu))
     cases_run = sum(totals.values())
     lines = [
         "# Reliability: faults, load and secrets",
@@ -123,6 +141,15 @@ def main() -> int:
         "Every failure is a typed error from a fault that struck after output had started "
         "(stream cut, truncated, malformed, error event) or that is not retryable (422); every "
         "other fault was recovered by a backed-off re-route.",
+        "",
+        "The same load with the client on an `aiohttp.ClientSession`: "
+        f"{native.elapsed:.1f} s, "
+        + ", ".join(f"{count} {kind}" for kind, count in native.outcomes.most_common())
+        + f"; {native.over_deadline} past their deadline, {native.sent_twice_after_first_byte} "
+        f"answered twice; client sockets {native.client_sockets_before} before and "
+        f"{native.client_sockets_after} once the session is closed (the session keeps its own "
+        f"idle pool until then: {native.client_sockets_idle}); asyncio tasks "
+        f"{native.tasks_before} / {native.tasks_after}.",
         "",
         "Finding from this run's first version: with more concurrent requests than pool "
         "connections, httpcore's pool queue slows down with its length (1,000 requests on 256 "

@@ -180,9 +180,10 @@ def _client_sockets(ports: set[int]) -> int:
 
 
 async def run_load(
-    emu: Emulator, n: int = 1000, fault_rate: float = 0.1, seed: int = 7
+    emu: Emulator, n: int = 1000, fault_rate: float = 0.1, seed: int = 7, http_client: Any = None
 ) -> LoadResult:
-    """``n`` concurrent async requests (half streamed), ``fault_rate`` of them meeting a fault."""
+    """``n`` concurrent async requests (half streamed), ``fault_rate`` of them meeting a fault;
+    ``http_client`` (e.g. an ``aiohttp.ClientSession``) is used as it is and left open."""
     rng = random.Random(seed)
     ports = {int(emu.base_url.rsplit(":", 1)[1])} | {
         int(url.rsplit(":", 1)[1]) for url in emu.worker_urls()
@@ -197,6 +198,8 @@ async def run_load(
         emu.inject(fault)
     result.faults_injected = len(faults)
     settings = dict(SETTINGS, deadline=30.0, timeout=10.0, route_timeout=10.0)
+    if http_client is not None:
+        settings["http_client"] = http_client
     client = AsyncVastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
                              **settings)  # fmt: skip
 

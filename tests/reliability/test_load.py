@@ -4,7 +4,9 @@ to a worker twice after its answer started, and sockets and tasks return to the 
 
 from __future__ import annotations
 
-from tests.reliability.scenarios import OK, run_load
+import asyncio
+
+from tests.reliability.scenarios import OK, _client_sockets, run_load
 from vast_llm.emulator import Emulator
 
 
@@ -20,3 +22,31 @@ async def test_thousand_concurrent_requests_with_faults() -> None:
     assert result.client_sockets_idle <= 20  # only the keep-alive pool stays open
     assert result.client_sockets_after <= result.client_sockets_before
     assert result.tasks_after == result.tasks_before
+
+
+async def test_thousand_concurrent_requests_with_faults_on_an_aiohttp_session() -> None:
+    """The same load on the aiohttp driver: its connector, its exceptions, its stream closing."""
+    import aiohttp
+
+    with Emulator(workers=4).serve() as emu:
+        async with aiohttp.ClientSession() as session:
+            # The session's idle pool is aiohttp's to keep (up to its keep-alive timeout); what
+            # must hold is that nothing is left once the session closes.
+            result = await run_load(emu, n=1000, fault_rate=0.1, http_client=session)
+        await asyncio.sleep(0.2)  # let the closed connections settle
+        result.client_sockets_after = _after(emu)
+    print(f"\n{result}")
+    assert sum(result.outcomes.values()) == 1000
+    assert set(result.outcomes) <= {OK, "WorkerStreamError", "WorkerError"}
+    assert result.outcomes[OK] >= 900
+    assert result.over_deadline == 0
+    assert result.sent_twice_after_first_byte == 0
+    assert result.client_sockets_after <= result.client_sockets_before
+    assert result.tasks_after == result.tasks_before
+
+
+def _after(emu: Emulator) -> int:
+    ports = {int(emu.base_url.rsplit(":", 1)[1])} | {
+        int(url.rsplit(":", 1)[1]) for url in emu.worker_urls()
+    }
+    return _client_sockets(ports)
