@@ -22,6 +22,7 @@ from vast_llm import (
     VastClient,
     VastConnectionError,
     VastError,
+    VastTimeout,
     WorkerError,
     WorkerStreamError,
 )
@@ -499,6 +500,17 @@ async def test_idle_timeout_between_chunks(tgi: Emulator, make_driver: Any) -> N
     with pytest.raises(WorkerStreamError, match="idle timeout"):
         await make_driver(tgi, timeout=0.3).stream("x")
     assert time.monotonic() - started < 1.5
+
+
+async def test_a_worker_silent_before_answering_times_out_and_is_not_asked_again(
+    tgi: Emulator, make_driver: Any
+) -> None:
+    tgi.inject(Fault("slow_first_token", delay=2.0))  # a whole answer: nothing until it is done
+    started = time.monotonic()
+    with pytest.raises(VastTimeout, match="did not answer in time"):
+        await make_driver(tgi, timeout=0.3).generate("x")
+    assert time.monotonic() - started < 1.5
+    assert len(tgi.worker_requests) == 1  # it may still be working on it: not sent twice
 
 
 async def test_slow_first_token_within_the_timeout_is_fine(tgi: Emulator, make_driver: Any) -> None:

@@ -28,7 +28,13 @@ from tests.reliability.scenarios import (
     fault_for,
     run_case,
 )
-from vast_llm import AsyncVastClient, ConfigError, VastConnectionError
+from vast_llm import (
+    AsyncVastClient,
+    ConfigError,
+    VastConnectionError,
+    VastTimeout,
+    WorkerStreamError,
+)
 from vast_llm.emulator import Emulator, Fault
 
 
@@ -173,3 +179,24 @@ async def test_a_dead_worker_is_a_typed_error_in_bounded_time(
             await client.generate("x")
     assert loop.time() - started < 3.0
     assert "aiohttp" in str(info.value)  # the underlying failure is named
+
+
+async def test_idle_timeouts_on_native_aiohttp(
+    tgi: Emulator, session: aiohttp.ClientSession
+) -> None:
+    """aiohttp's read timeouts end in the same typed errors: silent mid-stream -> the stream's
+    idle timeout; silent before any answer -> VastTimeout, not retried (the worker may be busy)."""
+    common: dict[str, Any] = {"api_key": tgi.api_key, "base_url": tgi.base_url}
+    async with AsyncVastClient(tgi.endpoint, http_client=session, timeout=0.3, **common) as client:
+        tgi.inject(Fault("slow_first_token", delay=2.0))
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(WorkerStreamError, match="idle timeout"):
+            async with client.stream("x") as chunks:
+                _ = [c async for c in chunks]
+        tgi.clear_faults()
+        tgi.inject(Fault("slow_first_token", delay=2.0))
+        before = len(tgi.worker_requests)
+        with pytest.raises(VastTimeout):
+            await client.generate("x")
+        assert len(tgi.worker_requests) == before + 1  # not sent again
+        assert asyncio.get_running_loop().time() - started < 2.0
