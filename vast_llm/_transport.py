@@ -57,6 +57,14 @@ def _incoming(s: Settings, request: httpx.Request) -> tuple[str, Any, float, boo
     return path, payload, cost, stream, request.headers
 
 
+def _check_kind(http_client: Any, kind: type) -> None:
+    if http_client is not None and not isinstance(http_client, kind):
+        raise ConfigError(
+            f"http_client must be an {kind.__module__}.{kind.__name__}, "
+            f"got {type(http_client).__name__}"
+        )
+
+
 def _error_response(error: WorkerError, request: httpx.Request) -> httpx.Response:
     # The worker's own error answer, handed to the SDK so it raises its own error type.
     content = error.content
@@ -157,6 +165,7 @@ class VastTransport(_Common, httpx.BaseTransport):
         self, endpoint: str | None = None, *, http_client: httpx.Client | None = None, **kwargs: Any
     ) -> None:
         self._setup(endpoint, kwargs)
+        _check_kind(http_client, httpx.Client)
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=self._settings.timeout)
 
@@ -188,6 +197,7 @@ class AsyncVastTransport(_Common, httpx.AsyncBaseTransport):
         **kwargs: Any,
     ) -> None:
         self._setup(endpoint, kwargs)
+        _check_kind(http_client, httpx.AsyncClient)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=self._settings.timeout)
         self._io = HttpxIO(self._http)

@@ -8,7 +8,14 @@ import httpx
 import pytest
 
 from tests.conftest import load_vectors
-from vast_llm import AsyncVastClient, ConfigError, VastClient, VastSecurityWarning, VastTransport
+from vast_llm import (
+    AsyncVastClient,
+    AsyncVastTransport,
+    ConfigError,
+    VastClient,
+    VastSecurityWarning,
+    VastTransport,
+)
 from vast_llm._config import resolve_settings
 
 KEY = "k-" + "x" * 30
@@ -131,3 +138,7 @@ def test_a_client_of_the_wrong_kind_is_refused_at_construction() -> None:
         VastClient("ep", api_key="k", http_client=httpx.AsyncClient())  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"httpx\.AsyncClient"):
         AsyncVastClient("ep", api_key="k", http_client=httpx.Client())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"httpx\.Client"):
+        VastTransport("ep", api_key="k", http_client=httpx.AsyncClient())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"httpx\.AsyncClient"):
+        AsyncVastTransport("ep", api_key="k", http_client=httpx.Client())  # type: ignore[arg-type]
