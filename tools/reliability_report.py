@@ -25,6 +25,7 @@ from tests.reliability.scenarios import (  # noqa: E402
     PERSISTENT,
     _client_sockets,
     cases,
+    emulator_ports,
     expected,
     fault_for,
     run_case,
@@ -75,10 +76,7 @@ async def load_on_aiohttp(emu: Emulator) -> Any:
     async with aiohttp.ClientSession() as session:
         result = await run_load(emu, n=1000, fault_rate=0.1, http_client=session)
     await asyncio.sleep(0.2)
-    ports = {int(emu.base_url.rsplit(":", 1)[1])} | {
-        int(url.rsplit(":", 1)[1]) for url in emu.worker_urls()
-    }
-    result.client_sockets_after = _client_sockets(ports)
+    result.client_sockets_after = _client_sockets(emulator_ports(emu))
     return result
 
 

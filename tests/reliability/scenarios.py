@@ -170,6 +170,13 @@ class LoadResult:
     examples: dict[str, str] = field(default_factory=dict)
 
 
+def emulator_ports(emu: Emulator) -> set[int]:
+    """The router's and every worker's port."""
+    return {int(emu.base_url.rsplit(":", 1)[1])} | {
+        int(url.rsplit(":", 1)[1]) for url in emu.worker_urls()
+    }
+
+
 def _client_sockets(ports: set[int]) -> int:
     import psutil
 
@@ -185,9 +192,7 @@ async def run_load(
     """``n`` concurrent async requests (half streamed), ``fault_rate`` of them meeting a fault;
     ``http_client`` (e.g. an ``aiohttp.ClientSession``) is used as it is and left open."""
     rng = random.Random(seed)
-    ports = {int(emu.base_url.rsplit(":", 1)[1])} | {
-        int(url.rsplit(":", 1)[1]) for url in emu.worker_urls()
-    }
+    ports = emulator_ports(emu)
     result = LoadResult(requests=n, elapsed=0.0)
     result.tasks_before = len(asyncio.all_tasks())
     result.client_sockets_before = _client_sockets(ports)

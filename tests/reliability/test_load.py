@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.reliability.scenarios import OK, _client_sockets, run_load
+from tests.reliability.scenarios import OK, _client_sockets, emulator_ports, run_load
 from vast_llm.emulator import Emulator
 
 
@@ -34,7 +34,7 @@ async def test_thousand_concurrent_requests_with_faults_on_an_aiohttp_session() 
             # must hold is that nothing is left once the session closes.
             result = await run_load(emu, n=1000, fault_rate=0.1, http_client=session)
         await asyncio.sleep(0.2)  # let the closed connections settle
-        result.client_sockets_after = _after(emu)
+        result.client_sockets_after = _client_sockets(emulator_ports(emu))
     print(f"\n{result}")
     assert sum(result.outcomes.values()) == 1000
     assert set(result.outcomes) <= {OK, "WorkerStreamError", "WorkerError"}
@@ -43,10 +43,3 @@ async def test_thousand_concurrent_requests_with_faults_on_an_aiohttp_session() 
     assert result.sent_twice_after_first_byte == 0
     assert result.client_sockets_after <= result.client_sockets_before
     assert result.tasks_after == result.tasks_before
-
-
-def _after(emu: Emulator) -> int:
-    ports = {int(emu.base_url.rsplit(":", 1)[1])} | {
-        int(url.rsplit(":", 1)[1]) for url in emu.worker_urls()
-    }
-    return _client_sockets(ports)
