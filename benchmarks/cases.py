@@ -310,6 +310,15 @@ STREAM_CASES = {"stream_raw": stream_raw, "stream_core": stream_core}
 # -- measuring -------------------------------------------------------------------------------
 
 
+def summary(times: list[float], cpu: float) -> dict[str, float]:
+    """Median and p99 latency (ms) of sequential requests, and client CPU (ms) per request."""
+    return {
+        "median_ms": statistics.median(times) * 1e3,
+        "p99_ms": percentile(times, 0.99) * 1e3,
+        "cpu_ms": cpu / len(times) * 1e3,
+    }
+
+
 def sequential(call: SyncCall, n: int) -> dict[str, float]:
     for _ in range(min(20, n)):
         call()
@@ -319,12 +328,7 @@ def sequential(call: SyncCall, n: int) -> dict[str, float]:
         started = time.perf_counter()
         call()
         times.append(time.perf_counter() - started)
-    cpu = time.process_time() - cpu
-    return {
-        "median_ms": statistics.median(times) * 1e3,
-        "p99_ms": percentile(times, 0.99) * 1e3,
-        "cpu_ms": cpu / n * 1e3,
-    }
+    return summary(times, time.process_time() - cpu)
 
 
 async def asequential(call: AsyncCall, n: int) -> dict[str, float]:
@@ -336,12 +340,7 @@ async def asequential(call: AsyncCall, n: int) -> dict[str, float]:
         started = time.perf_counter()
         await call()
         times.append(time.perf_counter() - started)
-    cpu = time.process_time() - cpu
-    return {
-        "median_ms": statistics.median(times) * 1e3,
-        "p99_ms": percentile(times, 0.99) * 1e3,
-        "cpu_ms": cpu / n * 1e3,
-    }
+    return summary(times, time.process_time() - cpu)
 
 
 async def concurrent(call: AsyncCall, total: int, concurrency: int, per_call: int = 1) -> float:
