@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import warnings
+import difflib
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.exceptions import (
     ContextOverflowError,
@@ -22,15 +21,18 @@ from langchain_core.exceptions import (
 )
 from langchain_core.language_models import LangSmithParams
 from langchain_core.utils import secret_from_env
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
 
 from vast_llm import (
     AsyncVastClient,
     AuthenticationError,
-    Backoff,
+    Completion,
+    ConfigError,
     EndpointStopped,
     NoWorkerReady,
     RouteError,
+    RouteInfo,
+    Usage,
     VastClient,
     VastConnectionError,
     VastError,
@@ -38,35 +40,26 @@ from vast_llm import (
     WorkerError,
     WorkerStreamError,
 )
-from vast_llm._pair import ClientPair, model_sampling, sampling_params
-from vast_llm._types import Completion, RouteInfo, Usage
+from vast_llm.fields import ClientFields
+from vast_llm.integration import (
+    ClientPair,
+    call_params,
+    clients_for,
+    config_error,
+    settings_of,
+)
 
 __all__ = ["VastFields", "lc_errors", "route_metadata"]
 
 
-def _env(name: str) -> Any:
-    return lambda: os.environ.get(name) or None
+class VastFields(ClientFields):
+    """Client settings (every one of vast_llm's, with the same names and defaults), and the
+    generation parameters common to the LangChain models."""
 
-
-class VastFields(BaseModel):
-    """Connection, retry and sampling settings common to the LangChain models."""
-
-    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
-
-    endpoint: str | None = Field(default_factory=_env("VAST_ENDPOINT"))
-    """Endpoint name (``VAST_ENDPOINT``)."""
     api_key: SecretStr | None = Field(default_factory=secret_from_env("VAST_API_KEY", default=None))
     """Vast.ai API key (``VAST_API_KEY``); sent to the autoscaler only, never to a worker."""
-    base_url: str | None = Field(default_factory=_env("VAST_BASE_URL"))
-    """The autoscaler (``VAST_BASE_URL``, default ``https://run.vast.ai``)."""
     model_name: str | None = Field(default=None, alias="model")
     """The model name sent to OpenAI-compatible workers (optional) and reported in metadata."""
-    payload_format: Literal["wrapped", "flat"] = "wrapped"
-    """``wrapped`` for current workers, ``flat`` for legacy ones."""
-    signature_policy: Literal["strict", "warn", "off"] | None = None
-    """``strict`` (default), ``warn`` or ``off`` (``VAST_SIGNATURE_POLICY``)."""
-    public_key: str | None = None
-    """Pin the autoscaler's key: PEM text or a path (``VAST_PUBLIC_KEY``)."""
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
@@ -76,30 +69,27 @@ class VastFields(BaseModel):
     """Stop sequences: sent to the worker and also cut on the client."""
     streaming: bool = False
     """Stream even in ``invoke`` (tokens reach callbacks as they come)."""
-    timeout: float | None = None
-    """Seconds a worker may stay silent (default 120)."""
-    max_retries: int = 3
-    """Retries of a failed attempt, each on a fresh route, before the first byte."""
-    deadline: float | None = None
-    """Seconds to obtain a worker that starts answering, waits and retries included (300)."""
-    backoff: Backoff | None = Field(default=None, exclude=True)
-    """Waits between attempts and re-polls (default :class:`vast_llm.Backoff`)."""
-    max_concurrency: int = 16
-    """Default bound on concurrent requests in ``batch`` / ``abatch``."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra parameters sent to the model server as they are."""
     http_client: Any = Field(default=None, exclude=True)
     """An ``httpx.Client`` for the route and worker calls (not serialised)."""
     http_async_client: Any = Field(default=None, exclude=True)
     """An ``httpx.AsyncClient`` for the async calls, or an ``aiohttp.ClientSession`` to run
-    them on aiohttp directly (``vast-llm[aiohttp]``; not serialised)."""
+    them on aiohttp directly (``vast-llm[aiohttp]``; not serialised). Either belongs to one
+    event loop; without one, the model keeps a pool per event loop."""
 
-    _pair: ClientPair = PrivateAttr()
+    _clients: ClientPair | None = PrivateAttr(default=None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise config_error(exc) from None
 
     @model_validator(mode="before")
     @classmethod
-    def _extra_to_model_kwargs(cls, values: Any) -> Any:
-        """Unknown keyword arguments go to ``model_kwargs``, with a warning."""
+    def _refuse_unknown(cls, values: Any) -> Any:
+        """Unknown keyword arguments are an error (a typo must not pass silently)."""
         if not isinstance(values, dict):
             return values
         known = set()
@@ -107,51 +97,72 @@ class VastFields(BaseModel):
             known.add(name)
             if field.alias:
                 known.add(field.alias)
-            if field.validation_alias and hasattr(field.validation_alias, "choices"):
+            if field.validation_alias is not None and hasattr(field.validation_alias, "choices"):
                 known.update(str(c) for c in field.validation_alias.choices)
-        extra = dict(values.get("model_kwargs") or {})
-        for name in list(values):
-            if name not in known:
-                warnings.warn(
-                    f"{name!r} is not a {cls.__name__} field: it is sent to the model server "
-                    "through model_kwargs",
-                    stacklevel=4,
-                )
-                extra[name] = values.pop(name)
-        if extra:
-            values["model_kwargs"] = extra
+        unknown = [name for name in values if name not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{cls.__name__} has no field {unknown[0]!r}{hint}. Parameters for the model "
+                "server that are not fields go in model_kwargs={...}."
+            )
         return values
 
     @model_validator(mode="after")
-    def _build_clients(self) -> Any:
+    def _check_settings(self) -> Any:
         # Settings are checked here (a missing endpoint or key fails at construction); the
         # HTTP clients are built on first use: no network in the constructor.
-        self._pair = ClientPair.from_model(
-            self, http_client=self.http_client, http_async_client=self.http_async_client
-        )
+        self._pair()
         return self
+
+    def _pair(self) -> ClientPair:
+        """The clients for the model's current settings (edits and copies take effect)."""
+        pair = clients_for(
+            settings_of(self),
+            http_client=self.http_client,
+            http_async_client=self.http_async_client,
+        )
+        self._clients = pair  # keeps the shared pair alive while this model uses it
+        return pair
 
     @property
     def client(self) -> VastClient:
-        """The sync routing client (built on first use, then reused)."""
-        return self._pair.sync
+        """The sync routing client for the current settings (shared by equal models)."""
+        return self._pair().sync
 
     @property
     def async_client(self) -> AsyncVastClient:
-        """The async routing client (built on first use, then reused)."""
-        return self._pair.async_
+        """The async routing client for the current settings (a pool per event loop)."""
+        return self._pair().async_
+
+    def close(self) -> None:
+        """Close this model's connection pools (a later call opens new ones)."""
+        if self._clients is not None:
+            self._clients.close()
+            self._clients = None
+
+    async def aclose(self) -> None:
+        """Close this model's connection pools, this event loop's included."""
+        if self._clients is not None:
+            await self._clients.aclose()
+            self._clients = None
 
     def _params(
         self, stop: list[str] | None, kwargs: dict[str, Any], max_tokens: int
     ) -> dict[str, Any]:
-        """Sampling parameters for one call: fields, then model_kwargs, then call kwargs."""
-        return sampling_params(
-            model_sampling(self, max_tokens),
+        """Parameters for one call: fields, then model_kwargs, then call kwargs; per-call
+        settings (``timeout``...) ride along for the client, which keeps them out of the
+        payload."""
+        return call_params(
+            self,
+            max_tokens,
             self.model_kwargs,
             kwargs,
             [*(self.stop or []), *(stop or [])],
-            model=self.model_name,
-            openai=getattr(self, "api", "tgi") == "openai",
+            model_name=self.model_name,
+            openai=self.api == "openai",
+            aliases={"request_timeout": "timeout"},
         )
 
     @property
@@ -168,7 +179,7 @@ class VastFields(BaseModel):
         """Tracing parameters: a per-call ``model`` or ``temperature`` wins over the fields."""
         params = LangSmithParams(
             ls_provider="vast",
-            ls_model_name=kwargs.get("model") or self.model_name or self.endpoint or "vast",
+            ls_model_name=kwargs.get("model") or self.model_name or self._endpoint() or "vast",
             ls_model_type=model_type,  # type: ignore[typeddict-item]
             ls_max_tokens=max_tokens,
         )
@@ -180,11 +191,14 @@ class VastFields(BaseModel):
             params["ls_stop"] = list(stops)
         return params
 
+    def _endpoint(self) -> str | None:
+        return self.endpoint
+
     def _sampling_identity(self) -> dict[str, Any]:
         return {
-            "endpoint": self.endpoint,
+            "endpoint": self._endpoint(),
             "base_url": self.base_url,
-            "api": getattr(self, "api", None),
+            "api": self.api,
             "model_name": self.model_name,
             "payload_format": self.payload_format,
             "temperature": self.temperature,

@@ -162,7 +162,7 @@ class ChatVast(VastFields, BaseChatModel):
         return self._params(stop, kwargs, self.max_tokens)
 
     def _model_name(self, reported: str | None, params: Mapping[str, Any]) -> str:
-        return reported or params.get("model") or self.model_name or self.endpoint or "vast"
+        return reported or params.get("model") or self.model_name or self._endpoint() or "vast"
 
     def _chat_result(self, answer: Completion, params: Mapping[str, Any]) -> ChatResult:
         calls, invalid = [], []
@@ -207,10 +207,9 @@ class ChatVast(VastFields, BaseChatModel):
     def _last_chunk(
         self, stream: Stream | AsyncStream, params: Mapping[str, Any]
     ) -> ChatGenerationChunk:
-        builder = stream._builder
         info: dict[str, Any] = {
             "finish_reason": stream.finish_reason,
-            "model_name": self._model_name(builder._acc.model, params),
+            "model_name": self._model_name(stream.model, params),
             "model_provider": "vast",
             "vast": route_metadata(stream.route, stream.time_to_first_token),
         }

@@ -20,11 +20,15 @@ from ._common import VastFields, completion_info, lc_errors, route_metadata, usa
 
 __all__ = ["VastLLM"]
 
+# Prompts of one batch run at once when max_concurrency is not set (LangChain's own default
+# would be a thread per prompt).
+_BATCH_DEFAULT = 16
+
 
 def _final_info(stream: Stream | AsyncStream) -> dict[str, Any]:
     return {
         "finish_reason": stream.finish_reason,
-        "model_name": stream._builder._acc.model,
+        "model_name": stream.model,
         "usage": usage_dict(stream.usage),
         "vast": route_metadata(stream.route, stream.time_to_first_token),
     }
@@ -221,7 +225,7 @@ class VastLLM(VastFields, LLM):
             generations=[[g] for g in generations],
             llm_output={
                 "token_usage": _sum_usage(infos),
-                "model_name": model or self.model_name or self.endpoint,
+                "model_name": model or self.model_name or self._endpoint(),
             },
         )
 
@@ -234,7 +238,7 @@ class VastLLM(VastFields, LLM):
     ) -> LLMResult:
         if len(prompts) == 1:
             return self._result([self._one(prompts[0], stop, run_manager, kwargs)])
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(prompts))) as pool:
+        with ThreadPoolExecutor(max_workers=min(self._batch_limit(), len(prompts))) as pool:
             done = pool.map(lambda p: self._one(p, stop, run_manager, kwargs), prompts)
             return self._result(list(done))
 
@@ -245,7 +249,7 @@ class VastLLM(VastFields, LLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        gate = asyncio.Semaphore(self.max_concurrency)
+        gate = asyncio.Semaphore(self._batch_limit())
 
         async def one(prompt: str) -> Generation:
             async with gate:
@@ -256,12 +260,18 @@ class VastLLM(VastFields, LLM):
     # Batches run each prompt as its own call (its own callbacks and route), at most
     # max_concurrency at once unless the config says otherwise.
 
+    def _batch_limit(self) -> int:
+        # The client admits max_concurrency requests at once anyway; threads beyond that
+        # would only wait at its gate.
+        return self.max_concurrency or _BATCH_DEFAULT
+
     def _bounded(self, config: RunnableConfig | list[RunnableConfig] | None) -> Any:
+        limit = self._batch_limit()
         if config is None:
-            return {"max_concurrency": self.max_concurrency}
+            return {"max_concurrency": limit}
         if isinstance(config, list):
-            return [{"max_concurrency": self.max_concurrency, **c} for c in config]
-        return {"max_concurrency": self.max_concurrency, **config}
+            return [{"max_concurrency": limit, **c} for c in config]
+        return {"max_concurrency": limit, **config}
 
     def batch(
         self,

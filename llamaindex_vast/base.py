@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -20,17 +21,38 @@ from llama_index.core.base.llms.types import (
     TextBlock,
     ToolCallBlock,
 )
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, SecretStr
+from llama_index.core.bridge.pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
 
-from vast_llm import AsyncVastClient, Chunk, Completion, Usage, VastClient
-from vast_llm._apis import chatml
-from vast_llm._pair import ClientPair, model_sampling, sampling_params
-from vast_llm._stream import Accumulator
-from vast_llm._types import RouteInfo
+from vast_llm import (
+    AsyncStream,
+    AsyncVastClient,
+    Chunk,
+    Completion,
+    ConfigError,
+    RouteInfo,
+    Stream,
+    Usage,
+    VastClient,
+)
+from vast_llm.fields import ClientFields
+from vast_llm.integration import (
+    ClientPair,
+    call_params,
+    chatml,
+    clients_for,
+    config_error,
+    settings_of,
+)
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -90,7 +112,7 @@ def _raw(answer: Any, usage: Usage | None, route: RouteInfo | None, ttft: float 
     return raw
 
 
-class Vast(FunctionCallingLLM):
+class Vast(ClientFields, FunctionCallingLLM):
     """A LlamaIndex LLM served by a Vast.ai Serverless endpoint.
 
     Each call obtains a worker from the autoscaler, verifies the signed assignment before the
@@ -111,20 +133,17 @@ class Vast(FunctionCallingLLM):
             for part in Settings.llm.stream_chat([ChatMessage(role="user", content="Hi")]):
                 print(part.delta, end="")
 
-    ``api_key`` defaults to ``VAST_API_KEY`` and is never serialised; ``endpoint`` and
-    ``base_url`` default to ``VAST_ENDPOINT`` and ``VAST_BASE_URL``. ``raw`` on every response
-    carries the worker's answer, ``usage`` and ``vast`` (the route facts). ``http_client`` (an
-    ``httpx.Client``) and ``http_async_client`` (an ``httpx.AsyncClient``, or an
-    ``aiohttp.ClientSession`` to run the async calls on aiohttp directly) replace the clients'
-    own connection pools.
+    Every client setting of :class:`vast_llm.VastClient` is a field with the same name
+    (``timeout``, ``deadline``, ``max_retries``, ``signature_policy``...); unknown arguments
+    are an error. ``api_key`` defaults to ``VAST_API_KEY`` and is never serialised;
+    ``endpoint`` and ``base_url`` default to ``VAST_ENDPOINT`` and ``VAST_BASE_URL``. ``raw`` on
+    every response carries the worker's answer, ``usage`` and ``vast`` (the route facts).
+    ``http_client`` (an ``httpx.Client``) and ``http_async_client`` (an ``httpx.AsyncClient``,
+    or an ``aiohttp.ClientSession`` to run the async calls on aiohttp directly) replace the
+    clients' own connection pools; without them the model keeps a pool per event loop.
     """
 
-    endpoint: str | None = Field(
-        default_factory=_env("VAST_ENDPOINT"), description="Endpoint name."
-    )
     api_key: SecretStr | None = Field(default=None, exclude=True, description="Vast.ai API key.")
-    base_url: str | None = Field(default_factory=_env("VAST_BASE_URL"), description="Autoscaler.")
-    api: Literal["tgi", "openai"] = Field(default="tgi", description="The worker's model API.")
     model: str | None = Field(default=None, description="Model name for OpenAI-compatible workers.")
     max_new_tokens: int = Field(default=256, gt=0, description="Most tokens to generate.")
     context_window: int = Field(default=4096, gt=0, description="The served model's context.")
@@ -134,49 +153,93 @@ class Vast(FunctionCallingLLM):
     repetition_penalty: float | None = Field(default=None)
     seed: int | None = Field(default=None)
     stop: list[str] | None = Field(default=None, description="Stop sequences (also cut locally).")
-    timeout: float | None = Field(default=None, description="Seconds a worker may stay silent.")
-    max_retries: int = Field(default=3, ge=0)
-    deadline: float | None = Field(default=None, description="Seconds to obtain a worker.")
-    signature_policy: Literal["strict", "warn", "off"] | None = Field(default=None)
-    public_key: str | None = Field(default=None, description="Pinned autoscaler key (PEM/path).")
-    payload_format: Literal["wrapped", "flat"] = Field(default="wrapped")
     additional_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra parameters for the model server."
     )
+    http_client: Any = Field(default=None, exclude=True, description="An httpx.Client.")
+    http_async_client: Any = Field(
+        default=None, exclude=True, description="An httpx.AsyncClient or aiohttp.ClientSession."
+    )
 
-    _pair: ClientPair = PrivateAttr()
+    _clients: ClientPair | None = PrivateAttr(default=None)
 
     def __init__(
         self,
         endpoint: str | None = None,
         *,
         api_key: str | SecretStr | None = None,
-        http_client: Any = None,
-        http_async_client: Any = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("messages_to_prompt") is None:
             kwargs["messages_to_prompt"] = chatml_messages_to_prompt
         if endpoint is not None:
             kwargs["endpoint"] = endpoint
-        backoff = kwargs.pop("backoff", None)  # vast_llm.Backoff: waits between attempts
         key = api_key or os.environ.get("VAST_API_KEY") or None
-        super().__init__(api_key=SecretStr(key) if isinstance(key, str) else key, **kwargs)
+        kwargs["api_key"] = SecretStr(key) if isinstance(key, str) else key
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise config_error(exc) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown(cls, values: Any) -> Any:
+        """Unknown keyword arguments are an error (``Vast(temprature=0.1)`` must not pass)."""
+        if not isinstance(values, dict):
+            return values
+        known = set(cls.model_fields)
+        for field in cls.model_fields.values():
+            if field.alias:
+                known.add(field.alias)
+        unknown = [name for name in values if name not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"Vast has no field {unknown[0]!r}{hint}. Parameters for the model server "
+                "that are not fields go in additional_kwargs={...}."
+            )
+        return values
+
+    @model_validator(mode="after")
+    def _check_settings(self) -> Any:
         # Checks the settings now (ConfigError); the HTTP clients come on first use.
-        self._pair = ClientPair.from_model(
-            self,
-            backoff=backoff,
-            http_client=http_client,
-            http_async_client=http_async_client,
+        self._pair()
+        return self
+
+    def _pair(self) -> ClientPair:
+        """The clients for the model's current settings (edits and copies take effect)."""
+        pair = clients_for(
+            settings_of(self),
+            http_client=self.http_client,
+            http_async_client=self.http_async_client,
         )
+        self._clients = pair
+        return pair
+
+    def close(self) -> None:
+        """Close this model's connection pools (a later call opens new ones)."""
+        if self._clients is not None:
+            self._clients.close()
+            self._clients = None
+
+    async def aclose(self) -> None:
+        """Close this model's connection pools, this event loop's included."""
+        if self._clients is not None:
+            await self._clients.aclose()
+            self._clients = None
 
     @classmethod
     def class_name(cls) -> str:
         return "Vast"
 
     @property
+    def _api(self) -> str:
+        return self.api
+
+    @property
     def metadata(self) -> LLMMetadata:
-        openai = self.api == "openai"
+        openai = self._api == "openai"
         return LLMMetadata(
             context_window=self.context_window,
             num_output=self.max_new_tokens,
@@ -187,23 +250,26 @@ class Vast(FunctionCallingLLM):
 
     @property
     def client(self) -> VastClient:
-        return self._pair.sync
+        """The sync routing client for the current settings (shared by equal models)."""
+        return self._pair().sync
 
     @property
     def async_client(self) -> AsyncVastClient:
-        return self._pair.async_
+        """The async routing client for the current settings (a pool per event loop)."""
+        return self._pair().async_
 
     # -- shared, undecorated ---------------------------------------------------------------
 
     def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs = {k: v for k, v in kwargs.items() if k not in ("formatted",)}
-        return sampling_params(
-            model_sampling(self, self.max_new_tokens),
+        return call_params(
+            self,
+            self.max_new_tokens,
             self.additional_kwargs,
             kwargs,
             list(self.stop or []),
-            model=self.model,
-            openai=self.api == "openai",
+            model_name=self.model,
+            openai=self._api == "openai",
         )
 
     def _prompt(self, prompt: str, formatted: bool) -> str:
@@ -261,7 +327,7 @@ class Vast(FunctionCallingLLM):
                         text += chunk.text
                         yield CompletionResponse(text=text, delta=chunk.text, raw=chunk.raw)
                 # One last item: the totals (and an item even for an empty answer).
-                raw = _raw(stream._builder._acc.last_raw, stream.usage, stream.route,
+                raw = _raw(stream.raw, stream.usage, stream.route,
                            stream.time_to_first_token, stream.finish_reason)  # fmt: skip
                 yield CompletionResponse(text=text, delta="", raw=raw)
 
@@ -289,7 +355,7 @@ class Vast(FunctionCallingLLM):
                     if chunk.text:
                         text += chunk.text
                         yield CompletionResponse(text=text, delta=chunk.text, raw=chunk.raw)
-                raw = _raw(stream._builder._acc.last_raw, stream.usage, stream.route,
+                raw = _raw(stream.raw, stream.usage, stream.route,
                            stream.time_to_first_token, stream.finish_reason)  # fmt: skip
                 yield CompletionResponse(text=text, delta="", raw=raw)
 
@@ -300,7 +366,7 @@ class Vast(FunctionCallingLLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         params = self._params(kwargs)
-        if self.api == "tgi":
+        if self._api == "tgi":
             answer = self.client.generate(self._chat_prompt(messages), **params)
         else:
             answer = self.client.chat(self._messages(messages), **params)
@@ -311,24 +377,23 @@ class Vast(FunctionCallingLLM):
         params = self._params(kwargs)
         stream = (
             self.client.stream(self._chat_prompt(messages), **params)
-            if self.api == "tgi"
+            if self._api == "tgi"
             else self.client.stream_chat(self._messages(messages), **params)
         )
 
         def gen() -> ChatResponseGen:
-            acc = Accumulator()
             with stream:
                 for chunk in stream:
                     if chunk.text or chunk.tool_calls:
-                        yield self._chat_piece(acc, chunk)
-                yield self._chat_last(acc, stream)
+                        yield self._chat_piece(stream, chunk)
+                yield self._chat_last(stream)
 
         return gen()
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         params = self._params(kwargs)
-        if self.api == "tgi":
+        if self._api == "tgi":
             answer = await self.async_client.generate(self._chat_prompt(messages), **params)
         else:
             answer = await self.async_client.chat(self._messages(messages), **params)
@@ -341,30 +406,30 @@ class Vast(FunctionCallingLLM):
         params = self._params(kwargs)
         stream = (
             self.async_client.stream(self._chat_prompt(messages), **params)
-            if self.api == "tgi"
+            if self._api == "tgi"
             else self.async_client.stream_chat(self._messages(messages), **params)
         )
 
         async def gen() -> ChatResponseAsyncGen:
-            acc = Accumulator()
             async with stream:
                 async for chunk in stream:
                     if chunk.text or chunk.tool_calls:
-                        yield self._chat_piece(acc, chunk)
-                yield self._chat_last(acc, stream)
+                        yield self._chat_piece(stream, chunk)
+                yield self._chat_last(stream)
 
         return gen()
 
-    def _chat_piece(self, acc: Accumulator, chunk: Chunk) -> ChatResponse:
-        acc.add(chunk)
+    def _chat_piece(self, stream: Stream | AsyncStream, chunk: Chunk) -> ChatResponse:
         return ChatResponse(
-            message=self._message(acc.text, acc.tool_calls), delta=chunk.text, raw=chunk.raw
+            message=self._message(stream.text, stream.tool_calls), delta=chunk.text, raw=chunk.raw
         )
 
-    def _chat_last(self, acc: Accumulator, stream: Any) -> ChatResponse:
-        raw = _raw(stream._builder._acc.last_raw, stream.usage, stream.route,
+    def _chat_last(self, stream: Stream | AsyncStream) -> ChatResponse:
+        raw = _raw(stream.raw, stream.usage, stream.route,
                    stream.time_to_first_token, stream.finish_reason)  # fmt: skip
-        return ChatResponse(message=self._message(acc.text, acc.tool_calls), delta="", raw=raw)
+        return ChatResponse(
+            message=self._message(stream.text, stream.tool_calls), delta="", raw=raw
+        )
 
     # -- tools -----------------------------------------------------------------------------
 
@@ -378,7 +443,7 @@ class Vast(FunctionCallingLLM):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        if self.api != "openai":
+        if self._api != "openai":
             raise ValueError(
                 "tool calling needs an OpenAI-compatible chat worker: Vast(api='openai') with "
                 "a vLLM endpoint"

@@ -6,7 +6,7 @@ tokens, retries what is safe to retry and raises typed errors (see :mod:`vast_ll
 """
 
 from ._client import AsyncStream, AsyncVastClient, Stream, VastClient
-from ._config import Settings
+from ._config import ClientOptions, Settings
 from ._errors import (
     AuthenticationError,
     ConfigError,
@@ -34,6 +34,7 @@ __all__ = [
     "AuthenticationError",
     "Backoff",
     "Chunk",
+    "ClientOptions",
     "Completion",
     "ConfigError",
     "EndpointStopped",

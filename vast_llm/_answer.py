@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from ._apis import WorkerCall, parse_answer
 from ._errors import WorkerError, WorkerStreamError, excerpt
 from ._stream import Accumulator, StopCutter
-from ._types import Chunk, Completion, RouteInfo, Usage
+from ._types import Chunk, Completion, RouteInfo, ToolCall, Usage
 
 __all__ = ["AnswerBuilder", "whole_answer"]
 
@@ -89,6 +90,18 @@ class AnswerBuilder:
     @property
     def usage(self) -> Usage | None:
         return self._acc.usage
+
+    @property
+    def model(self) -> str | None:
+        return self._acc.model
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return self._acc.tool_calls
+
+    @property
+    def last_raw(self) -> Any:
+        return self._acc.last_raw
 
     def completion(self) -> Completion:
         """The whole answer so far (call after the stream ended for the final one)."""

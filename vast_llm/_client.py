@@ -1,8 +1,17 @@
-"""VastClient and AsyncVastClient: thin drivers of the one request flow in ``_flow``."""
+"""VastClient and AsyncVastClient: thin drivers of the one request flow in ``_flow``.
+
+A client is settings plus HTTP pools. The sync client's pools serve every thread. The async
+client's pools, gate and key lock exist once per running event loop (``_loops.PerLoop``), so
+one client works under ``asyncio.run`` called again and again, pytest-asyncio's loop per test,
+notebooks and threads that each run a loop; a pool is closed with its loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -10,37 +19,21 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from ._answer import AnswerBuilder, whole_answer
-from ._apis import ChatTemplate, WorkerCall, chat_call, completion_call
-from ._config import (
-    DEFAULT_DEADLINE,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_ROUTE_TIMEOUT,
-    DEFAULT_TIMEOUT,
-    Cost,
-    PublicKeySource,
-    Settings,
-    resolve_settings,
-)
+from ._apis import WorkerCall, chat_call, completion_call
+from ._config import PER_CALL, ClientOptions, Settings, resolve_settings
 from ._drive import AsyncIO, HttpxIO, as_httpx, run_async, run_sync
 from ._errors import ConfigError, WorkerStreamError
-from ._flow import Context, KeyStore, request_flow, route_flow
-from ._gate import Gate
-from ._retry import Backoff
-from ._signing import RECIPES, Recipe
-from ._types import Assignment, Chunk, Completion, RouteInfo, Usage
+from ._flow import Context, request_flow, route_flow
+from ._gate import Gate, acquire_async
+from ._keys import KeyStore
+from ._loops import PerLoop
+from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, Usage
 
 if TYPE_CHECKING:
     import aiohttp
+    from typing_extensions import Unpack
 
-__all__ = ["DEFAULT_LIMITS", "AsyncStream", "AsyncVastClient", "Stream", "VastClient"]
-
-# httpcore visits every pooled connection on every request event, so idle connections cost
-# throughput: at c=64, 64 kept-alive connections gave 266 req/s where 20 gave 454 (LlamaIndex
-# acomplete through this client, benchmarks/). 20 is httpx's own default; 30 s keeps TLS to the
-# autoscaler warm between calls.
-DEFAULT_LIMITS = httpx.Limits(
-    max_connections=256, max_keepalive_connections=20, keepalive_expiry=30
-)
+__all__ = ["AsyncStream", "AsyncVastClient", "Stream", "VastClient"]
 
 Message = Mapping[str, Any]
 
@@ -59,64 +52,30 @@ def _cut(exc: httpx.TransportError, url: str) -> WorkerStreamError:
     )
 
 
-def _aiohttp_io(session: Any) -> AsyncIO:
-    try:
-        from ._aiohttp import AiohttpIO
-    except ImportError:
-        raise ConfigError(
-            "http_client must be an httpx.AsyncClient (or an aiohttp.ClientSession, with "
-            f'pip install "vast-llm[aiohttp]"), got {type(session).__name__}'
-        ) from None
-    return AiohttpIO(session)
+def _split(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A call's keyword arguments: per-call settings (``timeout``...) and generation params."""
+    overrides = {k: v for k, v in params.items() if k in PER_CALL}
+    if not overrides:
+        return {}, dict(params)
+    return overrides, {k: v for k, v in params.items() if k not in PER_CALL}
+
+
+def _restore(cls: type[_BaseClient], endpoint: str | None, options: dict[str, Any]) -> Any:
+    return cls(endpoint, **options)
 
 
 class _BaseClient:
     """Settings, call building and the pure parts both clients share."""
 
     _settings: Settings
+    _user_http: Any = None
 
-    def __init__(
-        self,
-        endpoint: str | None = None,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        api: str = "tgi",
-        payload_format: str = "wrapped",
-        signature_policy: str | None = None,
-        public_key: PublicKeySource = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        route_timeout: float = DEFAULT_ROUTE_TIMEOUT,
-        deadline: float = DEFAULT_DEADLINE,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        backoff: Backoff | None = None,
-        cost: Cost = None,
-        chat_template: ChatTemplate | None = None,
-        limits: httpx.Limits | None = None,
-        max_concurrency: int | None = None,
-        recipes: tuple[Recipe, ...] = RECIPES,
-    ) -> None:
-        self._settings = resolve_settings(
-            endpoint,
-            api_key=api_key,
-            base_url=base_url,
-            api=api,
-            payload_format=payload_format,
-            signature_policy=signature_policy,
-            public_key=public_key,
-            timeout=timeout,
-            route_timeout=route_timeout,
-            deadline=deadline,
-            max_retries=max_retries,
-            backoff=backoff,
-            cost=cost,
-            chat_template=chat_template,
-            recipes=recipes,
-        )
-        self._limits = limits or DEFAULT_LIMITS
-        self._gate = Gate(max_concurrency or self._limits.max_connections or 256)
+    def __init__(self, endpoint: str | None = None, **options: Unpack[ClientOptions]) -> None:
+        self._endpoint_arg = endpoint
+        self._options: dict[str, Any] = dict(options)
+        self._settings = resolve_settings(endpoint, **options)
         self._ctx = Context()
-        self._keys = KeyStore(self._settings)
+        self._keys = KeyStore(self._settings, self._ctx)
 
     @property
     def settings(self) -> Settings:
@@ -145,28 +104,57 @@ class _BaseClient:
             f"signature_policy={s.signature_policy!r})"
         )
 
-    def _completion(self, prompt: str, params: Mapping[str, Any], stream: bool) -> WorkerCall:
-        return completion_call(self._settings.api, prompt, params, stream)
+    # Copies and pickles carry the settings as given (the key included: a pickle is a secret
+    # like the key itself) and build their own pools; a user's HTTP client is shared by
+    # copies and cannot be pickled.
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._user_http is not None:
+            raise TypeError(
+                f"cannot pickle a {type(self).__name__} built with http_client=: an HTTP "
+                "client holds sockets; pickle one without it"
+            )
+        return (_restore, (type(self), self._endpoint_arg, self._options))
 
-    def _chat(
-        self, messages: Sequence[Message], params: Mapping[str, Any], stream: bool
-    ) -> WorkerCall:
-        return chat_call(self._settings.api, messages, params, stream, self._settings.chat_template)
+    def __copy__(self) -> Any:
+        return self.__deepcopy__({})
 
-    def _cost(self, call: WorkerCall, cost: float | None) -> float:
-        if cost is not None:
-            return float(cost)
-        return self._settings.cost_of(call.payload, call.max_tokens)
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        extra = {"http_client": self._user_http} if self._user_http is not None else {}
+        return type(self)(self._endpoint_arg, **extra, **self._options)
 
-    def _flow(self, call: WorkerCall) -> Any:
-        return request_flow(
-            self._settings,
-            self._ctx,
-            path=call.path,
-            payload=call.payload,
-            cost=self._cost(call, None),
-            stream=call.stream,
+    def _call_settings(self, overrides: Mapping[str, Any]) -> Settings:
+        return self._settings.for_call(overrides) if overrides else self._settings
+
+    def _completion(self, prompt: str, params: Mapping[str, Any], stream: bool) -> _Call:
+        overrides, rest = _split(params)
+        return _Call(
+            completion_call(self._settings.api, prompt, rest, stream),
+            self._call_settings(overrides),
         )
+
+    def _chat(self, messages: Sequence[Message], params: Mapping[str, Any], stream: bool) -> _Call:
+        overrides, rest = _split(params)
+        call = chat_call(self._settings.api, messages, rest, stream, self._settings.chat_template)
+        return _Call(call, self._call_settings(overrides))
+
+    def _flow(self, call: _Call) -> Any:
+        s = call.settings
+        return request_flow(
+            s,
+            self._ctx,
+            path=call.worker.path,
+            payload=call.worker.payload,
+            cost=s.cost_of(call.worker.payload, call.worker.max_tokens),
+            stream=call.worker.stream,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call: what to send to the worker, under which settings."""
+
+    worker: WorkerCall
+    settings: Settings
 
 
 class VastClient(_BaseClient):
@@ -174,7 +162,7 @@ class VastClient(_BaseClient):
 
     Each call obtains a worker from the autoscaler, verifies the signed assignment before the
     worker is contacted, calls it, and retries what is safe to retry (before the first byte of
-    the answer) on a fresh route.
+    the answer) on a fresh route. A client is thread-safe: share one across threads.
 
     Setup:
         ``pip install vast-llm``; set ``VAST_API_KEY`` and ``VAST_ENDPOINT`` (or pass them).
@@ -191,29 +179,15 @@ class VastClient(_BaseClient):
 
     Args:
         endpoint: endpoint name (``VAST_ENDPOINT``).
-        api_key: Vast.ai API key (``VAST_API_KEY``); sent to the autoscaler only, never to a worker.
-        base_url: the autoscaler (``VAST_BASE_URL``, default ``https://run.vast.ai``).
-        api: ``"tgi"`` (``/generate``, ``/generate_stream``) or ``"openai"``
-            (``/v1/completions``, ``/v1/chat/completions``).
-        payload_format: ``"wrapped"`` (current workers) or ``"flat"`` (legacy G0 workers).
-        signature_policy: ``"strict"`` (default: raise), ``"warn"`` or ``"off"``
-            (``VAST_SIGNATURE_POLICY``).
-        public_key: pin the autoscaler's key (PEM text, bytes or a file path;
-            ``VAST_PUBLIC_KEY``) instead of fetching ``/pubkey/``.
-        timeout: seconds a worker may stay silent (connect: at most 10 s), or an ``httpx.Timeout``.
-        route_timeout: seconds for one ``/route/`` call.
-        deadline: seconds to obtain a worker that starts answering, waits and retries included.
-        max_retries: retries after a failed attempt (route or worker), each on a fresh route.
-        backoff: waits between attempts and re-polls (:class:`Backoff`).
-        cost: the load estimate sent to ``/route/``: a number, or a callable of the request
-            body; default: the request's max tokens.
-        chat_template: renders chat messages into a prompt for TGI workers (default ChatML).
-        recipes: the signing recipes accepted, newest first (default all: g3, g2, g1).
-        limits: connection pool limits of the client's own ``httpx.Client``.
-        max_concurrency: requests this client runs at once (default: the pool's
-            ``max_connections``, 256); more wait their turn, and their deadline starts after.
-        http_client: an ``httpx.Client`` to use instead (its proxies, hooks and transport apply;
-            its auth and default headers are never sent to workers).
+        http_client: an ``httpx.Client`` to use for the autoscaler and the workers instead of
+            the client's own pools (its proxies, hooks and transport apply; its auth and default
+            headers are never sent to workers).
+        **options: the settings of :class:`vast_llm.ClientOptions` (``api_key``, ``base_url``,
+            ``api``, ``timeout``, ``deadline``, ``max_retries``...; the README's configuration
+            table lists them all). Unknown names raise :class:`ConfigError`.
+
+    Each call takes generation parameters (``max_tokens``, ``temperature``, ``stop``...) and
+    may override ``timeout``, ``deadline``, ``max_retries`` and ``cost`` for itself.
     """
 
     def __init__(
@@ -221,25 +195,47 @@ class VastClient(_BaseClient):
         endpoint: str | None = None,
         *,
         http_client: httpx.Client | None = None,
-        **kwargs: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(endpoint, **kwargs)
+        super().__init__(endpoint, **options)
         if http_client is not None and not isinstance(http_client, httpx.Client):
             raise ConfigError(
                 f"http_client must be an httpx.Client, got {type(http_client).__name__} "
                 "(async clients and aiohttp sessions go to AsyncVastClient)"
             )
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(
-            limits=self._limits, timeout=self._settings.timeout
-        )
+        self._user_http = http_client
+        self._gate = Gate(self._settings.max_concurrency)
+        self._lock = threading.Lock()
+        self._router: httpx.Client | None = http_client
+        self._worker: httpx.Client | None = http_client
+        self._closed = False
+
+    def _pools(self) -> tuple[httpx.Client, httpx.Client]:
+        router, worker = self._router, self._worker
+        if router is not None and worker is not None:
+            return router, worker
+        with self._lock:
+            if self._closed:
+                raise ConfigError(f"this {type(self).__name__} is closed")
+            s = self._settings
+            if self._router is None:
+                self._router = httpx.Client(limits=s.limits, timeout=s.timeout)
+            if self._worker is None:
+                self._worker = httpx.Client(limits=s.limits, timeout=s.timeout)
+            return self._router, self._worker
+
+    def _run(self, flow: Any) -> Any:
+        router, worker = self._pools()
+        return run_sync(flow, router, worker, self._keys)
 
     def route(self, cost: float = 256) -> Assignment:
         """One verified worker assignment, waiting (up to the deadline) for a ready worker."""
-        return run_sync(route_flow(self._settings, self._ctx, float(cost)), self._http, self._keys)
+        return cast(Assignment, self._run(route_flow(self._settings, self._ctx, float(cost))))
 
     def generate(self, prompt: str, **params: Any) -> Completion:
-        """Complete ``prompt``; ``params`` are sampling parameters (``max_tokens``, ``stop``...)."""
+        """Complete ``prompt``; ``params`` are generation parameters (``max_tokens``,
+        ``stop``...) and per-call settings (``timeout``, ``deadline``, ``max_retries``,
+        ``cost``)."""
         return self._whole(self._completion(prompt, params, stream=False))
 
     def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
@@ -254,22 +250,31 @@ class VastClient(_BaseClient):
         """Stream a chat answer chunk by chunk (use it in a ``with`` block)."""
         return Stream(self, self._chat(messages, params, stream=True))
 
-    def _whole(self, call: WorkerCall) -> Completion:
-        with self._gate:
+    def _whole(self, call: _Call) -> Completion:
+        self._gate.acquire(call.settings.deadline)
+        try:
             started = self._ctx.clock()
-            response, route = run_sync(self._flow(call), self._http, self._keys)
+            response, route = self._run(self._flow(call))
             try:
                 content = response.read()
             except httpx.TransportError as exc:
                 raise _cut(exc, route.worker_url) from exc
             finally:
                 response.close()
-        return whole_answer(call, content, route, started, self._ctx.clock)
+        finally:
+            self._gate.release()
+        return whole_answer(call.worker, content, route, started, self._ctx.clock)
 
     def close(self) -> None:
-        """Close the connection pool (only if this client created it)."""
-        if self._owns_http:
-            self._http.close()
+        """Close the connection pools (only those this client created); a closed client
+        refuses further calls."""
+        with self._lock:
+            self._closed = True
+            pools = [] if self._user_http is not None else [self._router, self._worker]
+            self._router = self._worker = self._user_http
+        for pool in pools:
+            if pool is not None:
+                pool.close()
 
     def __enter__(self) -> VastClient:
         return self
@@ -283,8 +288,42 @@ class VastClient(_BaseClient):
         self.close()
 
 
+@dataclass(slots=True)
+class _LoopState:
+    """What an async client needs in one event loop."""
+
+    io: AsyncIO
+    gate: asyncio.Semaphore
+    key_lock: asyncio.Lock
+    owned: tuple[httpx.AsyncClient, ...] = ()
+
+
+def _aiohttp_io(session: Any) -> AsyncIO:
+    try:
+        from ._aiohttp import AiohttpIO
+    except ImportError:
+        raise ConfigError(
+            "http_client must be an httpx.AsyncClient (or an aiohttp.ClientSession, with "
+            f'pip install "vast-llm[aiohttp]"), got {type(session).__name__}'
+        ) from None
+    return AiohttpIO(session)
+
+
+def _other_loop(what: str) -> ConfigError:
+    return ConfigError(
+        f"the {what} given as http_client belongs to another event loop (the one it was "
+        "created in or first used in): its connections cannot be used from this one. Create "
+        "it inside the loop that uses it, or leave http_client out and the client keeps a pool "
+        "per event loop itself"
+    )
+
+
 class AsyncVastClient(_BaseClient):
     """The asynchronous twin of :class:`VastClient` (same arguments, ``httpx.AsyncClient``).
+
+    One client serves any number of event loops, one after another (``asyncio.run`` called
+    again, a test per loop) or at once in several threads: its pools, gate and locks exist
+    per loop and are closed when that loop shuts down.
 
     Example:
         .. code-block:: python
@@ -296,10 +335,11 @@ class AsyncVastClient(_BaseClient):
                 async for chunk in client.stream("Tell me a story"):
                     print(chunk.text, end="")
 
-    ``http_client`` may also be an ``aiohttp.ClientSession`` (``pip install
-    "vast-llm[aiohttp]"``): the same flow then runs on aiohttp directly, at about a third of
-    httpx's client CPU per request (docs/benchmarks.md). The session stays yours to close; one
-    that sends default credentials (``auth=``, an ``Authorization`` header) is refused.
+    ``http_client`` may be an ``httpx.AsyncClient`` or an ``aiohttp.ClientSession`` (``pip
+    install "vast-llm[aiohttp]"``: the same flow then runs on aiohttp directly, at about a
+    third of httpx's client CPU per request, docs/benchmarks.md). Either belongs to one event
+    loop, and using it from another raises :class:`ConfigError`. It stays yours to close; a
+    session that sends default credentials (``auth=``, an ``Authorization`` header) is refused.
     """
 
     def __init__(
@@ -307,26 +347,58 @@ class AsyncVastClient(_BaseClient):
         endpoint: str | None = None,
         *,
         http_client: httpx.AsyncClient | aiohttp.ClientSession | None = None,
-        **kwargs: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(endpoint, **kwargs)
-        self._owns_http = http_client is None
-        self._io: AsyncIO
-        if http_client is None or isinstance(http_client, httpx.AsyncClient):
-            self._http = http_client or httpx.AsyncClient(
-                limits=self._limits, timeout=self._settings.timeout
-            )
-            self._io = HttpxIO(self._http)
+        super().__init__(endpoint, **options)
+        self._user_http = http_client
+        self._user_io: AsyncIO | None = None
+        self._user_loop: asyncio.AbstractEventLoop | None = None
+        if http_client is not None:
+            if isinstance(http_client, httpx.AsyncClient):
+                self._user_io = HttpxIO(http_client)
+            else:
+                self._user_io = _aiohttp_io(http_client)
+        self._loops: PerLoop[_LoopState] = PerLoop(self._loop_state, _close_state)
+        self._closed = False
+
+    def _loop_state(self) -> _LoopState:
+        s = self._settings
+        owned: tuple[httpx.AsyncClient, ...] = ()
+        if self._closed:
+            raise ConfigError(f"this {type(self).__name__} is closed")
+        if self._user_io is None:
+            router = httpx.AsyncClient(limits=s.limits, timeout=s.timeout)
+            worker = httpx.AsyncClient(limits=s.limits, timeout=s.timeout)
+            io: AsyncIO = HttpxIO(router, worker)
+            owned = (router, worker)
         else:
-            self._io = _aiohttp_io(http_client)
+            io = self._user_io
+            self._check_user_loop()
+        return _LoopState(io, asyncio.Semaphore(s.max_concurrency), asyncio.Lock(), owned)
+
+    def _check_user_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        session_loop = getattr(self._user_http, "_loop", None)  # aiohttp binds at creation
+        if isinstance(session_loop, asyncio.AbstractEventLoop) and session_loop is not loop:
+            raise _other_loop(type(self._user_http).__name__)
+        if self._user_loop is None:
+            self._user_loop = loop
+        elif self._user_loop is not loop:
+            raise _other_loop(type(self._user_http).__name__)
+
+    async def _state(self) -> _LoopState:
+        return await self._loops.get()
 
     async def route(self, cost: float = 256) -> Assignment:
         """One verified worker assignment, waiting (up to the deadline) for a ready worker."""
+        state = await self._state()
         flow = route_flow(self._settings, self._ctx, float(cost))
-        return await run_async(flow, self._io, self._keys)
+        return cast(Assignment, await run_async(flow, state.io, self._keys, state.key_lock))
 
     async def generate(self, prompt: str, **params: Any) -> Completion:
-        """Complete ``prompt``; ``params`` are sampling parameters (``max_tokens``, ``stop``...)."""
+        """Complete ``prompt``; ``params`` are generation parameters (``max_tokens``,
+        ``stop``...) and per-call settings (``timeout``, ``deadline``, ``max_retries``,
+        ``cost``)."""
         return await self._whole(self._completion(prompt, params, stream=False))
 
     async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
@@ -341,22 +413,30 @@ class AsyncVastClient(_BaseClient):
         """Stream a chat answer chunk by chunk."""
         return AsyncStream(self, self._chat(messages, params, stream=True))
 
-    async def _whole(self, call: WorkerCall) -> Completion:
-        async with self._gate:
+    async def _whole(self, call: _Call) -> Completion:
+        state = await self._state()
+        await acquire_async(state.gate, self._settings.max_concurrency, call.settings.deadline)
+        try:
             started = self._ctx.clock()
-            response, route = await run_async(self._flow(call), self._io, self._keys)
+            response, route = await run_async(
+                self._flow(call), state.io, self._keys, state.key_lock
+            )
             try:
                 content = await response.aread()
             except httpx.TransportError as exc:
                 raise _cut(exc, route.worker_url) from exc
             finally:
                 await response.aclose()
-        return whole_answer(call, content, route, started, self._ctx.clock)
+        finally:
+            state.gate.release()
+        return whole_answer(call.worker, content, route, started, self._ctx.clock)
 
     async def aclose(self) -> None:
-        """Close the connection pool (only if this client created it)."""
-        if self._owns_http:
-            await self._http.aclose()
+        """Close the pools this client created: this loop's now; those of other loops are
+        dropped (they close with their loops). A closed client refuses further calls."""
+        self._closed = True
+        await self._loops.aclose_current()
+        self._loops.forget_all()
 
     async def __aenter__(self) -> AsyncVastClient:
         return self
@@ -368,6 +448,11 @@ class AsyncVastClient(_BaseClient):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def _close_state(state: _LoopState) -> None:
+    for client in state.owned:
+        await client.aclose()
 
 
 class _StreamView:
@@ -397,6 +482,21 @@ class _StreamView:
     def time_to_first_token(self) -> float | None:
         return self._builder.time_to_first_token
 
+    @property
+    def model(self) -> str | None:
+        """The model name, once the worker said it."""
+        return self._builder.model
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls so far (arguments may still be partial JSON while streaming)."""
+        return self._builder.tool_calls
+
+    @property
+    def raw(self) -> Any:
+        """The last decoded event as the worker sent it (None before the first)."""
+        return self._builder.last_raw
+
 
 class Stream(_StreamView, Iterator[Chunk]):
     """A streamed answer: iterate for :class:`Chunk` objects.
@@ -405,20 +505,24 @@ class Stream(_StreamView, Iterator[Chunk]):
     stream is exhausted, closed (``close()`` or the end of a ``with`` block) or broken.
     """
 
-    def __init__(self, client: VastClient, call: WorkerCall) -> None:
+    def __init__(self, client: VastClient, call: _Call) -> None:
         self._client = client
         self._call = call
-        self._builder = AnswerBuilder(call, client._ctx.clock(), client._ctx.clock)
+        self._builder = AnswerBuilder(call.worker, client._ctx.clock(), client._ctx.clock)
         self._chunks = self._run()
 
     def _run(self) -> Generator[Chunk, None, None]:
-        with self._client._gate:
+        gate = self._client._gate
+        gate.acquire(self._call.settings.deadline)
+        try:
             yield from self._read()
+        finally:
+            gate.release()
 
     def _read(self) -> Generator[Chunk, None, None]:
         client, builder = self._client, self._builder
         builder.restart(client._ctx.clock())
-        response, builder.route = run_sync(client._flow(self._call), client._http, client._keys)
+        response, builder.route = client._run(client._flow(self._call))
         events = cast(Generator[ServerSentEvent, None, None], EventSource(response).iter_sse())
         try:
             for sse in events:
@@ -466,22 +570,28 @@ class Stream(_StreamView, Iterator[Chunk]):
 class AsyncStream(_StreamView, AsyncIterator[Chunk]):
     """A streamed answer for ``async for``; ``aclose()`` (or ``async with``) releases it at once."""
 
-    def __init__(self, client: AsyncVastClient, call: WorkerCall) -> None:
+    def __init__(self, client: AsyncVastClient, call: _Call) -> None:
         self._client = client
         self._call = call
-        self._builder = AnswerBuilder(call, client._ctx.clock(), client._ctx.clock)
+        self._builder = AnswerBuilder(call.worker, client._ctx.clock(), client._ctx.clock)
         self._chunks = self._run()
 
     async def _run(self) -> AsyncGenerator[Chunk, None]:
-        async with self._client._gate:
-            async for chunk in self._read():
+        client = self._client
+        state = await client._state()
+        limit = client._settings.max_concurrency
+        await acquire_async(state.gate, limit, self._call.settings.deadline)
+        try:
+            async for chunk in self._read(state):
                 yield chunk
+        finally:
+            state.gate.release()
 
-    async def _read(self) -> AsyncGenerator[Chunk, None]:
+    async def _read(self, state: _LoopState) -> AsyncGenerator[Chunk, None]:
         client, builder = self._client, self._builder
         builder.restart(client._ctx.clock())
         response, builder.route = await run_async(
-            client._flow(self._call), client._io, client._keys
+            client._flow(self._call), state.io, client._keys, state.key_lock
         )
         events = EventSource(as_httpx(response)).aiter_sse()
         try:

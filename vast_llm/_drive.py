@@ -13,7 +13,8 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from ._flow import Flow, KeyStore, ReadBody, Send, Sleep
+from ._flow import Flow, ReadBody, Send, Sleep
+from ._keys import KeyStore
 from ._wire import Fetched, Opened, Req
 
 __all__ = ["AsyncIO", "HttpxIO", "as_httpx", "run_async", "run_sync", "to_httpx"]
@@ -102,11 +103,12 @@ async def _read_limited_async(response: httpx.Response, limit: int) -> bytes:
 _SEND: dict[str, Any] = {"stream": True, "auth": None, "follow_redirects": False}
 
 
-def run_sync(flow: Flow[T], client: httpx.Client, keys: KeyStore) -> T:
-    """Drive a flow with a sync httpx client."""
+def run_sync(flow: Flow[T], router: httpx.Client, worker: httpx.Client, keys: KeyStore) -> T:
+    """Drive a flow with sync httpx clients: ``router`` for the autoscaler, ``worker`` for
+    workers (two trust decisions; the same client when the user gave one)."""
 
     def fetch_key(key_flow: Flow[Any]) -> Any:
-        return run_sync(key_flow, client, keys)
+        return run_sync(key_flow, router, worker, keys)
 
     value: Any = None
     error: Exception | None = None
@@ -119,6 +121,7 @@ def run_sync(flow: Flow[T], client: httpx.Client, keys: KeyStore) -> T:
             value, error = None, None
             try:
                 if isinstance(action, Send):
+                    client = worker if action.request.worker else router
                     response = client.send(to_httpx(action.request), **_SEND)
                     if action.read_limit is None:
                         value = response
@@ -152,30 +155,34 @@ class AsyncIO(Protocol):
 
 
 class HttpxIO:
-    """:class:`AsyncIO` on an ``httpx.AsyncClient``."""
+    """:class:`AsyncIO` on ``httpx.AsyncClient`` s: one for the autoscaler, one for workers
+    (the same one when the user gave a client)."""
 
-    __slots__ = ("client",)
+    __slots__ = ("router", "worker")
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+    def __init__(self, router: httpx.AsyncClient, worker: httpx.AsyncClient | None = None) -> None:
+        self.router = router
+        self.worker = worker or router
 
     async def fetch(self, request: Req, limit: int) -> Fetched:
-        response = await self.client.send(to_httpx(request), **_SEND)
+        client = self.worker if request.worker else self.router
+        response = await client.send(to_httpx(request), **_SEND)
         content = await _read_limited_async(response, limit)
         return Fetched(response.status_code, response.headers, content)
 
     async def open(self, request: Req) -> httpx.Response:
-        return await self.client.send(to_httpx(request), **_SEND)
+        client = self.worker if request.worker else self.router
+        return await client.send(to_httpx(request), **_SEND)
 
     async def read(self, response: Any, limit: int) -> bytes:
         return await _read_limited_async(response, limit)
 
 
-async def run_async(flow: Flow[T], io: AsyncIO, keys: KeyStore) -> T:
-    """Drive a flow on an async HTTP stack."""
+async def run_async(flow: Flow[T], io: AsyncIO, keys: KeyStore, key_lock: asyncio.Lock) -> T:
+    """Drive a flow on an async HTTP stack (``key_lock`` belongs to the running loop)."""
 
     async def fetch_key(key_flow: Flow[Any]) -> Any:
-        return await run_async(key_flow, io, keys)
+        return await run_async(key_flow, io, keys, key_lock)
 
     value: Any = None
     error: Exception | None = None
@@ -197,7 +204,7 @@ async def run_async(flow: Flow[T], io: AsyncIO, keys: KeyStore) -> T:
                 elif isinstance(action, Sleep):
                     await asyncio.sleep(action.seconds)
                 else:
-                    value = await keys.aget(fetch_key, action.stale)
+                    value = await keys.aget(fetch_key, action.stale, key_lock)
             except Exception as exc:
                 error = exc
     finally:

@@ -20,14 +20,11 @@ Rules the flow keeps (protocol.md §3–§5):
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
-import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -56,12 +53,12 @@ __all__ = [
     "Context",
     "Fetched",
     "GetKey",
-    "KeyStore",
     "Opened",
     "ReadBody",
     "Req",
     "Send",
     "Sleep",
+    "fetch_key_flow",
     "request_flow",
     "route_flow",
 ]
@@ -146,7 +143,8 @@ class Context:
 # -- the public key -------------------------------------------------------------------------
 
 
-def _fetch_key_flow(s: Settings) -> Flow[rsa.RSAPublicKey]:
+def fetch_key_flow(s: Settings, ctx: Context) -> Flow[rsa.RSAPublicKey]:
+    """Fetch the autoscaler's public key from ``/pubkey/`` (three tries)."""
     url = s.base_url + "/pubkey/"
     hint = (
         " Pin the key with public_key= (or VAST_PUBLIC_KEY), or see signature_policy "
@@ -165,7 +163,7 @@ def _fetch_key_flow(s: Settings) -> Flow[rsa.RSAPublicKey]:
             got: Fetched = yield Send(request, read_limit=64 << 10)
         except httpx.TransportError as exc:
             if attempt + 1 < tries:
-                yield Sleep(s.backoff.retry_delay(attempt, random.Random()))
+                yield Sleep(s.backoff.retry_delay(attempt, ctx.rng))
                 continue
             raise _transport_error(f"the autoscaler's public key at {url}", exc) from exc
         if got.status_code == 200:
@@ -177,75 +175,13 @@ def _fetch_key_flow(s: Settings) -> Flow[rsa.RSAPublicKey]:
                     "so no worker assignment can be verified." + hint
                 ) from None
         if retryable_status(got.status_code) and attempt + 1 < tries:
-            yield Sleep(s.backoff.retry_delay(attempt, random.Random()))
+            yield Sleep(s.backoff.retry_delay(attempt, ctx.rng))
             continue
         raise SignatureError(
             f"could not fetch the autoscaler's public key: HTTP {got.status_code} from {url} "
             f"({excerpt(got.content)!r}), so no worker assignment can be verified." + hint
         )
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-class KeyStore:
-    """The autoscaler's public key for one client: pinned, or fetched once and cached.
-
-    Concurrent first calls fetch once (a lock per thread world and one per event loop); a
-    signature failure replaces the key once (rotation), and concurrent failures with the same
-    stale key still fetch once.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._key = settings.public_key
-        self._lock = threading.Lock()
-        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
-        self._async_locks = weakref.WeakKeyDictionary()
-        self.fetches = 0
-
-    @property
-    def pinned(self) -> bool:
-        return self._settings.public_key is not None
-
-    def _current(self, stale: rsa.RSAPublicKey | None) -> rsa.RSAPublicKey | None:
-        key = self._key
-        if key is not None and (key is not stale or self.pinned):
-            return key
-        return None
-
-    def get(
-        self,
-        run: Callable[[Flow[rsa.RSAPublicKey]], rsa.RSAPublicKey],
-        stale: rsa.RSAPublicKey | None,
-    ) -> rsa.RSAPublicKey:
-        """The key; ``run`` drives the fetch flow on the caller's HTTP stack when one is due."""
-        key = self._current(stale)
-        if key is not None:
-            return key
-        with self._lock:
-            key = self._current(stale)
-            if key is None:
-                key = run(_fetch_key_flow(self._settings))
-                self._key, self.fetches = key, self.fetches + 1
-            return key
-
-    async def aget(
-        self,
-        run: Callable[[Flow[rsa.RSAPublicKey]], Awaitable[rsa.RSAPublicKey]],
-        stale: rsa.RSAPublicKey | None,
-    ) -> rsa.RSAPublicKey:
-        key = self._current(stale)
-        if key is not None:
-            return key
-        loop = asyncio.get_running_loop()
-        lock = self._async_locks.get(loop)
-        if lock is None:
-            lock = self._async_locks[loop] = asyncio.Lock()
-        async with lock:
-            key = self._current(stale)
-            if key is None:
-                key = await run(_fetch_key_flow(self._settings))
-                self._key, self.fetches = key, self.fetches + 1
-            return key
 
 
 # -- the flow -------------------------------------------------------------------------------
@@ -449,7 +385,12 @@ def _worker_request(
         limit = timeout.get(phase)
         timeout[phase] = max(0.001, remaining if limit is None else min(limit, remaining))
     return Req(
-        "POST", ready.url + path, request_headers, worker_body(s, ready.body, payload), timeout
+        "POST",
+        ready.url + path,
+        request_headers,
+        worker_body(s, ready.body, payload),
+        timeout,
+        worker=True,
     )
 
 

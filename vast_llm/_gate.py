@@ -1,53 +1,54 @@
-"""How many requests a client runs at once: one gate for threads, one per event loop.
+"""How many requests a client runs at once: a gate for threads, one per event loop.
 
 Requests beyond the connection pool's size would queue inside httpcore's pool, whose
-bookkeeping grows with the queue (measured here: 1,000 concurrent requests on 256 connections
-all ran into pool timeouts; on 1,100 connections they took 6.6 s). Waiting at this gate instead
-keeps the pool's queue short; a request's deadline starts once it is through.
+bookkeeping grows with the queue (1,000 concurrent requests on 256 connections all ran into
+pool timeouts: docs/reliability.md). Waiting at this gate instead keeps the pool's queue short.
+A request's deadline starts once it is through; the wait itself is bounded by the deadline too,
+so a gate held by stuck calls ends in a typed error instead of a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
-from types import TracebackType
 
-__all__ = ["Gate"]
+from ._errors import VastTimeout
+
+__all__ = ["Gate", "acquire_async"]
+
+
+def _full(limit: int, waited: float) -> VastTimeout:
+    return VastTimeout(
+        f"waited {waited:g}s (the deadline) for one of this client's {limit} request slots "
+        "(max_concurrency): every slot stayed busy; raise max_concurrency or deadline, or make "
+        "fewer calls at once"
+    )
 
 
 class Gate:
-    """A bound on concurrent requests, usable with ``with`` (threads) and ``async with``."""
+    """A bound on concurrent requests across threads."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.limit = limit
-        self._threads = threading.BoundedSemaphore(limit)
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
-        self._loops = weakref.WeakKeyDictionary()
+        self._slots = threading.BoundedSemaphore(limit)
 
-    def __enter__(self) -> Gate:
-        self._threads.acquire()
-        return self
+    def acquire(self, timeout: float) -> None:
+        """Take a slot, waiting at most ``timeout`` seconds (else :class:`VastTimeout`)."""
+        if not self._slots.acquire(timeout=timeout):
+            raise _full(self.limit, timeout)
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._threads.release()
+    def release(self) -> None:
+        self._slots.release()
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        semaphore = self._loops.get(loop)
-        if semaphore is None:
-            semaphore = self._loops[loop] = asyncio.Semaphore(self.limit)
-        return semaphore
 
-    async def __aenter__(self) -> Gate:
-        await self._semaphore().acquire()
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._semaphore().release()
+async def acquire_async(slots: asyncio.Semaphore, limit: int, timeout: float) -> None:
+    """Take a slot of this loop's semaphore, waiting at most ``timeout`` seconds."""
+    if not slots.locked():
+        await slots.acquire()  # the common case: no timer to arm
+        return
+    try:
+        await asyncio.wait_for(slots.acquire(), timeout)
+    except asyncio.TimeoutError:
+        raise _full(limit, timeout) from None

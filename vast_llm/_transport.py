@@ -23,19 +23,27 @@ The route facts ride along in ``response.extensions["vast_route"]``.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ._apis import DEFAULT_MAX_TOKENS, max_tokens_of
-from ._config import Settings, resolve_settings
+from ._config import ClientOptions, Settings, resolve_settings
 from ._drive import HttpxIO, run_async, run_sync
 from ._errors import ConfigError, WorkerError, WorkerStreamError
-from ._flow import Context, KeyStore, request_flow
-from ._gate import Gate
+from ._flow import Context, request_flow
+from ._gate import Gate, acquire_async
+from ._keys import KeyStore
+from ._loops import PerLoop
 from ._types import RouteInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["AsyncVastTransport", "VastTransport"]
 
@@ -80,11 +88,10 @@ def _error_response(error: WorkerError, request: httpx.Request) -> httpx.Respons
 class _Common:
     _settings: Settings
 
-    def _setup(self, endpoint: str | None, kwargs: dict[str, Any]) -> None:
-        self._gate = Gate(kwargs.pop("max_concurrency", None) or 256)
-        self._settings = resolve_settings(endpoint, **kwargs)
+    def _setup(self, endpoint: str | None, options: ClientOptions) -> None:
+        self._settings = resolve_settings(endpoint, **options)
         self._ctx = Context()
-        self._keys = KeyStore(self._settings)
+        self._keys = KeyStore(self._settings, self._ctx)
 
     def _flow(self, request: httpx.Request) -> Any:
         path, payload, cost, stream, headers = _incoming(self._settings, request)
@@ -115,14 +122,14 @@ class _SyncBody(httpx.SyncByteStream):
             self._response.close()
         finally:
             if self._gate is not None:  # the request's turn ends with its body
-                self._gate.__exit__(None, None, None)
+                self._gate.release()
                 self._gate = None
 
 
 class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, response: httpx.Response, gate: Gate) -> None:
+    def __init__(self, response: httpx.Response, gate: asyncio.Semaphore) -> None:
         self._response = response
-        self._gate: Gate | None = gate
+        self._gate: asyncio.Semaphore | None = gate
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -136,7 +143,7 @@ class _AsyncBody(httpx.AsyncByteStream):
             await self._response.aclose()
         finally:
             if self._gate is not None:
-                await self._gate.__aexit__(None, None, None)
+                self._gate.release()
                 self._gate = None
 
 
@@ -162,20 +169,27 @@ class VastTransport(_Common, httpx.BaseTransport):
     """
 
     def __init__(
-        self, endpoint: str | None = None, *, http_client: httpx.Client | None = None, **kwargs: Any
+        self,
+        endpoint: str | None = None,
+        *,
+        http_client: httpx.Client | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        self._setup(endpoint, kwargs)
+        self._setup(endpoint, options)
         _check_kind(http_client, httpx.Client)
+        self._gate = Gate(self._settings.max_concurrency)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=self._settings.timeout)
+        s = self._settings
+        self._router = http_client or httpx.Client(limits=s.limits, timeout=s.timeout)
+        self._worker = http_client or httpx.Client(limits=s.limits, timeout=s.timeout)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()
-        self._gate.__enter__()
+        self._gate.acquire(self._settings.deadline)
         try:
-            response, route = run_sync(self._flow(request), self._http, self._keys)
+            response, route = run_sync(self._flow(request), self._router, self._worker, self._keys)
         except BaseException as error:
-            self._gate.__exit__(None, None, None)
+            self._gate.release()
             if isinstance(error, WorkerError) and not isinstance(error, WorkerStreamError):
                 return _error_response(error, request)
             raise
@@ -183,7 +197,8 @@ class VastTransport(_Common, httpx.BaseTransport):
 
     def close(self) -> None:
         if self._owns_http:
-            self._http.close()
+            self._router.close()
+            self._worker.close()
 
 
 class AsyncVastTransport(_Common, httpx.AsyncBaseTransport):
@@ -194,26 +209,61 @@ class AsyncVastTransport(_Common, httpx.AsyncBaseTransport):
         endpoint: str | None = None,
         *,
         http_client: httpx.AsyncClient | None = None,
-        **kwargs: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        self._setup(endpoint, kwargs)
+        self._setup(endpoint, options)
         _check_kind(http_client, httpx.AsyncClient)
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(timeout=self._settings.timeout)
-        self._io = HttpxIO(self._http)
+        self._user_http = http_client
+        self._user_loop: asyncio.AbstractEventLoop | None = None
+        self._user_lock = threading.Lock()
+        self._loops: PerLoop[_TransportLoop] = PerLoop(self._loop_state, _close_transport_loop)
+
+    def _loop_state(self) -> _TransportLoop:
+        s = self._settings
+        gate = asyncio.Semaphore(s.max_concurrency)
+        if self._user_http is not None:
+            loop = asyncio.get_running_loop()
+            if self._user_loop is None:
+                self._user_loop = loop
+            elif self._user_loop is not loop:
+                raise ConfigError(
+                    "the httpx.AsyncClient given as http_client belongs to another event loop "
+                    "(the one it was first used in); create it inside the loop that uses it, or "
+                    "leave http_client out and the transport keeps a pool per event loop"
+                )
+            return _TransportLoop(HttpxIO(self._user_http), gate, asyncio.Lock(), ())
+        router = httpx.AsyncClient(limits=s.limits, timeout=s.timeout)
+        worker = httpx.AsyncClient(limits=s.limits, timeout=s.timeout)
+        return _TransportLoop(HttpxIO(router, worker), gate, asyncio.Lock(), (router, worker))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
-        await self._gate.__aenter__()
+        state = await self._loops.get()
+        s = self._settings
+        await acquire_async(state.gate, s.max_concurrency, s.deadline)
         try:
-            response, route = await run_async(self._flow(request), self._io, self._keys)
+            flow = self._flow(request)
+            response, route = await run_async(flow, state.io, self._keys, state.key_lock)
         except BaseException as error:
-            await self._gate.__aexit__(None, None, None)
+            state.gate.release()
             if isinstance(error, WorkerError) and not isinstance(error, WorkerStreamError):
                 return _error_response(error, request)
             raise
-        return _relay(response, route, _AsyncBody(response, self._gate))
+        return _relay(response, route, _AsyncBody(response, state.gate))
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        await self._loops.aclose_current()
+        self._loops.forget_all()
+
+
+@dataclass(slots=True)
+class _TransportLoop:
+    io: HttpxIO
+    gate: asyncio.Semaphore
+    key_lock: asyncio.Lock
+    owned: tuple[httpx.AsyncClient, ...]
+
+
+async def _close_transport_loop(state: _TransportLoop) -> None:
+    for client in state.owned:
+        await client.aclose()

@@ -15,6 +15,8 @@ class Req:
 
     ``timeout`` has httpx's shape (``connect``/``read``/``write``/``pool`` seconds). Building
     one costs a few attribute stores; each driver turns it into its own stack's request.
+    ``worker`` says who it goes to: a worker (rented, verified against the worker CA, never
+    given credentials) or the autoscaler (public TLS trust). Drivers keep the two apart.
     """
 
     method: str
@@ -22,6 +24,7 @@ class Req:
     headers: dict[str, str]
     content: bytes
     timeout: dict[str, float | None]
+    worker: bool = False
 
     def __repr__(self) -> str:
         # Headers and body can carry the API key (the route call): never shown.

@@ -12,11 +12,11 @@ def test_public_names_are_pinned() -> None:
     assert vast_llm.__all__ == sorted(vast_llm.__all__)
     assert set(vast_llm.__all__) == {
         "Assignment", "AsyncStream", "AsyncVastClient", "AsyncVastTransport",
-        "AuthenticationError", "Backoff", "Chunk", "Completion", "ConfigError", "EndpointStopped",
-        "NoWorkerReady", "RouteError", "RouteInfo", "Settings", "SignatureError", "Stream",
-        "ToolCall", "ToolCallDelta", "Usage", "VastClient", "VastConnectionError", "VastError",
-        "VastSecurityWarning", "VastTimeout", "VastTransport", "WorkerError",
-        "WorkerStreamError", "__version__",
+        "AuthenticationError", "Backoff", "Chunk", "ClientOptions", "Completion", "ConfigError",
+        "EndpointStopped", "NoWorkerReady", "RouteError", "RouteInfo", "Settings",
+        "SignatureError", "Stream", "ToolCall", "ToolCallDelta", "Usage", "VastClient",
+        "VastConnectionError", "VastError", "VastSecurityWarning", "VastTimeout",
+        "VastTransport", "WorkerError", "WorkerStreamError", "__version__",
     }  # fmt: skip
     for name in vast_llm.__all__:
         assert getattr(vast_llm, name) is not None
@@ -67,7 +67,7 @@ def test_errors_pickle() -> None:
     from vast_llm import WorkerError
 
     error = WorkerError("boom", status_code=500, body="x", worker_url="http://w")
-    again = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    again = pickle.loads(pickle.dumps(error))
     assert (again.message, again.status_code, again.body, again.worker_url) == (
         "boom", 500, "x", "http://w"
     )  # fmt: skip

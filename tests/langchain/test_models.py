@@ -20,11 +20,17 @@ from langchain_core.load import dumpd, dumps, load
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import PromptTemplate
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from langchain_vast import ChatVast, VastLLM
 from tests.conftest import FAST
-from vast_llm import AuthenticationError, NoWorkerReady, WorkerError, WorkerStreamError
+from vast_llm import (
+    AuthenticationError,
+    ConfigError,
+    NoWorkerReady,
+    WorkerError,
+    WorkerStreamError,
+)
 from vast_llm.emulator import Emulator, Fault
 
 
@@ -179,10 +185,12 @@ def test_identifying_and_ls_params(tgi: Emulator) -> None:
                   "ls_max_tokens": 9, "ls_temperature": 0.3, "ls_stop": ["\n"]}  # fmt: skip
 
 
-def test_unknown_kwargs_go_to_model_kwargs(tgi: Emulator) -> None:
-    with pytest.warns(UserWarning, match="model_kwargs"):
-        llm = llm_for(tgi, typical_p=0.5)
-    assert llm.model_kwargs == {"typical_p": 0.5}
+def test_unknown_kwargs_are_an_error_and_model_kwargs_pass_through(tgi: Emulator) -> None:
+    with pytest.raises(ConfigError, match="no field 'temprature'; did you mean 'temperature'"):
+        llm_for(tgi, temprature=0.5)
+    with pytest.raises(ConfigError, match="model_kwargs"):
+        llm_for(tgi, typical_p=0.5)
+    llm = llm_for(tgi, model_kwargs={"typical_p": 0.5})
     llm.invoke("x")
     assert tgi.worker_requests[-1].json["payload"]["parameters"]["typical_p"] == 0.5
 
@@ -193,7 +201,7 @@ def test_max_tokens_alias(tgi: Emulator) -> None:
 
 def test_missing_endpoint_fails_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VAST_ENDPOINT", raising=False)
-    with pytest.raises(ValidationError, match="VAST_ENDPOINT"):
+    with pytest.raises(ConfigError, match="VAST_ENDPOINT"):
         VastLLM(api_key="k")
 
 
