@@ -13,7 +13,7 @@ def test_demo_on_the_emulator(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for step in ("1. LangChain", "2. LlamaIndex", "3. Security", "4. Reliability"):
         assert step in out
-    assert "no worker ready (1 creating)" in out or "no worker ready (2 creating)" in out
+    assert "no worker ready (1 Creating)" in out or "no worker ready (2 Creating)" in out
     assert out.count("signature g3 verified") == 3
     assert "SignatureError" in out and "connections to 203.0.113.66:8080: 0" in out
     assert "recovered on attempt 2" in out and "source: signatures.md" in out

@@ -63,6 +63,19 @@ def _parser() -> argparse.ArgumentParser:
     emu.add_argument("--endpoint", default="emulated-endpoint", help="the endpoint's name")
     emu.add_argument("--token-delay", type=float, default=0.0, metavar="SECONDS",
                      help="seconds between the fake model's tokens")  # fmt: skip
+    emu.add_argument("--tls", action="store_true",
+                     help="workers serve HTTPS under an emulator CA built like Vast's root "
+                     "(prints VAST_WORKER_CA)")  # fmt: skip
+    emu.add_argument("--cold-workers", action="store_true",
+                     help="workers sit Stopped (cold) until a request wakes one")  # fmt: skip
+    emu.add_argument("--activation-delay", type=float, default=2.0, metavar="SECONDS",
+                     help="seconds a woken cold worker takes to be ready (default: 2)")  # fmt: skip
+    emu.add_argument("--router-delay", type=float, default=0.0, metavar="SECONDS",
+                     help="latency added to each router answer")  # fmt: skip
+    emu.add_argument("--worker-delay", type=float, default=0.0, metavar="SECONDS",
+                     help="latency added before each worker answer's headers")  # fmt: skip
+    emu.add_argument("--jitter", type=float, default=0.0, metavar="FRACTION",
+                     help="each delay varies by up to this fraction (0.1: +-10%%)")  # fmt: skip
 
     route = commands.add_parser(
         "route", help="print one verified worker assignment (a debugging tool)",
@@ -135,16 +148,27 @@ def _run_emulator(args: argparse.Namespace) -> int:
         api_key=os.environ.get("VAST_EMULATOR_API_KEY") or None,
         token_delay=args.token_delay,
         port=args.port,
+        tls=args.tls,
+        cold_workers=args.cold_workers,
+        activation_delay=args.activation_delay,
+        router_delay=args.router_delay,
+        worker_delay=args.worker_delay,
+        jitter=args.jitter,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with emulator.serve() as emu:
+        extras = "".join(
+            [", HTTPS workers" if args.tls else "", ", cold workers" if args.cold_workers else ""]
+        )
         print(f"Vast emulator serving on {emu.base_url}  ({args.api}, {args.workers} worker(s), "
-              f"model {model}, recipe {args.recipe}, {args.payload_format})")  # fmt: skip
+              f"model {model}, recipe {args.recipe}, {args.payload_format}{extras})")  # fmt: skip
         print(f"export VAST_BASE_URL={emu.base_url}")
         print(f"export VAST_ENDPOINT={emu.endpoint}")
         print(f"export VAST_API_KEY={emu.api_key}")
+        if emu.worker_ca_file is not None:
+            print(f"export VAST_WORKER_CA={emu.worker_ca_file}")
         for url in emu.worker_urls():
             print(f"worker {url}")
         print("Ctrl-C to stop.", flush=True)

@@ -6,7 +6,8 @@ Enable it in a ``conftest.py``::
 
 Then any test that asks for ``vast_emulator`` talks to a local autoscaler and workers with no
 account and no network: the fixture sets ``VAST_BASE_URL``, ``VAST_API_KEY`` and
-``VAST_ENDPOINT``, so code that builds its client from the environment runs unchanged::
+``VAST_ENDPOINT`` (and ``VAST_WORKER_CA`` when the workers speak HTTPS), so code that builds
+its client from the environment runs unchanged::
 
     def test_my_chain(vast_emulator):
         llm = VastLLM()                      # or VastClient(), ChatVast(), Vast() ...
@@ -18,6 +19,9 @@ that needs another setup says so with a marker, which gets it a fresh emulator::
 
     @pytest.mark.vast_emulator(api="openai", workers=2, faults=["worker_500"])
     def test_recovers(vast_emulator): ...
+
+    @pytest.mark.vast_emulator(tls=True, cold_workers=True, activation_delay=0.5)
+    def test_like_production(vast_emulator): ...  # HTTPS workers that start cold
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ def _vast_emulator_shared() -> Iterator[Emulator]:
 def vast_emulator(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Emulator]:
-    """A running emulator, with VAST_BASE_URL, VAST_API_KEY and VAST_ENDPOINT pointing at it."""
+    """A running emulator, with VAST_BASE_URL, VAST_API_KEY and VAST_ENDPOINT pointing at it,
+    and VAST_WORKER_CA holding its workers' CA (PEM text) when they speak HTTPS."""
     marker = request.node.get_closest_marker("vast_emulator")
     dedicated = marker is not None and bool(marker.kwargs)
     if dedicated:
@@ -59,6 +64,10 @@ def vast_emulator(
     monkeypatch.setenv("VAST_BASE_URL", emulator.base_url)
     monkeypatch.setenv("VAST_API_KEY", emulator.api_key)
     monkeypatch.setenv("VAST_ENDPOINT", emulator.endpoint)
+    if emulator.worker_ca is not None:
+        monkeypatch.setenv("VAST_WORKER_CA", emulator.worker_ca)
+    else:  # plain-HTTP workers: a CA from the surrounding environment has no business here
+        monkeypatch.delenv("VAST_WORKER_CA", raising=False)
     yield emulator
     if dedicated:
         emulator.stop()

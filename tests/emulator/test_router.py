@@ -92,7 +92,8 @@ def test_cold_start_states_progress() -> None:
             asyncio.run(asyncio.sleep(0.03))
         assert seen[-1] == "ready"
         states = " ".join(seen)
-        assert "creating" in states and "loading" in states and "model_loading" in states
+        # Vast's names for the states (protocol.md §9)
+        assert "1 Creating" in states and "1 Loading" in states and "1 Model Loading" in states
 
 
 async def test_least_loaded_worker_is_chosen() -> None:
@@ -104,8 +105,13 @@ async def test_least_loaded_worker_is_chosen() -> None:
 
 
 def test_stopped_endpoint(tgi: Emulator) -> None:
+    # The endpoint itself, not a cold worker's "Stopped": clients fail fast on this one only.
     tgi.set_stopped(True)
-    assert route(tgi).json()["status"] == "Stopped"
+    assert route(tgi).json()["status"] == "endpoint stopped"
+    tgi.set_stopped(False)
+    tgi.inject("stopped")
+    assert route(tgi).json()["status"] == "endpoint stopped"
+    assert "url" in route(tgi).json()
 
 
 def test_pubkey_is_spki_pem(tgi: Emulator) -> None:

@@ -11,6 +11,10 @@ Vast. Use it to run, demo and test code that talks to Vast with no account::
             print(client.generate("Hello").text)
         assert all(emu.api_key not in r.text for r in emu.worker_requests)
 
+Like production it can serve the workers over HTTPS under a CA built like Vast's own root
+(``tls=True``; ``emu.worker_ca`` is that CA's PEM), keep workers cold until a request wakes them
+(``cold_workers=True``), and add network latency (``router_delay``, ``worker_delay``, ``jitter``).
+
 Needs the ``emulator`` extra (``pip install 'vast-llm[emulator]'``).
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import random
 import secrets
 import socket
 import time
@@ -39,13 +44,25 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .._signing import Recipe, public_key_pem, sign
-from ._apps import EndpointState, Recorded, State, WorkerState, router_app, worker_app
+from ._apps import (
+    VAST_STATE_NAMES,
+    EndpointState,
+    Recorded,
+    State,
+    WorkerState,
+    delayed,
+    impostor_app,
+    router_app,
+    worker_app,
+)
 from ._faults import FAULTS, Fault, FaultBook
 from ._models import FakeModel, GenRequest, Model, SmolLM2Model, smollm2_path
 from ._server import Servers, bind_loopback, free_port
+from ._tls import Authority, TLSFiles, foreign_leaf, new_authority
 
 __all__ = [
     "FAULTS",
+    "VAST_STATE_NAMES",
     "Emulator",
     "FakeModel",
     "Fault",
@@ -79,6 +96,8 @@ class _EndpointSpec:
     token_delay: float
     responses: Responses
     max_concurrency: int | None
+    cold_workers: bool = False
+    activation_delay: float = 2.0
 
 
 def _check(name: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -116,8 +135,25 @@ class Emulator:
             ``"g2"`` or ``"g1"``, or one per worker (``["g3", "g1"]``); each worker checks its
             own recipe (g1 workers also refuse replays).
         payload_format: what the workers accept: ``"wrapped"`` (current) or ``"flat"`` (legacy).
-        cold_start: seconds before the workers are ready (the router answers "not ready"
-            with their state meanwhile).
+        cold_start: seconds before the workers are ready after the emulator starts (the router
+            answers "not ready" with their states meanwhile: Creating, Loading, Model Loading).
+        cold_workers: scale-to-zero: the workers sit "Stopped" (cold, model loaded) until a
+            ``/route/`` call finds no worker ready; that wakes one, which is "Starting", then
+            "Model Loading", and ready ``activation_delay`` seconds later. A stopped *endpoint*
+            (:meth:`set_stopped`, the ``stopped`` fault) is different: its status says
+            ``"endpoint stopped"`` and nothing will come.
+        activation_delay: seconds a woken cold worker takes to become ready.
+        tls: workers serve HTTPS under a fresh CA built like Vast's root ("Vast.ai Jupyter CA":
+            CA with pathlen 0, a name constraint permitting IPv4 addresses only), each with a
+            leaf for 127.0.0.1 (an IP subjectAltName); route answers carry
+            ``https://127.0.0.1:PORT``, and :attr:`worker_ca` is the CA to trust. The router
+            stays plain HTTP on loopback: production's router has a certificate from a public
+            CA that clients already trust, so only the worker side needs emulating, and plain
+            HTTP keeps ``VAST_BASE_URL`` free of a second emulator CA. An impostor HTTPS worker
+            (a foreign CA's certificate) starts too, for the ``foreign_ca`` fault.
+        router_delay: seconds added before each router answer (network latency to the router).
+        worker_delay: seconds added before each worker answer's headers (latency to a worker).
+        jitter: each delay varies by up to this fraction either way (0.1: ±10 %).
         faults: faults active from the start (names like ``"worker_500:2"`` or :class:`Fault`).
         endpoint: the default endpoint's name.
         api_key: the account's key (random if not given).
@@ -149,13 +185,31 @@ class Emulator:
         key_file: str | os.PathLike[str] | None = None,
         model_path: str | None = None,
         log_limit: int | None = 100_000,
+        cold_workers: bool = False,
+        activation_delay: float = 2.0,
+        tls: bool = False,
+        router_delay: float = 0.0,
+        worker_delay: float = 0.0,
+        jitter: float = 0.0,
     ) -> None:
+        for label, value in (("router_delay", router_delay), ("worker_delay", worker_delay),
+                             ("activation_delay", activation_delay)):  # fmt: skip
+            if value < 0:
+                raise ValueError(f"{label} must be >= 0, got {value!r}")
+        if not 0 <= jitter <= 1:
+            raise ValueError(f"jitter must be a fraction between 0 and 1, got {jitter!r}")
+        self.tls = tls
+        self.router_delay, self.worker_delay, self.jitter = router_delay, worker_delay, jitter
+        # A fresh CA per emulator: no emulator trusts another's workers.
+        self._authority: Authority | None = new_authority() if tls else None
+        self._tls_files: TLSFiles | None = None
         self.api_key = api_key or "emu-" + secrets.token_hex(16)
         self.log_limit = log_limit
         self.endpoint = endpoint
         self.port = port
         self.model_path = model_path
         self._faults = FaultBook(faults)
+        self._check_faults(self._faults.active)
         self._key = self._load_key(key_file)
         self._specs: list[_EndpointSpec] = []
         self._servers: Servers | None = None
@@ -173,6 +227,8 @@ class Emulator:
             token_delay=token_delay,
             responses=responses,
             max_concurrency=max_concurrency,
+            cold_workers=cold_workers,
+            activation_delay=activation_delay,
         )
 
     def __repr__(self) -> str:
@@ -202,8 +258,13 @@ class Emulator:
         token_delay: float = 0.0,
         responses: Responses = None,
         max_concurrency: int | None = None,
+        cold_workers: bool = False,
+        activation_delay: float = 2.0,
     ) -> None:
-        """Add another endpoint (worker group) of the same account, before :meth:`start`."""
+        """Add another endpoint (worker group) of the same account, before :meth:`start`.
+
+        The options mean what they mean for :class:`Emulator`'s default endpoint.
+        """
         if self._servers is not None:
             raise RuntimeError("add endpoints before the emulator starts")
         _check("api", api, ("tgi", "openai"))
@@ -217,9 +278,12 @@ class Emulator:
             raise ValueError("an endpoint needs at least one worker")
         if any(spec.name == name for spec in self._specs):
             raise ValueError(f"there is already an endpoint named {name!r}")
+        if activation_delay < 0:
+            raise ValueError(f"activation_delay must be >= 0, got {activation_delay!r}")
         self._specs.append(
             _EndpointSpec(name, api, workers, model, recipe, payload_format,  # type: ignore[arg-type]
-                          cold_start, token_delay, responses, max_concurrency)
+                          cold_start, token_delay, responses, max_concurrency, cold_workers,
+                          activation_delay)
         )  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -234,7 +298,9 @@ class Emulator:
     def _build(self, new_url: Callable[[], str]) -> tuple[State, list[tuple[Any, str]]]:
         """The shared state and every app with its address (the router's first)."""
         state = State(self.api_key, self._key, self._faults, self.log_limit)
-        apps: list[tuple[Any, str]] = [(router_app(state), new_url())]
+        rng = random.Random()
+        router = delayed(router_app(state), self.router_delay, self.jitter, rng)
+        apps: list[tuple[Any, str]] = [(router, new_url())]
         ids = itertools.count(1)
         for spec in self._specs:
             model = self._model_for(spec)
@@ -252,9 +318,12 @@ class Emulator:
                     max_concurrency=spec.max_concurrency,
                     url=new_url(),
                     ready_at=time.monotonic() + spec.cold_start,
+                    cold=spec.cold_workers,
+                    activation_delay=spec.activation_delay,
                 )
                 endpoint.workers.append(worker)
-                apps.append((worker_app(state, worker), worker.url))
+                app = delayed(worker_app(state, worker), self.worker_delay, self.jitter, rng)
+                apps.append((app, worker.url))
             state.endpoints[spec.name] = endpoint
         return state, apps
 
@@ -265,24 +334,39 @@ class Emulator:
         if self._state is not None:
             raise RuntimeError("this emulator runs in-process (asgi_transport); make another")
         sockets: dict[str, socket.socket] = {}
+        worker_scheme = "https" if self.tls else "http"
 
         def bind() -> str:
-            # The router takes the requested port; every worker a free one.
+            # The router takes the requested port and speaks HTTP; every worker a free one.
             sock = bind_loopback(0 if sockets else self.port)
-            url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            scheme = worker_scheme if sockets else "http"
+            url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
             sockets[url] = sock
             return url
 
+        files = TLSFiles() if self._authority is not None else None
         try:
             state, apps = self._build(bind)
-            state.dead_url = f"http://127.0.0.1:{free_port()}"
+            state.dead_url = f"{worker_scheme}://127.0.0.1:{free_port()}"
+            tls: dict[int, tuple[str, str]] = {}
+            if files is not None and self._authority is not None:
+                files.write("worker_ca.pem", self._authority.pem)
+                worker_files = files.server("worker", self._authority.issue("127.0.0.1"))
+                tls = {index: worker_files for index in range(1, len(apps))}
+                impostor = bind_loopback(0)
+                state.impostor_url = f"https://127.0.0.1:{impostor.getsockname()[1]}"
+                sockets[state.impostor_url] = impostor
+                apps.append((impostor_app(state), state.impostor_url))
+                tls[len(apps) - 1] = files.server("impostor", foreign_leaf())
             servers = Servers()
-            servers.start([(app, sockets[url]) for app, url in apps])
+            servers.start([(app, sockets[url]) for app, url in apps], tls=tls)
         except BaseException:
             for sock in sockets.values():
                 sock.close()
+            if files is not None:
+                files.cleanup()
             raise
-        self._state, self._servers = state, servers
+        self._state, self._servers, self._tls_files = state, servers, files
         self.base_url = apps[0][1]
         self.port = int(self.base_url.rsplit(":", 1)[1])
         return self
@@ -294,7 +378,8 @@ class Emulator:
         http_client=httpx.AsyncClient(transport=emu.asgi_transport()))``. Requests go straight
         to the ASGI apps (``http://router.emulator.localhost``, ``http://worker-N...``).
         Bodies are buffered rather than streamed, so a dropped connection (``stream_cut``)
-        shows before the response starts; use :meth:`serve` for socket-level behaviour.
+        shows before the response starts; use :meth:`serve` for socket-level behaviour. Workers
+        speak plain HTTP here even with ``tls=True``.
         """
         if self._servers is not None or self._state is not None:
             raise RuntimeError("this emulator is already running; make another")
@@ -310,15 +395,19 @@ class Emulator:
 
         state, apps = self._build(name)
         state.dead_url = "http://dead.emulator.localhost"
+        state.impostor_url = "http://impostor.emulator.localhost"  # nothing answers there
         self._state = state
         self.base_url = apps[0][1]
         return _InProcess({url: app for app, url in apps})
 
     def stop(self) -> None:
-        """Stop every server and release the model."""
+        """Stop every server, remove the TLS files and release the model."""
         if self._servers is not None:
             self._servers.stop()
             self._servers = None
+        if self._tls_files is not None:
+            self._tls_files.cleanup()
+            self._tls_files = None
         for model in self._models.values():
             model.close()
         self._models.clear()
@@ -363,6 +452,26 @@ class Emulator:
         return [r for r in self.requests if r.target == "worker"]
 
     @property
+    def impostor_requests(self) -> list[Recorded]:
+        """Requests that reached the ``foreign_ca`` impostor (a verifying client sends none)."""
+        return [r for r in self.requests if r.target == "impostor"]
+
+    @property
+    def worker_ca(self) -> str | None:
+        """The PEM text of the CA behind the workers' certificates (``tls=True``), else None.
+
+        Give it to a client as ``worker_ca`` or ``VAST_WORKER_CA`` (the pytest plugin does).
+        """
+        return self._authority.pem if self._authority is not None else None
+
+    @property
+    def worker_ca_file(self) -> str | None:
+        """A file holding :attr:`worker_ca` while the emulator runs (removed by :meth:`stop`)."""
+        if self._tls_files is None:
+            return None
+        return os.path.join(self._tls_files.directory, "worker_ca.pem")
+
+    @property
     def workers(self) -> list[WorkerState]:
         """The workers of every endpoint (``url``, ``state()``, ``reqnum``, ``served``...)."""
         return self.state.workers()
@@ -372,10 +481,15 @@ class Emulator:
 
     def inject(self, fault: str | Fault, **options: Any) -> Fault:
         """Add a fault now (``emu.inject("worker_500", times=2)``)."""
+        base = Fault.parse(fault) if isinstance(fault, str) else fault
         if options:
-            base = Fault.parse(fault) if isinstance(fault, str) else fault
-            fault = Fault(**{**base.__dict__, **options})
-        return self._faults.add(fault)
+            base = Fault(**{**base.__dict__, **options})
+        self._check_faults([base])
+        return self._faults.add(base)
+
+    def _check_faults(self, faults: Iterable[Fault]) -> None:
+        if not self.tls and any(f.name == "foreign_ca" for f in faults):
+            raise ValueError("the foreign_ca fault needs Emulator(tls=True) (HTTPS workers)")
 
     @property
     def faults(self) -> list[Fault]:
@@ -386,16 +500,44 @@ class Emulator:
         self._faults.clear()
 
     def reset(self) -> None:
-        """Clear faults and the request log (handy between tests sharing one emulator)."""
+        """Clear faults, the request log, stopped endpoints and states set by
+        :meth:`set_worker_state` (handy between tests sharing one emulator). Warm workers stay
+        warm."""
         self._faults.clear()
         with self.state.lock:
             self.state.requests.clear()
             for endpoint in self.state.endpoints.values():
                 endpoint.stopped = False
+                for worker in endpoint.workers:
+                    worker.forced_state = None
 
     def set_stopped(self, stopped: bool = True, endpoint: str | None = None) -> None:
-        """Stop (or start again) an endpoint: the router then answers that it is stopped."""
+        """Stop (or start again) an endpoint: the router then answers ``"endpoint stopped"``.
+
+        Not a cold worker's "Stopped" (see ``cold_workers``): no worker will come.
+        """
         self.state.endpoints[endpoint or self.endpoint].stopped = stopped
+
+    def set_worker_state(self, worker: int, state: str | None, endpoint: str | None = None) -> None:
+        """Put a worker in a state Vast reports, or back to normal with ``None``.
+
+        ``"error"`` and ``"destroying"``: the worker is not routed to, and not-ready answers
+        show it as "Error" / "Destroying". ``"stopped"``: the worker goes cold (scale to zero)
+        and the next route call that finds no worker ready wakes it, ready after its
+        endpoint's ``activation_delay``.
+        """
+        _check("state", state, ("error", "destroying", "stopped", None))
+        target = self.state.endpoints[endpoint or self.endpoint].workers[worker]
+        with self.state.lock:
+            if state == "stopped":
+                target.forced_state, target.cold, target.woken_at = None, True, None
+            else:
+                target.forced_state = state
+
+    def scale_to_zero(self, endpoint: str | None = None) -> None:
+        """Every worker of the endpoint goes cold ("Stopped" until a request wakes one)."""
+        for index in range(len(self.state.endpoints[endpoint or self.endpoint].workers)):
+            self.set_worker_state(index, "stopped", endpoint)
 
     def rotate_key(self) -> None:
         """Replace the router's key pair (clients must re-fetch /pubkey/)."""

@@ -14,6 +14,7 @@ import functools
 import itertools
 import json
 import logging
+import random
 import secrets
 import threading
 import time
@@ -27,6 +28,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._signing import Memo, Recipe, public_key_pem, sign, signed_message, verify
 from ._faults import (
@@ -40,7 +42,17 @@ from ._faults import (
 )
 from ._models import GenRequest, GenResult, Model
 
-__all__ = ["EndpointState", "Recorded", "State", "WorkerState", "router_app", "worker_app"]
+__all__ = [
+    "VAST_STATE_NAMES",
+    "EndpointState",
+    "Recorded",
+    "State",
+    "WorkerState",
+    "delayed",
+    "impostor_app",
+    "router_app",
+    "worker_app",
+]
 
 log = logging.getLogger("vast_llm.emulator")
 
@@ -58,7 +70,7 @@ class StreamCut(Exception):
 class Recorded:
     """One request the emulator received."""
 
-    target: str  # "route", "pubkey", "console" or "worker"
+    target: str  # "route", "pubkey", "console", "worker" or "impostor" (the foreign_ca fault)
     method: str
     path: str
     headers: dict[str, str]
@@ -96,6 +108,12 @@ class WorkerState:
     max_concurrency: int | None = None
     url: str = ""
     ready_at: float = 0.0
+    # Scale-to-zero: a cold worker sits "stopped" (model loaded, instance stopped) until a route
+    # call finds no worker ready and wakes it; it is ready activation_delay seconds later.
+    cold: bool = False
+    activation_delay: float = 0.0
+    woken_at: float | None = None
+    forced_state: str | None = None  # "error" or "destroying" (Emulator.set_worker_state)
     reqnum: int = 0
     inflight: int = 0
     peak_inflight: int = 0  # most requests this worker ran at once (proves concurrency in tests)
@@ -108,12 +126,24 @@ class WorkerState:
     )
 
     def state(self, now: float) -> str:
-        if now >= self.ready_at:
-            return "running" if self.inflight else "idle"
-        if self.cold_start <= 0:
-            return "idle"
-        elapsed = self.cold_start - (self.ready_at - now)
-        return ("creating", "loading", "model_loading")[min(2, int(3 * elapsed / self.cold_start))]
+        """This worker's state now: one of :data:`VAST_STATE_NAMES` (ready: idle, running)."""
+        if self.forced_state is not None:
+            return self.forced_state
+        if now < self.ready_at and self.cold_start > 0:
+            elapsed = self.cold_start - (self.ready_at - now)
+            return ("creating", "loading", "model_loading")[
+                min(2, int(3 * elapsed / self.cold_start))
+            ]
+        if self.cold:
+            if self.woken_at is None:
+                return "stopped"
+            elapsed = now - self.woken_at
+            if elapsed < self.activation_delay:
+                return "starting" if elapsed < self.activation_delay / 2 else "model_loading"
+        return "running" if self.inflight else "idle"
+
+    def ready(self, now: float) -> bool:
+        return self.state(now) in ("idle", "running")
 
     def load(self, now: float) -> float:
         expired = [n for n, (_, t) in self.pending.items() if now - t > PENDING_EXPIRY]
@@ -157,6 +187,7 @@ class State:
         self.requests: collections.deque[Recorded] = collections.deque(maxlen=log_limit)
         self.lock = threading.Lock()
         self.dead_url = ""
+        self.impostor_url = ""  # an HTTPS server with a foreign CA's certificate (foreign_ca)
         # (key, recipe, message) -> signature. PKCS#1 v1.5 signing is deterministic, and g3
         # signs only the worker URL, so the router's answers repeat their signature; an RSA
         # signature costs ~0.3 ms, which made the router the bottleneck of load benchmarks.
@@ -213,10 +244,36 @@ def _given_key(request: Request, body: Any) -> str | None:
     return request.query_params.get("api_key")
 
 
+# Worker states as Vast shows them (protocol.md §9). "Stopped" is a cold worker, model loaded,
+# that a request wakes: not the endpoint being stopped, which says "endpoint stopped".
+VAST_STATE_NAMES: dict[str, str] = {
+    "creating": "Creating",
+    "loading": "Loading",
+    "model_loading": "Model Loading",
+    "stopped": "Stopped",
+    "starting": "Starting",
+    "idle": "Ready",
+    "running": "Ready",
+    "error": "Error",
+    "destroying": "Destroying",
+}
+ENDPOINT_STOPPED = "endpoint stopped"
+
+
 def _status_summary(workers: list[WorkerState], now: float) -> str:
-    counts = collections.Counter(w.state(now) for w in workers)
+    counts = collections.Counter(VAST_STATE_NAMES[w.state(now)] for w in workers)
     detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     return f"no worker ready ({detail or 'no workers'})"
+
+
+def _wake_one(workers: list[WorkerState], now: float) -> None:
+    """Scale from zero: wake one stopped worker, unless one is already on its way."""
+    if any(w.cold and w.state(now) in ("starting", "model_loading") for w in workers):
+        return
+    for worker in workers:
+        if worker.state(now) == "stopped":
+            worker.woken_at = now
+            return
 
 
 _FAULT_RESPONSES: dict[str, Callable[[], Response]] = {
@@ -290,16 +347,20 @@ def router_app(state: State) -> Starlette:
             request_id = str(uuid.uuid4())
             stopped = endpoint.stopped or (fault is not None and fault.name == "stopped")
             if stopped or (fault is not None and fault.name == "not_ready"):
-                status = "Stopped" if stopped else _status_summary(endpoint.workers, now)
+                status = ENDPOINT_STOPPED if stopped else _status_summary(endpoint.workers, now)
                 return JSONResponse(
                     {"endpoint": name, "status": status, "request_idx": request_idx,
                      "__request_id": request_id}
                 )  # fmt: skip
-            ready = [w for w in endpoint.workers if w.state(now) in ("idle", "running")]
+            ready = [w for w in endpoint.workers if w.ready(now)]
             if not ready:
+                # The answer shows the states this call found; the wake-up it causes shows
+                # from the next poll on (the autoscaler acts after answering).
+                status = _status_summary(endpoint.workers, now)
+                _wake_one(endpoint.workers, now)
                 return JSONResponse(
-                    {"endpoint": name, "status": _status_summary(endpoint.workers, now),
-                     "request_idx": request_idx, "__request_id": request_id}
+                    {"endpoint": name, "status": status, "request_idx": request_idx,
+                     "__request_id": request_id}
                 )  # fmt: skip
             worker = min(ready, key=lambda w: (w.load(now), w.served, w.index))
             worker.reqnum += 1
@@ -336,7 +397,7 @@ def router_app(state: State) -> Starlette:
                 "api_key": state.api_key,
                 "user_id": 1,
                 "created_at": 1_700_000_000.0,
-                "cold_workers": 0,
+                "cold_workers": sum(1 for w in ep.workers if w.cold),
                 "max_workers": len(ep.workers),
                 "min_load": 0.0,
                 "min_cold_load": 0.0,
@@ -365,6 +426,8 @@ def _sign_answer(state: State, worker: WorkerState, answer: dict[str, Any]) -> d
     name = fault.name if fault is not None else None
     if name == "worker_refuse":
         answer["url"] = state.dead_url
+    elif name == "foreign_ca":
+        answer["url"] = state.impostor_url
     if name == "bad_signature":
         answer["signature"] = sign(
             state.key, worker.recipe, {**answer, "url": answer["url"] + "/x"}
@@ -820,3 +883,64 @@ async def _whole_response(
         )
     # stream_truncated / malformed_sse on a whole answer: a cut-off JSON document.
     return Response(body[: len(body) // 2], media_type="application/json")
+
+
+# -- the impostor and the network ---------------------------------------------------------------
+
+
+def impostor_app(state: State) -> ASGIApp:
+    """An HTTPS server posing as a worker with a certificate from a foreign CA (foreign_ca).
+
+    A client that verifies worker certificates never gets past the TLS handshake, so nothing is
+    recorded; anything that does arrive is recorded (target ``"impostor"``) and refused loudly.
+    """
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        request = Request(scope)
+        state.record(
+            Recorded("impostor", scope["method"], scope["path"], _headers(request), body,
+                     client=_peer(request), status=500)
+        )  # fmt: skip
+        response = JSONResponse(
+            {"error": "impostor worker: the client sent a request to a server whose certificate "
+                      "it should have refused"}, status_code=500,
+        )  # fmt: skip
+        await response(scope, receive, send)
+
+    return app
+
+
+def delayed(
+    app: ASGIApp, delay: float, jitter: float = 0.0, rng: random.Random | None = None
+) -> ASGIApp:
+    """``app`` with ``delay`` seconds (± ``jitter`` × delay) added before each answer's headers.
+
+    A stand-in for network latency between the client and a distant router or worker: the
+    request is handled at once and its answer leaves late, so a stream's first byte is late and
+    its tokens keep their spacing. Connection setup (TCP, TLS) is not delayed.
+    """
+    if delay <= 0:
+        return app
+    draw = (rng or random.Random()).uniform
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def late_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await asyncio.sleep(max(0.0, delay * (1.0 + draw(-jitter, jitter))))
+            await send(message)
+
+        await app(scope, receive, late_send)
+
+    return wrapped

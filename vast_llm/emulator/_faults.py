@@ -18,7 +18,7 @@ FAULTS: dict[str, str] = {
     "route_error_msg": '/route/ answers 200 {"error_msg": ...}',
     "route_garbage": "/route/ answers 200 with an HTML body",
     "not_ready": "/route/ answers 'no worker ready' (one poll per use)",
-    "stopped": "/route/ answers that the endpoint is stopped",
+    "stopped": "/route/ answers that the endpoint is stopped (status 'endpoint stopped')",
     "bad_signature": "the signature is over another url",
     "missing_signature": "the answer has no signature",
     "foreign_key": "the answer is signed with a key that is not the router's",
@@ -28,6 +28,8 @@ FAULTS: dict[str, str] = {
     "pubkey_down": "/pubkey/ answers 503",
     "pubkey_garbage": "/pubkey/ answers 200 with text that is not a key",
     "worker_refuse": "the assigned url is a port where nothing listens",
+    "foreign_ca": "the assigned url is an HTTPS impostor whose certificate is from a foreign CA "
+    "(needs tls=True; it records any request that reaches it)",
     "worker_401": "the worker answers 401 with an empty body",
     "worker_422": "the worker answers 422 with a JSON error",
     "worker_429": "the worker answers 429 with an empty body",
@@ -45,7 +47,7 @@ ROUTE_FAULTS = frozenset(
 )  # fmt: skip
 SIGNATURE_FAULTS = frozenset(
     {"bad_signature", "missing_signature", "foreign_key", "tampered_url", "tampered_reqnum",
-     "tampered_cost", "worker_refuse"}
+     "tampered_cost", "worker_refuse", "foreign_ca"}
 )  # fmt: skip
 PUBKEY_FAULTS = frozenset({"pubkey_down", "pubkey_garbage"})
 WORKER_STATUS_FAULTS = frozenset({"worker_401", "worker_422", "worker_429", "worker_500"})

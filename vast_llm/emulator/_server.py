@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -62,9 +62,18 @@ class Servers:
         self._error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self, apps: Sequence[tuple[ASGIApp, socket.socket]], timeout: float = 15.0) -> None:
+    def start(
+        self,
+        apps: Sequence[tuple[ASGIApp, socket.socket]],
+        timeout: float = 15.0,
+        *,
+        tls: Mapping[int, tuple[str, str]] | None = None,
+    ) -> None:
+        """Serve each app on its socket; ``tls`` maps an app's index to (certfile, keyfile)
+        for the ones that speak HTTPS."""
         logging.getLogger("uvicorn.error").addFilter(_filter)
         ready = threading.Event()
+        tls = tls or {}
         self._servers = [
             uvicorn.Server(
                 uvicorn.Config(
@@ -76,9 +85,12 @@ class Servers:
                     ws="none",
                     timeout_keep_alive=30,
                     timeout_graceful_shutdown=1,
+                    # uvicorn builds its SSL context from files, also for serve(sockets=...).
+                    ssl_certfile=tls[index][0] if index in tls else None,
+                    ssl_keyfile=tls[index][1] if index in tls else None,
                 )
             )
-            for app, _ in apps
+            for index, (app, _) in enumerate(apps)
         ]
 
         async def main() -> None:
