@@ -39,6 +39,7 @@ from ._faults import (
     FaultBook,
 )
 from ._models import GenRequest, GenResult, Model
+from ._sessions import SessionTable, serve_in_session, session_routes
 
 __all__ = ["EndpointState", "Recorded", "State", "WorkerState", "router_app", "worker_app"]
 
@@ -58,7 +59,7 @@ class StreamCut(Exception):
 class Recorded:
     """One request the emulator received."""
 
-    target: str  # "route", "pubkey", "console" or "worker"
+    target: str  # "route", "pubkey", "console", "worker" or "on_close" (a session's callback)
     method: str
     path: str
     headers: dict[str, str]
@@ -106,8 +107,12 @@ class WorkerState:
     recent_messages: collections.deque[bytes] = field(
         default_factory=lambda: collections.deque(maxlen=REPLAY_WINDOW)
     )
+    sessions: SessionTable | None = None  # None: a worker without sessions (legacy format)
+    gone: bool = False  # stopped for good (Emulator.stop_worker): nothing listens any more
 
     def state(self, now: float) -> str:
+        if self.gone:
+            return "offline"
         if now >= self.ready_at:
             return "running" if self.inflight else "idle"
         if self.cold_start <= 0:
@@ -709,8 +714,13 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
         auth, payload, session_id, errors = _split_request(worker, kind, data)
         if errors:
             return JSONResponse(errors, status_code=422)
-        if session_id is not None:
-            return JSONResponse({"error": "invalid session"}, status_code=410)
+        if session_id is not None:  # looked up before the signature, as the worker does
+            return await serve_in_session(
+                state, worker, request, session_id, lambda: checked(request, kind, auth, payload)
+            )
+        return await checked(request, kind, auth, payload)
+
+    async def checked(request: Request, kind: str, auth: Any, payload: Any) -> Response:
         with state.lock:
             accepted = _signature_ok(state, worker, auth)
         if not accepted:
@@ -788,7 +798,7 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
         else [Route("/v1/completions", endpoint("completions"), methods=["POST"]),
               Route("/v1/chat/completions", endpoint("chat"), methods=["POST"])]
     )  # fmt: skip
-    return Starlette(routes=routes)
+    return Starlette(routes=routes + session_routes(state, worker))
 
 
 async def _whole_response(
