@@ -214,7 +214,7 @@ def session_routes(state: State, worker: WorkerState) -> list[Route]:
             session = Session(
                 session_id=table.new_id(), lifetime=lifetime, expiration=expiration,
                 auth_data=auth_data, on_close_route=on_close_route,
-                on_close_payload=on_close_payload, created_at=now, worker=worker.index,
+                on_close_payload=on_close_payload, worker=worker.index,
                 endpoint=worker.endpoint, load=load,
             )  # fmt: skip
             table.sessions[session.session_id] = session
