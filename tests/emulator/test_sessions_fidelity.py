@@ -10,9 +10,11 @@ ids and clock readings normalised) must be the same on both.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -54,24 +56,38 @@ async def _tokens(payload: dict[str, Any]) -> list[str]:
     return [token async for token in FakeModel().generate(request, GenResult())]
 
 
+SLOW = "slow"  # a prompt the fake model server answers only after a second
+
+
 @dataclass
 class ModelServer:
     url: str
     received: list[tuple[str, bytes]]  # the POSTs to other paths (on_close_route calls)
+    slow_calls: list[str]  # the paths of slow calls, as they arrive
 
 
 @pytest.fixture(scope="module")
 def model_server() -> Iterator[ModelServer]:
     received: list[tuple[str, bytes]] = []
+    slow_calls: list[str] = []
+
+    async def slow(request: Request, payload: dict[str, Any]) -> None:
+        if payload.get("inputs") == SLOW:
+            slow_calls.append(request.url.path)
+            await asyncio.sleep(1.0)
 
     async def generate(request: Request) -> Response:
-        tokens = await _tokens(await request.json())
+        payload = await request.json()
+        await slow(request, payload)
+        tokens = await _tokens(payload)
         return JSONResponse({"generated_text": "".join(tokens)})
 
     async def generate_stream(request: Request) -> Response:
-        tokens = await _tokens(await request.json())
+        payload = await request.json()
+        tokens = await _tokens(payload)
 
         async def frames() -> AsyncIterator[str]:
+            await slow(request, payload)
             for token in tokens:
                 event = {"token": {"text": token, "special": False}}
                 yield "data:" + json.dumps(event) + "\n\n"
@@ -92,7 +108,7 @@ def model_server() -> Iterator[ModelServer]:
     sock = bind_loopback(0)
     servers = Servers()
     servers.start([(app, sock)])
-    yield ModelServer(f"http://127.0.0.1:{sock.getsockname()[1]}", received)
+    yield ModelServer(f"http://127.0.0.1:{sock.getsockname()[1]}", received, slow_calls)
     servers.stop()
 
 
@@ -104,6 +120,7 @@ class Target:
     name: str
     emu: Emulator
     on_close_bodies: Callable[[], list[Any]]  # what the on_close_route calls delivered
+    slow_calls: Callable[[], list[str]]  # the paths of slow calls that reached the model
 
 
 def _emulator() -> Emulator:
@@ -120,7 +137,14 @@ def _route(emu: Emulator) -> dict[str, Any]:
 def emulated() -> Iterator[Target]:
     with _emulator().serve() as emu:
         yield Target(
-            "emulated", emu, lambda: [r.json for r in emu.requests if r.target == "on_close"]
+            "emulated",
+            emu,
+            lambda: [r.json for r in emu.requests if r.target == "on_close"],
+            lambda: [
+                r.path
+                for r in emu.worker_requests
+                if (r.json or {}).get("payload") == {"inputs": SLOW}
+            ],
         )
 
 
@@ -146,7 +170,10 @@ def real(model_server: ModelServer, tmp_path_factory: pytest.TempPathFactory) ->
             _wait_until_serving(emu, process, log_path)
             emu.reset()
             yield Target(
-                "real", emu, lambda: [json.loads(body) for _, body in model_server.received]
+                "real",
+                emu,
+                lambda: [json.loads(body) for _, body in model_server.received],
+                lambda: list(model_server.slow_calls),
             )
         finally:
             process.terminate()
@@ -337,3 +364,44 @@ def test_the_official_sdk_sessions_behave_alike(real: Target, emulated: Target) 
     assert expected["calls"][0]["status"] == 200 and expected["is_open"] is True
     assert expected["request after a worker-side end"].startswith("ValueError")
     assert run_sdk_sessions(emulated.emu) == expected
+
+
+def in_flight_then_end(target: Target) -> list[str]:
+    """A whole answer and a stream in flight in a session when it ends: what each call gets."""
+    emu = target.emu
+    emu.reset()
+    if target.name == "emulated":  # the emulated model's way of being slow
+        emu.inject("slow_first_token", times=2, delay=1.0)
+    auth = _route(emu)
+    create = {"auth_data": auth, "session_id": None, "payload": {"lifetime": 30}}
+    session_id = httpx.post(auth["url"] + "/session/create", json=create).json()["session_id"]
+    body = {"auth_data": auth, "session_id": session_id, "payload": {"inputs": SLOW}}
+    outcomes: dict[str, str] = {}
+
+    def run(path: str) -> None:
+        try:
+            with httpx.stream("POST", auth["url"] + path, json=body) as response:
+                response.read()
+            outcomes[path] = f"answered {response.status_code}"
+        except httpx.HTTPError as exc:
+            outcomes[path] = f"{type(exc).__name__}: {exc}"
+
+    before = len(target.slow_calls())
+    threads = [threading.Thread(target=run, args=(p,)) for p in ("/generate", "/generate_stream")]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(target.slow_calls()) < before + 2:
+        assert time.monotonic() < deadline, "the slow calls never reached the model"
+        time.sleep(0.01)
+    end = {"session_id": session_id, "session_auth": auth}
+    ended = httpx.post(auth["url"] + "/session/end", json=end)
+    for thread in threads:
+        thread.join(10)
+    return [f"end: {ended.status_code}"] + [f"{p}: {outcomes[p]}" for p in sorted(outcomes)]
+
+
+def test_ending_a_session_drops_its_calls_in_flight_alike(real: Target, emulated: Target) -> None:
+    expected = in_flight_then_end(real)
+    assert all("RemoteProtocolError" in line for line in expected[1:]), expected
+    assert in_flight_then_end(emulated) == expected
