@@ -186,7 +186,7 @@ def test_an_open_session_counts_as_load(emu: Emulator) -> None:
 
 
 def test_expired_sessions_serve_until_the_sweep_then_410() -> None:
-    with Emulator(session_gc_interval=0.2).serve() as emu:
+    with Emulator(session_gc_interval=1.0).serve() as emu:
         auth = assign(emu)
         session_id = create(auth, lifetime=0.05).json()["session_id"]
         wait_for(lambda: time.time() > emu.sessions()[0].expiration + 0.01, timeout=2)
@@ -200,12 +200,15 @@ def test_expired_sessions_serve_until_the_sweep_then_410() -> None:
 def test_calls_keep_a_session_alive() -> None:
     with Emulator(session_gc_interval=0.05).serve() as emu:
         auth = assign(emu)
-        session_id = create(auth, lifetime=0.5).json()["session_id"]
-        for _ in range(20):  # each call adds 0.5 s: far more than the test lasts
+        session_id = create(auth, lifetime=0.4).json()["session_id"]
+        started = time.monotonic()
+        calls = 0
+        while time.monotonic() < started + 1.2:  # three lifetimes, swept every 0.05 s
             assert call(auth, session_id).status_code == 200
-        time.sleep(0.3)  # several sweeps
+            calls += 1
+            time.sleep(0.1)  # each call has added 0.4 s: the session keeps ahead
         assert [s.session_id for s in emu.sessions()] == [session_id]
-        assert emu.sessions()[0].calls == 20
+        assert emu.sessions()[0].calls == calls
 
 
 class _Hook(BaseHTTPRequestHandler):

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from vast_llm import VastClient
 from vast_llm.emulator import Emulator
 from vast_llm.emulator._models import FakeModel, GenRequest, GenResult
 from vast_llm.emulator._server import Servers, bind_loopback, free_port
@@ -212,6 +213,7 @@ class Steps:
         self.url = auth["url"]
         self.ids: dict[str, str] = {}
         self.log: list[tuple[Any, ...]] = []
+        self.sent = 0.0  # when the last call was sent
 
     def normal(self, value: Any) -> Any:
         if value == self.auth:
@@ -228,6 +230,7 @@ class Steps:
     def post(self, step: str, path: str, body: Any = None, raw: bytes | None = None,
              keep: Callable[[Any], Any] | None = None, typed: bool = True,
              ) -> httpx.Response:  # fmt: skip
+        self.sent = time.time()
         if raw is not None:
             response = httpx.post(self.url + path, content=raw)
         else:
@@ -270,7 +273,7 @@ class Steps:
         answer = dict(answer)
         lifetime = answer.get("lifetime")
         expiration = answer.pop("expiration")
-        answer["expiration in the future"] = expiration > time.time()
+        answer["expiration after the call was sent"] = expiration > self.sent
         if "created_at" in answer:
             created = answer.pop("created_at")
             answer["lifetimes from creation to expiration"] = round(
@@ -405,3 +408,16 @@ def test_ending_a_session_drops_its_calls_in_flight_alike(real: Target, emulated
     expected = in_flight_then_end(real)
     assert all("RemoteProtocolError" in line for line in expected[1:]), expected
     assert in_flight_then_end(emulated) == expected
+
+
+def test_the_client_reaches_the_real_worker(real: Target, emulated: Target) -> None:
+    # The harness hosts the project's client as it is: routed by the emulator, served by the
+    # real worker (the ground for running the client's sessions against both later).
+    texts = []
+    for target in (real, emulated):
+        emu = target.emu
+        with VastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url) as client:
+            answer = client.generate("Hello", max_tokens=4)
+        assert answer.route.worker_url == emu.workers[0].url
+        texts.append(answer.text)
+    assert texts[0] == texts[1] and len(texts[0].split()) == 4
