@@ -25,7 +25,9 @@ async def main() -> None:
     out = {}
     async with client:
         endpoint = await client.get_endpoint(ENDPOINT)
-        if API == "tgi":
+        if API == "tgi-session":
+            out = await session_calls(client, endpoint)
+        elif API == "tgi":
             payload = {"inputs": "Hello", "parameters": {"max_new_tokens": 5, "details": True}}
             whole = await endpoint.request("/generate", payload, cost=5)
             out["whole"] = whole["response"]
@@ -42,6 +44,50 @@ async def main() -> None:
             )
             out["stream"] = [event async for event in streamed["response"]]
     print(json.dumps(out))
+
+
+async def session_calls(client, endpoint) -> dict:
+    """The SDK's session API, step by step, with what each step gave (clock readings and
+    session ids left out: they differ from run to run)."""
+    out = {}
+    payload = {"inputs": "Hello", "parameters": {"max_new_tokens": 4}}
+    session = await endpoint.session(cost=5, lifetime=30)
+    out["created"] = {
+        "lifetime": session.lifetime,
+        "id length": len(session.session_id),
+        "expiration is a number": isinstance(session.expiration, float),
+    }
+    calls = [await session.request("/generate", payload, cost=5) for _ in range(2)]
+    out["calls"] = [{"status": c["status"], "response": c["response"]} for c in calls]
+    out["is_open"] = await session.is_open()
+    got = await endpoint.get_session(session.session_id, session.auth_data)
+    out["get"] = {
+        "lifetime": got.lifetime,
+        "same url": got.url == session.url,
+        "same auth": got.auth_data == session.auth_data,
+    }
+    await session.close()
+    out["open after close"] = session.open
+    try:
+        session.request("/generate", payload)
+        out["request after close"] = "no error"
+    except ValueError as exc:
+        out["request after close"] = f"ValueError: {exc}"
+    # Ended on the worker behind the SDK object's back: the next call meets the 410.
+    other = await endpoint.session(cost=5, lifetime=30)
+    await client.end_endpoint_session(other)
+    try:
+        await other.request("/generate", payload)
+        out["request after a worker-side end"] = "no error"
+    except ValueError as exc:
+        out["request after a worker-side end"] = f"ValueError: {exc}"
+    out["open after the 410"] = other.open
+    try:
+        await endpoint.get_session(other.session_id, other.auth_data)
+        out["get after the end"] = "no error"
+    except Exception as exc:
+        out["get after the end"] = str(exc).replace(other.session_id, "<id>")
+    return out
 
 
 asyncio.run(main())

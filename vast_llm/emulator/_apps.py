@@ -41,6 +41,7 @@ from ._faults import (
     FaultBook,
 )
 from ._models import GenRequest, GenResult, Model
+from ._sessions import SessionTable, serve_in_session, session_routes
 
 __all__ = [
     "VAST_STATE_NAMES",
@@ -70,7 +71,8 @@ class StreamCut(Exception):
 class Recorded:
     """One request the emulator received."""
 
-    target: str  # "route", "pubkey", "console", "worker" or "impostor" (the foreign_ca fault)
+    target: str  # "route", "pubkey", "console", "worker", "impostor" (the foreign_ca fault)
+    # or "on_close" (a session's callback)
     method: str
     path: str
     headers: dict[str, str]
@@ -124,9 +126,13 @@ class WorkerState:
     recent_messages: collections.deque[bytes] = field(
         default_factory=lambda: collections.deque(maxlen=REPLAY_WINDOW)
     )
+    sessions: SessionTable | None = None  # None: a worker without sessions (legacy format)
+    gone: bool = False  # stopped for good (Emulator.stop_worker): nothing listens any more
 
     def state(self, now: float) -> str:
         """This worker's state now: one of :data:`VAST_STATE_NAMES` (ready: idle, running)."""
+        if self.gone:
+            return "offline"
         if self.forced_state is not None:
             return self.forced_state
         if now < self.ready_at and self.cold_start > 0:
@@ -261,7 +267,8 @@ ENDPOINT_STOPPED = "endpoint stopped"
 
 
 def _status_summary(workers: list[WorkerState], now: float) -> str:
-    counts = collections.Counter(VAST_STATE_NAMES[w.state(now)] for w in workers)
+    # A worker whose instance is gone is no longer the endpoint's: it is not counted.
+    counts = collections.Counter(VAST_STATE_NAMES[w.state(now)] for w in workers if not w.gone)
     detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     return f"no worker ready ({detail or 'no workers'})"
 
@@ -772,8 +779,13 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
         auth, payload, session_id, errors = _split_request(worker, kind, data)
         if errors:
             return JSONResponse(errors, status_code=422)
-        if session_id is not None:
-            return JSONResponse({"error": "invalid session"}, status_code=410)
+        if session_id is not None:  # looked up before the signature, as the worker does
+            return await serve_in_session(
+                state, worker, request, session_id, lambda: checked(request, kind, auth, payload)
+            )
+        return await checked(request, kind, auth, payload)
+
+    async def checked(request: Request, kind: str, auth: Any, payload: Any) -> Response:
         with state.lock:
             accepted = _signature_ok(state, worker, auth)
         if not accepted:
@@ -851,7 +863,7 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
         else [Route("/v1/completions", endpoint("completions"), methods=["POST"]),
               Route("/v1/chat/completions", endpoint("chat"), methods=["POST"])]
     )  # fmt: skip
-    return Starlette(routes=routes)
+    return Starlette(routes=routes + session_routes(state, worker))
 
 
 async def _whole_response(

@@ -39,6 +39,7 @@ FAULTS: dict[str, str] = {
     "stream_truncated": "the stream ends cleanly after `after` tokens, without its final event",
     "malformed_sse": "the worker sends an event whose data is not JSON after `after` tokens",
     "stream_error": "the worker sends an in-stream error event after `after` tokens",
+    "session_lost": "the worker forgets the session of the next call carrying one (410)",
 }
 
 ROUTE_FAULTS = frozenset(
@@ -54,6 +55,7 @@ WORKER_STATUS_FAULTS = frozenset({"worker_401", "worker_422", "worker_429", "wor
 STREAM_FAULTS = frozenset(
     {"slow_first_token", "stream_cut", "stream_truncated", "malformed_sse", "stream_error"}
 )
+SESSION_FAULTS = frozenset({"session_lost"})
 
 
 @dataclass

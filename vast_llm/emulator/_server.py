@@ -58,6 +58,7 @@ class Servers:
 
     def __init__(self) -> None:
         self._servers: list[uvicorn.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -98,6 +99,7 @@ class Servers:
                 asyncio.create_task(server.serve(sockets=[sock]))
                 for server, (_, sock) in zip(self._servers, apps, strict=True)
             ]
+            self._tasks = tasks
             while not all(s.started for s in self._servers):
                 failed = [t for t in tasks if t.done()]
                 if failed:
@@ -106,6 +108,11 @@ class Servers:
                 await asyncio.sleep(0.005)
             ready.set()
             await asyncio.gather(*tasks)
+            # What the apps left running (a session sweep) ends with the servers.
+            leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in leftovers:
+                task.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
 
         def run() -> None:
             loop = asyncio.new_event_loop()
@@ -125,6 +132,31 @@ class Servers:
             raise RuntimeError("the emulator did not start in time")
         if self._error is not None:
             raise RuntimeError(f"the emulator failed to start: {self._error}") from self._error
+
+    def stop_one(self, index: int, timeout: float = 10.0) -> None:
+        """Stop the server of the ``index``-th app for good: its port then refuses connections
+        and the connections it had are closed."""
+        loop, server, task = self.loop, self._servers[index], self._tasks[index]
+        if loop is None or task.done():
+            return
+        server.should_exit = True
+
+        async def stopped() -> None:
+            await asyncio.wait([task])
+
+        asyncio.run_coroutine_threadsafe(stopped(), loop).result(timeout)
+
+    def drop_connection(self, index: int, peer: tuple[str, int]) -> bool:
+        """Close the connection the ``index``-th app's server has with ``peer``, at once and
+        without an answer (as the Vast worker drops the calls of a session it ends). Call it
+        on the servers' event loop."""
+        for connection in list(self._servers[index].server_state.connections):
+            if getattr(connection, "client", None) == peer:
+                transport = getattr(connection, "transport", None)
+                if transport is not None:
+                    transport.close()
+                    return True
+        return False
 
     def stop(self, timeout: float = 10.0) -> None:
         for server in self._servers:
