@@ -11,6 +11,16 @@ Vast. Use it to run, demo and test code that talks to Vast with no account::
             print(client.generate("Hello").text)
         assert all(emu.api_key not in r.text for r in emu.worker_requests)
 
+The fake model can be scripted turn by turn (:class:`Script`): answers, tool calls, reasoning,
+JSON and faults, in order or on conditions::
+
+    emu = Emulator(api="openai", script=[
+        ToolCall("get_weather", {"city": "Paris"}),
+        Answer("Sunny in Paris."),
+    ])
+    ...
+    emu.assert_all_scripted_used()
+
 Needs the ``emulator`` extra (``pip install 'vast-llm[emulator]'``).
 """
 
@@ -22,7 +32,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,21 +52,58 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .._signing import Recipe, public_key_pem, sign
 from ._apps import EndpointState, Recorded, State, WorkerState, router_app, worker_app
 from ._faults import FAULTS, Fault, FaultBook
-from ._models import FakeModel, GenRequest, Model, SmolLM2Model, smollm2_path
+from ._models import (
+    REASONING_OPTIONS,
+    FakeModel,
+    GenRequest,
+    Model,
+    SmolLM2Model,
+    fake_arguments,
+    smollm2_path,
+)
+from ._script import (
+    Answer,
+    Fail,
+    Json,
+    Match,
+    Reasoning,
+    Reply,
+    Script,
+    ScriptError,
+    ScriptLike,
+    ToolCall,
+    Turn,
+    TurnLike,
+)
 from ._server import Servers, bind_loopback, free_port
 
 __all__ = [
     "FAULTS",
+    "REASONING_OPTIONS",
+    "Answer",
     "Emulator",
+    "Fail",
     "FakeModel",
     "Fault",
     "GenRequest",
+    "Json",
+    "Match",
+    "Reasoning",
     "Recorded",
+    "Reply",
+    "Script",
+    "ScriptError",
+    "ScriptLike",
     "SmolLM2Model",
+    "ToolCall",
+    "Turn",
+    "TurnLike",
+    "fake_arguments",
     "smollm2_available",
 ]
 
 Responses = Sequence[str] | Callable[[GenRequest], str] | None
+APIS = ("tgi", "openai", "both")
 
 
 def smollm2_available() -> bool:
@@ -77,8 +125,9 @@ class _EndpointSpec:
     payload_format: str
     cold_start: float
     token_delay: float
-    responses: Responses
+    script: Script | None
     max_concurrency: int | None
+    reasoning: str | None = None
 
 
 def _check(name: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -109,7 +158,9 @@ class Emulator:
     """The autoscaler and its workers, served on 127.0.0.1.
 
     Args:
-        api: ``"tgi"`` or ``"openai"`` (the model API of the default endpoint's workers).
+        api: ``"tgi"`` or ``"openai"`` (the model API of the default endpoint's workers), or
+            ``"both"`` (workers serving ``/generate``, ``/generate_stream``,
+            ``/v1/completions`` and ``/v1/chat/completions``).
         workers: how many workers the default endpoint has.
         model: ``"fake"`` (deterministic, instant) or ``"smollm2"`` (the real small model).
         recipe: how the router signs assignments for these workers: ``"g3"`` (current),
@@ -122,7 +173,17 @@ class Emulator:
         endpoint: the default endpoint's name.
         api_key: the account's key (random if not given).
         token_delay: seconds between the fake model's tokens.
-        responses: fixed answers for the fake model, in turn (or a callable of the request).
+        script: what the default endpoint answers, turn by turn: a :class:`Script`, a list of
+            turns (``[ToolCall("search"), "The answer."]``) or a JSON/YAML script file's path.
+            Requests no turn takes get the deterministic fake's answer.
+        responses: fixed answers, in turn and over again (or a callable of the request); short
+            for a script of plain answers.
+        reasoning: make the model think in vLLM's format: ``"reasoning_content"`` or
+            ``"reasoning"`` (the field of chat answers and stream deltas that carries it) or
+            ``"think"`` (``<think>...</think>`` in the text, as a model served without a
+            reasoning parser writes it); TGI and ``/v1/completions`` always carry it as
+            ``<think>`` text. The fake model then thinks before every answer (scripted
+            :class:`Reasoning` turns think with or without it); the real SmolLM2 model cannot.
         max_concurrency: a worker answers 429 beyond this many requests at once.
         port: the router's port (0: any free port). Workers always take free ports.
         key_file: a PEM private key for the router (default: a new key at every start).
@@ -146,6 +207,8 @@ class Emulator:
         responses: Responses = None,
         max_concurrency: int | None = None,
         port: int = 0,
+        script: ScriptLike | None = None,
+        reasoning: str | None = None,
         key_file: str | os.PathLike[str] | None = None,
         model_path: str | None = None,
         log_limit: int | None = 100_000,
@@ -173,6 +236,8 @@ class Emulator:
             token_delay=token_delay,
             responses=responses,
             max_concurrency=max_concurrency,
+            script=script,
+            reasoning=reasoning,
         )
 
     def __repr__(self) -> str:
@@ -202,11 +267,22 @@ class Emulator:
         token_delay: float = 0.0,
         responses: Responses = None,
         max_concurrency: int | None = None,
+        script: ScriptLike | None = None,
+        reasoning: str | None = None,
     ) -> None:
-        """Add another endpoint (worker group) of the same account, before :meth:`start`."""
+        """Add another endpoint (worker group) of the same account, before :meth:`start`.
+
+        The arguments mean what the constructor's do; ``script`` and ``reasoning`` are this
+        endpoint's own.
+        """
         if self._servers is not None:
             raise RuntimeError("add endpoints before the emulator starts")
-        _check("api", api, ("tgi", "openai"))
+        _check("api", api, APIS)
+        if reasoning is not None:
+            _check("reasoning", reasoning, REASONING_OPTIONS)
+        if script is not None and responses is not None:
+            raise ValueError("give script= or responses=, not both (responses= is short for "
+                             "a script of plain answers)")  # fmt: skip
         _check("model", model, ("fake", "smollm2"))
         for one in [recipe] if isinstance(recipe, str) else recipe:
             _check("recipe", one, ("g3", "g2", "g1"))
@@ -217,9 +293,13 @@ class Emulator:
             raise ValueError("an endpoint needs at least one worker")
         if any(spec.name == name for spec in self._specs):
             raise ValueError(f"there is already an endpoint named {name!r}")
+        played = (
+            Script.of(script) if script is not None
+            else Script.from_responses(responses) if responses else None
+        )  # fmt: skip
         self._specs.append(
             _EndpointSpec(name, api, workers, model, recipe, payload_format,  # type: ignore[arg-type]
-                          cold_start, token_delay, responses, max_concurrency)
+                          cold_start, token_delay, played, max_concurrency, reasoning)
         )  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -229,7 +309,7 @@ class Emulator:
             if "smollm2" not in self._models:
                 self._models["smollm2"] = SmolLM2Model(self.model_path)
             return self._models["smollm2"]
-        return FakeModel(token_delay=spec.token_delay, responses=spec.responses)
+        return FakeModel(token_delay=spec.token_delay)
 
     def _build(self, new_url: Callable[[], str]) -> tuple[State, list[tuple[Any, str]]]:
         """The shared state and every app with its address (the router's first)."""
@@ -252,10 +332,15 @@ class Emulator:
                     max_concurrency=spec.max_concurrency,
                     url=new_url(),
                     ready_at=time.monotonic() + spec.cold_start,
+                    script=spec.script,
+                    reasoning=spec.reasoning,
                 )
                 endpoint.workers.append(worker)
                 apps.append((worker_app(state, worker), worker.url))
             state.endpoints[spec.name] = endpoint
+            if spec.script is not None:
+                # A script's faults that strike before a worker sees the request.
+                self._faults.attach(spec.name, spec.script.take_fault)
         return state, apps
 
     def start(self) -> Emulator:
@@ -347,25 +432,58 @@ class Emulator:
         return self._state
 
     @property
-    def requests(self) -> list[Recorded]:
+    def requests(self) -> tuple[Recorded, ...]:
         """The requests received so far, in order (route, pubkey, console and worker calls; the
-        most recent ``log_limit``)."""
+        most recent ``log_limit``), as read-only :class:`Recorded` records."""
         state = self.state
         with state.lock:
-            return list(state.requests)
+            return tuple(state.requests)
 
     @property
-    def route_requests(self) -> list[Recorded]:
-        return [r for r in self.requests if r.target == "route"]
+    def route_requests(self) -> tuple[Recorded, ...]:
+        """The ``/route/`` calls the router received (``json``, ``response``...)."""
+        return tuple(r for r in self.requests if r.target == "route")
 
     @property
-    def worker_requests(self) -> list[Recorded]:
-        return [r for r in self.requests if r.target == "worker"]
+    def worker_requests(self) -> tuple[Recorded, ...]:
+        """The calls workers received, as sent (``json``, ``status``, ``turn``...)."""
+        return tuple(r for r in self.requests if r.target == "worker")
 
     @property
-    def workers(self) -> list[WorkerState]:
+    def workers(self) -> tuple[WorkerState, ...]:
         """The workers of every endpoint (``url``, ``state()``, ``reqnum``, ``served``...)."""
-        return self.state.workers()
+        return tuple(self.state.workers())
+
+    @property
+    def scripts(self) -> Mapping[str, Script]:
+        """Each scripted endpoint's :class:`Script` (with its progress), by endpoint name."""
+        return types.MappingProxyType(
+            {spec.name: spec.script for spec in self._specs if spec.script is not None}
+        )
+
+    @property
+    def script(self) -> Script | None:
+        """The default endpoint's script (None when it has none)."""
+        return self.scripts.get(self.endpoint)
+
+    def assert_all_scripted_used(self) -> None:
+        """Raise AssertionError unless every scripted turn of every endpoint was used; the
+        message names each unused turn and the requests it did not match."""
+        problems = []
+        for name, script in self.scripts.items():
+            lines = script.problems()
+            if lines:
+                head = f"endpoint {name!r}, {len(lines)} of {len(script.turns)} turns not used:"
+                problems.append(head + "\n    " + "\n    ".join(lines))
+        if problems:
+            raise AssertionError("\n".join(problems))
+
+    def assert_all_faults_used(self) -> None:
+        """Raise AssertionError unless every fault injected since the last :meth:`reset` (or
+        :meth:`clear_faults`) struck as often as it was told (an always-on fault: once)."""
+        unused = self._faults.unused()
+        if unused:
+            raise AssertionError("faults not used up:\n  " + "\n  ".join(unused))
 
     def worker_urls(self, endpoint: str | None = None) -> list[str]:
         return [w.url for w in self.workers if endpoint in (None, w.endpoint)]
@@ -386,8 +504,11 @@ class Emulator:
         self._faults.clear()
 
     def reset(self) -> None:
-        """Clear faults and the request log (handy between tests sharing one emulator)."""
+        """Clear faults and the request log, and rewind scripts (handy between tests sharing
+        one emulator)."""
         self._faults.clear()
+        for script in self.scripts.values():
+            script.rewind()
         with self.state.lock:
             self.state.requests.clear()
             for endpoint in self.state.endpoints.values():
