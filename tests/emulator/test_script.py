@@ -320,3 +320,18 @@ def test_assert_all_faults_used(client_for: Any) -> None:
         )
         emu.clear_faults()
         emu.assert_all_faults_used()
+
+
+def test_a_failing_condition_is_a_422_naming_its_turn(client_for: Any) -> None:
+    def broken(request: GenRequest) -> bool:
+        raise KeyError("oops")
+
+    with Emulator(api="openai", script=["a", Turn("b", when=broken)]).serve() as emu:
+        client = client_for(emu)
+        assert client.chat(user("x")).text == "a"  # turn 1 came first: no condition asked
+        with pytest.raises(WorkerError) as info:
+            client.chat(user("y"))
+    assert info.value.status_code == 422
+    assert json.loads(info.value.content)["error"] == (
+        "vast emulator script: turn 2's condition raised KeyError: 'oops'"
+    )

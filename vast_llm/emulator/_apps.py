@@ -878,7 +878,11 @@ def _play(
 ) -> tuple[Response | None, int | None, Fault | None]:
     """Let the endpoint's script take ``req``: (an answer that replaces the model's, the turn's
     number, a stream fault the turn asks for). A turn's reply is put on ``req``."""
-    taken = script.take(req)
+    try:
+        taken = script.take(req)
+    except ScriptError as exc:
+        error = f"vast emulator script: {exc}"
+        return JSONResponse({"error": error}, status_code=422), None, None
     if taken.error is not None:
         return JSONResponse({"error": taken.error}, status_code=422), None, None
     reply = taken.reply

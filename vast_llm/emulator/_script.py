@@ -171,6 +171,12 @@ class Match:
     tool_offered: str | None = None
     kind: Literal["chat", "completions", "tgi"] | None = None
 
+    def __post_init__(self) -> None:
+        if self.kind not in (None, "chat", "completions", "tgi"):
+            raise ScriptError(
+                f"Match.kind must be 'chat', 'completions' or 'tgi', got {self.kind!r}"
+            )
+
     def __call__(self, request: GenRequest) -> bool:
         if self.kind is not None and request.kind != self.kind:
             return False
@@ -294,6 +300,14 @@ class Taken:
     number: int | None  # the turn's number (1-based), None when no turn took the request
     reply: Reply | None
     error: str | None = None  # unscripted="error": why no turn took it
+
+
+def _ask(function: Callable[[GenRequest], Any], request: GenRequest, what: str) -> Any:
+    """Call a user's condition or reply; its failure becomes a ScriptError that says whose."""
+    try:
+        return function(request)
+    except Exception as exc:
+        raise ScriptError(f"{what} raised {type(exc).__name__}: {exc}") from exc
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -519,13 +533,14 @@ class Script:
         for i, turn in enumerate(self.turns):
             if self._left[i] == 0 or turn.early_fault is not None:
                 continue
-            if turn.when is None or turn.when(request):
+            if turn.when is None or _ask(turn.when, request, f"turn {i + 1}'s condition"):
                 if self._left[i] is not None:
                     self._left[i] = self._left[i] - 1  # type: ignore[operator]
                 self._uses[i] += 1
                 reply = turn.reply
                 if _is_reply_function(reply):
-                    reply = as_reply(reply(request), where=f"turn {i + 1}'s reply")  # type: ignore[operator]
+                    where = f"turn {i + 1}'s reply"
+                    reply = as_reply(_ask(reply, request, where), where=where)  # type: ignore[arg-type]
                 return Taken(i + 1, reply)  # type: ignore[arg-type]
             self._reached[i] += 1
             if len(self._misses[i]) < _MISSES_KEPT:
