@@ -335,3 +335,8 @@ def test_a_failing_condition_is_a_422_naming_its_turn(client_for: Any) -> None:
     assert json.loads(info.value.content)["error"] == (
         "vast emulator script: turn 2's condition raised KeyError: 'oops'"
     )
+
+
+def test_a_script_given_as_text_must_be_a_file() -> None:
+    with pytest.raises(ScriptError, match=r"for one answer, give a list: \['Hello'\]"):
+        Emulator(script="Hello")

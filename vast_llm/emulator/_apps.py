@@ -812,7 +812,8 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             STREAM_FAULTS, endpoint=worker.endpoint, worker=worker.index
         )
         # Scripted turns are the fake model's to say, whichever model the endpoint runs.
-        model = worker.model if req.reply is None else _SCRIPTED.get(worker.model)
+        scripted = req.reply is not None and not isinstance(worker.model, FakeModel)
+        model = _SCRIPT_VOICE if scripted else worker.model
         result = GenResult()
         rid = ("cmpl-" if kind != "chat" else "chatcmpl-") + secrets.token_hex(8)
         streaming = (
@@ -860,17 +861,8 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
     return Starlette(routes=routes)
 
 
-class _ScriptedModels:
-    """The fake model that says scripted turns on endpoints running another model."""
-
-    def __init__(self) -> None:
-        self._fake = FakeModel()
-
-    def get(self, model: Model) -> Model:
-        return model if isinstance(model, FakeModel) else self._fake
-
-
-_SCRIPTED = _ScriptedModels()
+# Says scripted turns on endpoints whose model is not the fake (SmolLM2).
+_SCRIPT_VOICE = FakeModel()
 
 
 def _play(

@@ -1,13 +1,24 @@
 """Scripts for the fake model: what an endpoint answers, turn by turn.
 
-A :class:`Script` is a sequence of :class:`Turn`\\ s. Each turn holds a reply — :class:`Answer`,
-:class:`ToolCall` (or several, for parallel calls), :class:`Reasoning`, :class:`Json` or
-:class:`Fail` — and, optionally, a condition on the request (:class:`Match` or any callable of
-the :class:`~vast_llm.emulator.GenRequest`) and how many requests it serves. Each request a
-worker receives takes the first turn, in order, that is not used up and whose condition holds;
-a request no turn takes gets the deterministic fake's answer (or, with ``unscripted="error"``, a
-422 that says why). The script remembers which turns were used and which requests passed a
-turn by, so :meth:`Script.assert_all_used` can say what went differently than planned.
+A :class:`Script` is a sequence of turns (:class:`Turn`). Each turn holds a reply —
+:class:`Answer`, :class:`ToolCall` (or several, for parallel calls), :class:`Reasoning`,
+:class:`Json` or :class:`Fail` — and, optionally, a condition on the request (:class:`Match`
+or any callable of the :class:`~vast_llm.emulator.GenRequest`) and how many requests it
+serves. Each request a worker receives takes the first turn, in order, that is not used up and
+whose condition holds; a request no turn takes gets the deterministic fake's answer (or, with
+``unscripted="error"``, a 422 that says why). The script remembers which turns were used and
+which requests passed a turn by, so :meth:`Script.assert_all_used` can say what went
+differently than planned.
+
+In Python::
+
+    Script([
+        ToolCall("get_weather", {"city": "Paris"}),
+        Turn(Answer("Sunny in Paris."), when=Match(has_tool_results=True)),
+        Reasoning("The user greets me.", "Hello!"),
+        Json({"city": "Paris"}),
+        Fail("worker_500"),
+    ])
 
 The same script written as JSON or YAML (:meth:`Script.from_data`, :meth:`Script.load`)::
 
@@ -341,7 +352,7 @@ class Script:
     """A sequence of scripted turns for one endpoint, and its progress.
 
     Args:
-        turns: :class:`Turn`\\ s or their short forms (text, a reply, a list of tool calls,
+        turns: :class:`Turn` objects or their short forms (text, a reply, a list of tool calls,
             a callable reply).
         unscripted: what a request no turn takes gets: ``"fake"`` (the deterministic fake's
             answer) or ``"error"`` (a 422 whose body says which turns it did not match).
@@ -379,6 +390,11 @@ class Script:
         if isinstance(value, Script):
             return value
         if isinstance(value, (str, os.PathLike)):
+            if not os.fspath(value).endswith((".json", ".yaml", ".yml")):
+                raise ScriptError(
+                    f"a script given as text is the path of a .json or .yaml file, got "
+                    f"{os.fspath(value)!r}; for one answer, give a list: [{os.fspath(value)!r}]"
+                )
             return cls.load(value)
         return cls(value)
 
