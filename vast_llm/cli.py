@@ -12,9 +12,12 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import VastError
+
+if TYPE_CHECKING:
+    from .emulator import Emulator
 
 __all__ = ["main"]
 
@@ -47,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     emu.add_argument("--port", type=int, default=0, help="router port (default: any free port)")
     emu.add_argument("--workers", type=int, default=1, help="number of workers (default: 1)")
-    emu.add_argument("--api", choices=("tgi", "openai"), default="tgi", help="worker model API")
+    emu.add_argument("--api", choices=("tgi", "openai", "both"), default="tgi",
+                     help="worker model API (both: TGI and OpenAI-compatible routes)")  # fmt: skip
     emu.add_argument("--model", choices=("fake", "smollm2"), default="fake",
                      help="fake: deterministic words; smollm2: the real small model")  # fmt: skip
     emu.add_argument("--recipe", choices=("g3", "g2", "g1"), default="g3",
@@ -76,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="latency added before each worker answer's headers")  # fmt: skip
     emu.add_argument("--jitter", type=float, default=0.0, metavar="FRACTION",
                      help="each delay varies by up to this fraction (0.1: +-10%%)")  # fmt: skip
+    emu.add_argument("--script", metavar="FILE",
+                     help="the fake model's scripted turns, a .json file (or .yaml, with "
+                     "PyYAML installed)")  # fmt: skip
+    emu.add_argument("--reasoning", choices=("reasoning_content", "reasoning", "think"),
+                     help="the fake model thinks first, in vLLM's format: this field of chat "
+                     "answers, or <think> text")  # fmt: skip
 
     route = commands.add_parser(
         "route", help="print one verified worker assignment (a debugging tool)",
@@ -128,18 +138,14 @@ def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
-def _run_emulator(args: argparse.Namespace) -> int:
-    from .emulator import FAULTS, Emulator
+def _emulator(args: argparse.Namespace) -> Emulator:
+    """The emulator the ``emulator`` command's options describe (not started)."""
+    from .emulator import Emulator, Script
 
-    if args.list_faults:
-        for name, what in FAULTS.items():
-            print(f"{name:20} {what}")
-        return 0
-    model = args.model
-    emulator = Emulator(
+    return Emulator(
         api=args.api,
         workers=args.workers,
-        model=model,
+        model=args.model,
         recipe=args.recipe,
         payload_format=args.payload_format,
         cold_start=args.cold_start,
@@ -154,7 +160,20 @@ def _run_emulator(args: argparse.Namespace) -> int:
         router_delay=args.router_delay,
         worker_delay=args.worker_delay,
         jitter=args.jitter,
+        script=Script.load(args.script) if args.script else None,
+        reasoning=args.reasoning,
     )
+
+
+def _run_emulator(args: argparse.Namespace) -> int:
+    from .emulator import FAULTS
+
+    if args.list_faults:
+        for name, what in FAULTS.items():
+            print(f"{name:20} {what}")
+        return 0
+    model = args.model
+    emulator = _emulator(args)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -164,6 +183,8 @@ def _run_emulator(args: argparse.Namespace) -> int:
         )
         print(f"Vast emulator serving on {emu.base_url}  ({args.api}, {args.workers} worker(s), "
               f"model {model}, recipe {args.recipe}, {args.payload_format}{extras})")  # fmt: skip
+        if emu.script is not None:
+            print(f"script {args.script}: {len(emu.script.turns)} turn(s)")
         print(f"export VAST_BASE_URL={emu.base_url}")
         print(f"export VAST_ENDPOINT={emu.endpoint}")
         print(f"export VAST_API_KEY={emu.api_key}")

@@ -10,18 +10,26 @@ account and no network: the fixture sets ``VAST_BASE_URL``, ``VAST_API_KEY`` and
 its client from the environment runs unchanged::
 
     def test_my_chain(vast_emulator):
-        llm = VastLLM()                      # or VastClient(), ChatVast(), Vast() ...
+        llm = ChatVast()                     # or VastLLM(), Vast(), VastClient() ...
         assert chain_using(llm).invoke("hi")
         assert vast_emulator.worker_requests  # what reached the workers
 
-One emulator (one fake TGI worker) serves the whole session and is reset between tests. A test
-that needs another setup says so with a marker, which gets it a fresh emulator::
+One emulator serves the whole session (one fake worker serving both model APIs: TGI's
+``/generate`` and the OpenAI-compatible routes, so every client works with its default ``api``)
+and is reset between tests. A test that needs another setup says so with a marker, which gets
+it a fresh emulator (also serving both APIs unless ``api=`` says otherwise); any
+:class:`~vast_llm.emulator.Emulator` argument works, a script included::
 
     @pytest.mark.vast_emulator(api="openai", workers=2, faults=["worker_500"])
     def test_recovers(vast_emulator): ...
 
     @pytest.mark.vast_emulator(tls=True, cold_workers=True, activation_delay=0.5)
     def test_like_production(vast_emulator): ...  # HTTPS workers that start cold
+
+    @pytest.mark.vast_emulator(script=[ToolCall("search"), "Paris."], faults=["worker_500"])
+    def test_agent(vast_emulator):
+        ...
+        vast_emulator.assert_all_scripted_used()
 """
 
 from __future__ import annotations
@@ -38,13 +46,14 @@ __all__ = ["vast_emulator"]
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "vast_emulator(**options): run this test's vast_emulator with these Emulator options",
+        "vast_emulator(**options): run this test's vast_emulator with these Emulator options "
+        "(api, workers, faults, script, reasoning, ...)",
     )
 
 
 @pytest.fixture(scope="session")
 def _vast_emulator_shared() -> Iterator[Emulator]:
-    with Emulator().serve() as emulator:
+    with Emulator(api="both").serve() as emulator:
         yield emulator
 
 
@@ -57,7 +66,8 @@ def vast_emulator(
     marker = request.node.get_closest_marker("vast_emulator")
     dedicated = marker is not None and bool(marker.kwargs)
     if dedicated:
-        emulator = Emulator(**marker.kwargs).start()
+        assert marker is not None
+        emulator = Emulator(**{"api": "both", **marker.kwargs}).start()
     else:
         emulator = request.getfixturevalue("_vast_emulator_shared")
         emulator.reset()

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from vast_llm import VastClient
-from vast_llm.cli import main
+from vast_llm.cli import _emulator, _parser, main
 from vast_llm.emulator import Emulator
 
 EXE = [sys.executable, "-m", "vast_llm.cli"]
 
 
-def test_emulator_command_prints_its_address_and_serves() -> None:
+def test_emulator_command_prints_its_address_and_serves(tmp_path: Path) -> None:
+    script = tmp_path / "turns.json"
+    script.write_text(json.dumps([{"answer": "Scripted hello.", "when": {"kind": "chat"}}]))
     process = subprocess.Popen(
-        [*EXE, "emulator", "--api", "openai", "--workers", "2", "--fault", "worker_500:1"],
+        [*EXE, "emulator", "--api", "openai", "--workers", "2", "--fault", "worker_500:1",
+         "--script", str(script)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -35,11 +40,41 @@ def test_emulator_command_prints_its_address_and_serves() -> None:
         with VastClient(lines["VAST_ENDPOINT"], api_key=lines["VAST_API_KEY"],
                         base_url=lines["VAST_BASE_URL"], api="openai") as client:  # fmt: skip
             answer = client.chat([{"role": "user", "content": "hi"}], max_tokens=3)
-        assert answer.text and answer.route.attempts == 2  # the scripted fault struck once
+        assert answer.text == "Scripted hello." and answer.route.attempts == 2  # a fault, once
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
     assert process.returncode == 0
+
+
+def test_emulator_options_build_the_emulator(tmp_path: Path) -> None:
+    script = tmp_path / "turns.json"
+    script.write_text('[{"tool_call": {"name": "search"}}, "Done."]')
+    args = _parser().parse_args(
+        ["emulator", "--api", "both", "--reasoning", "reasoning", "--script", str(script)]
+    )
+    emulator = _emulator(args)
+    assert emulator.script is not None and emulator.script.to_data()["turns"] == [
+        {"tool_call": {"name": "search"}}, {"answer": "Done."}
+    ]  # fmt: skip
+    assert emulator._specs[0].api == "both" and emulator._specs[0].reasoning == "reasoning"
+
+
+def test_a_yaml_script_without_pyyaml_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "turns.yaml"
+    script.write_text("- Hello.\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
+    assert main(["emulator", "--script", str(script)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {script}: reading a YAML script needs PyYAML (pip install pyyaml); or write "
+        "the script as JSON\n"
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"anser": "x"}]')
+    assert main(["emulator", "--script", str(bad)]) == 1
+    assert "turn 1: unknown key(s) ['anser']" in capsys.readouterr().err
 
 
 def test_list_faults(capsys: pytest.CaptureFixture[str]) -> None:

@@ -105,14 +105,14 @@ def test_a_client_trusting_another_ca_is_refused_before_any_byte(emu: Emulator) 
         generate(client, route(emu))
     cause = certificate_error(info.value)
     assert cause is not None and cause.verify_code == 20
-    assert emu.worker_requests == []
+    assert not emu.worker_requests
 
 
 def test_a_plain_http_client_gets_nothing(emu: Emulator) -> None:
     answer = route(emu)
     with httpx.Client() as client, pytest.raises(httpx.TransportError):
         generate(client, {**answer, "url": answer["url"].replace("https://", "http://")})
-    assert emu.worker_requests == []
+    assert not emu.worker_requests
 
 
 def test_the_ca_file_lives_as_long_as_the_emulator() -> None:
@@ -152,7 +152,7 @@ def test_foreign_ca_impostor_receives_nothing_from_a_verifying_client(emu: Emula
         cause = certificate_error(info.value)
         assert cause is not None and cause.verify_code == 20
         assert generate(client, route(emu)).status_code == 200  # the fault struck once
-    assert emu.impostor_requests == [] and len(emu.worker_requests) == 1
+    assert not emu.impostor_requests and len(emu.worker_requests) == 1
 
 
 def test_the_impostor_records_what_a_careless_client_sends(emu: Emulator) -> None:
@@ -162,7 +162,7 @@ def test_the_impostor_records_what_a_careless_client_sends(emu: Emulator) -> Non
     assert response.status_code == 500 and "impostor" in response.text
     (seen,) = emu.impostor_requests
     assert seen.path == "/generate" and b"Hello" in seen.body
-    assert emu.worker_requests == []
+    assert not emu.worker_requests
 
 
 def test_foreign_ca_needs_tls() -> None:

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
@@ -80,16 +79,6 @@ class TestChatVastIntegration(ChatModelIntegrationTests):
     def supports_json_mode(self) -> bool:
         return True
 
-    @pytest.mark.xfail(
-        reason="json_mode leaves the keys to the prompt, and the emulator's fake model does not "
-        "read prompts (it answers a fixed JSON object); json_schema, which carries the keys, "
-        "works (tests/langchain/test_models.py)",
-        raises=OutputParserException,
-        strict=True,
-    )
-    def test_json_mode(self, model: BaseChatModel) -> None:
-        super().test_json_mode(model)
-
     @property
     def supports_image_inputs(self) -> bool:
         return False
@@ -101,12 +90,3 @@ class TestChatVastIntegration(ChatModelIntegrationTests):
     @property
     def supports_anthropic_inputs(self) -> bool:
         return False
-
-    @pytest.mark.xfail(
-        reason="the emulator's fake model does not read prompts: it fills tool arguments from "
-        "the schema, so it cannot copy the customer's Chinese name into the call",
-        raises=AssertionError,
-        strict=True,
-    )
-    def test_unicode_tool_call_integration(self, model: BaseChatModel) -> None:
-        super().test_unicode_tool_call_integration(model)

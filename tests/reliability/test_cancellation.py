@@ -79,7 +79,7 @@ def test_breaking_out_of_a_sync_stream_closes_the_connection(slow: Emulator) -> 
 def test_closing_a_stream_that_never_started_sends_nothing(slow: Emulator) -> None:
     with VastClient(**settings(slow)) as client:
         client.stream("x").close()
-    assert slow.requests == []
+    assert not slow.requests
 
 
 def test_a_stop_sequence_closes_the_connection_early() -> None:

@@ -15,6 +15,16 @@ Like production it can serve the workers over HTTPS under a CA built like Vast's
 (``tls=True``; ``emu.worker_ca`` is that CA's PEM), keep workers cold until a request wakes them
 (``cold_workers=True``), and add network latency (``router_delay``, ``worker_delay``, ``jitter``).
 
+The fake model can be scripted turn by turn (:class:`Script`): answers, tool calls, reasoning,
+JSON and faults, in order or on conditions::
+
+    emu = Emulator(api="openai", script=[
+        ToolCall("get_weather", {"city": "Paris"}),
+        Answer("Sunny in Paris."),
+    ])
+    ...
+    emu.assert_all_scripted_used()
+
 Needs the ``emulator`` extra (``pip install 'vast-llm[emulator]'``).
 """
 
@@ -28,7 +38,8 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,25 +68,62 @@ from ._apps import (
     worker_app,
 )
 from ._faults import FAULTS, Fault, FaultBook
-from ._models import FakeModel, GenRequest, Model, SmolLM2Model, smollm2_path
+from ._models import (
+    REASONING_OPTIONS,
+    FakeModel,
+    GenRequest,
+    Model,
+    SmolLM2Model,
+    fake_arguments,
+    smollm2_path,
+)
+from ._script import (
+    Answer,
+    Fail,
+    Json,
+    Match,
+    Reasoning,
+    Reply,
+    Script,
+    ScriptError,
+    ScriptLike,
+    ToolCall,
+    Turn,
+    TurnLike,
+)
 from ._server import Servers, bind_loopback, free_port
 from ._sessions import DEFAULT_MAX_SESSIONS, SESSION_GC_INTERVAL, Session, SessionTable
 from ._tls import Authority, TLSFiles, foreign_leaf, new_authority
 
 __all__ = [
     "FAULTS",
+    "REASONING_OPTIONS",
     "VAST_STATE_NAMES",
+    "Answer",
     "Emulator",
+    "Fail",
     "FakeModel",
     "Fault",
     "GenRequest",
+    "Json",
+    "Match",
+    "Reasoning",
     "Recorded",
+    "Reply",
+    "Script",
+    "ScriptError",
+    "ScriptLike",
     "Session",
     "SmolLM2Model",
+    "ToolCall",
+    "Turn",
+    "TurnLike",
+    "fake_arguments",
     "smollm2_available",
 ]
 
 Responses = Sequence[str] | Callable[[GenRequest], str] | None
+APIS = ("tgi", "openai", "both")
 
 
 def smollm2_available() -> bool:
@@ -97,12 +145,13 @@ class _EndpointSpec:
     payload_format: str
     cold_start: float
     token_delay: float
-    responses: Responses
+    script: Script | None
     max_concurrency: int | None
     cold_workers: bool = False
     activation_delay: float = 2.0
     max_sessions: int | None = DEFAULT_MAX_SESSIONS
     session_gc_interval: float = SESSION_GC_INTERVAL
+    reasoning: str | None = None
 
 
 def _check(name: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -136,7 +185,9 @@ class Emulator:
     """The autoscaler and its workers, served on 127.0.0.1.
 
     Args:
-        api: ``"tgi"`` or ``"openai"`` (the model API of the default endpoint's workers).
+        api: ``"tgi"`` or ``"openai"`` (the model API of the default endpoint's workers), or
+            ``"both"`` (workers serving ``/generate``, ``/generate_stream``,
+            ``/v1/completions`` and ``/v1/chat/completions``).
         workers: how many workers the default endpoint has.
         model: ``"fake"`` (deterministic, instant) or ``"smollm2"`` (the real small model).
         recipe: how the router signs assignments for these workers: ``"g3"`` (current),
@@ -166,7 +217,17 @@ class Emulator:
         endpoint: the default endpoint's name.
         api_key: the account's key (random if not given).
         token_delay: seconds between the fake model's tokens.
-        responses: fixed answers for the fake model, in turn (or a callable of the request).
+        script: what the default endpoint answers, turn by turn: a :class:`Script`, a list of
+            turns (``[ToolCall("search"), "The answer."]``) or a JSON/YAML script file's path.
+            Requests no turn takes get the deterministic fake's answer.
+        responses: fixed answers, in turn and over again (or a callable of the request); short
+            for a script of plain answers.
+        reasoning: make the model think in vLLM's format: ``"reasoning_content"`` or
+            ``"reasoning"`` (the field of chat answers and stream deltas that carries it) or
+            ``"think"`` (``<think>...</think>`` in the text, as a model served without a
+            reasoning parser writes it); TGI and ``/v1/completions`` always carry it as
+            ``<think>`` text. The fake model then thinks before every answer (scripted
+            :class:`Reasoning` turns think with or without it); the real SmolLM2 model cannot.
         max_concurrency: a worker answers 429 beyond this many requests at once.
         max_sessions: how many sessions a worker holds at once (``/session/create`` answers
             429 beyond); None or 0: no limit. 10 is the Vast worker framework's default.
@@ -196,6 +257,8 @@ class Emulator:
         max_sessions: int | None = DEFAULT_MAX_SESSIONS,
         session_gc_interval: float = SESSION_GC_INTERVAL,
         port: int = 0,
+        script: ScriptLike | None = None,
+        reasoning: str | None = None,
         key_file: str | os.PathLike[str] | None = None,
         model_path: str | None = None,
         log_limit: int | None = 100_000,
@@ -247,6 +310,8 @@ class Emulator:
             activation_delay=activation_delay,
             max_sessions=max_sessions,
             session_gc_interval=session_gc_interval,
+            script=script,
+            reasoning=reasoning,
         )
 
     def __repr__(self) -> str:
@@ -280,14 +345,22 @@ class Emulator:
         activation_delay: float = 2.0,
         max_sessions: int | None = DEFAULT_MAX_SESSIONS,
         session_gc_interval: float = SESSION_GC_INTERVAL,
+        script: ScriptLike | None = None,
+        reasoning: str | None = None,
     ) -> None:
         """Add another endpoint (worker group) of the same account, before :meth:`start`.
 
-        The options mean what they mean for :class:`Emulator`'s default endpoint.
+        The arguments mean what the constructor's do; ``script`` and ``reasoning`` are this
+        endpoint's own.
         """
         if self._servers is not None:
             raise RuntimeError("add endpoints before the emulator starts")
-        _check("api", api, ("tgi", "openai"))
+        _check("api", api, APIS)
+        if reasoning is not None:
+            _check("reasoning", reasoning, REASONING_OPTIONS)
+        if script is not None and responses is not None:
+            raise ValueError("give script= or responses=, not both (responses= is short for "
+                             "a script of plain answers)")  # fmt: skip
         _check("model", model, ("fake", "smollm2"))
         for one in [recipe] if isinstance(recipe, str) else recipe:
             _check("recipe", one, ("g3", "g2", "g1"))
@@ -302,11 +375,14 @@ class Emulator:
             raise ValueError(f"there is already an endpoint named {name!r}")
         if activation_delay < 0:
             raise ValueError(f"activation_delay must be >= 0, got {activation_delay!r}")
+        played = (
+            Script.of(script) if script is not None
+            else Script.from_responses(responses) if responses else None
+        )  # fmt: skip
         self._specs.append(
             _EndpointSpec(name, api, workers, model, recipe, payload_format,  # type: ignore[arg-type]
-                          cold_start, token_delay, responses, max_concurrency, cold_workers,
-                          activation_delay, max_sessions,
-                          session_gc_interval)
+                          cold_start, token_delay, played, max_concurrency, cold_workers,
+                          activation_delay, max_sessions, session_gc_interval, reasoning)
         )  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -316,7 +392,7 @@ class Emulator:
             if "smollm2" not in self._models:
                 self._models["smollm2"] = SmolLM2Model(self.model_path)
             return self._models["smollm2"]
-        return FakeModel(token_delay=spec.token_delay, responses=spec.responses)
+        return FakeModel(token_delay=spec.token_delay)
 
     def _build(self, new_url: Callable[[], str]) -> tuple[State, list[tuple[Any, str]]]:
         """The shared state and every app with its address (the router's first)."""
@@ -349,11 +425,16 @@ class Emulator:
                         if spec.payload_format == "wrapped"
                         else None
                     ),
+                    script=spec.script,
+                    reasoning=spec.reasoning,
                 )
                 endpoint.workers.append(worker)
                 app = delayed(worker_app(state, worker), self.worker_delay, self.jitter, rng)
                 apps.append((app, worker.url))
             state.endpoints[spec.name] = endpoint
+            if spec.script is not None:
+                # A script's faults that strike before a worker sees the request.
+                self._faults.attach(spec.name, spec.script.take_fault)
         return state, apps
 
     def start(self) -> Emulator:
@@ -473,25 +554,27 @@ class Emulator:
         return self._state
 
     @property
-    def requests(self) -> list[Recorded]:
+    def requests(self) -> tuple[Recorded, ...]:
         """The requests received so far, in order (route, pubkey, console and worker calls; the
-        most recent ``log_limit``)."""
+        most recent ``log_limit``), as read-only :class:`Recorded` records."""
         state = self.state
         with state.lock:
-            return list(state.requests)
+            return tuple(state.requests)
 
     @property
-    def route_requests(self) -> list[Recorded]:
-        return [r for r in self.requests if r.target == "route"]
+    def route_requests(self) -> tuple[Recorded, ...]:
+        """The ``/route/`` calls the router received (``json``, ``response``...)."""
+        return tuple(r for r in self.requests if r.target == "route")
 
     @property
-    def worker_requests(self) -> list[Recorded]:
-        return [r for r in self.requests if r.target == "worker"]
+    def worker_requests(self) -> tuple[Recorded, ...]:
+        """The calls workers received, as sent (``json``, ``status``, ``turn``...)."""
+        return tuple(r for r in self.requests if r.target == "worker")
 
     @property
-    def impostor_requests(self) -> list[Recorded]:
+    def impostor_requests(self) -> tuple[Recorded, ...]:
         """Requests that reached the ``foreign_ca`` impostor (a verifying client sends none)."""
-        return [r for r in self.requests if r.target == "impostor"]
+        return tuple(r for r in self.requests if r.target == "impostor")
 
     @property
     def worker_ca(self) -> str | None:
@@ -509,9 +592,40 @@ class Emulator:
         return os.path.join(self._tls_files.directory, "worker_ca.pem")
 
     @property
-    def workers(self) -> list[WorkerState]:
+    def workers(self) -> tuple[WorkerState, ...]:
         """The workers of every endpoint (``url``, ``state()``, ``reqnum``, ``served``...)."""
-        return self.state.workers()
+        return tuple(self.state.workers())
+
+    @property
+    def scripts(self) -> Mapping[str, Script]:
+        """Each scripted endpoint's :class:`Script` (with its progress), by endpoint name."""
+        return types.MappingProxyType(
+            {spec.name: spec.script for spec in self._specs if spec.script is not None}
+        )
+
+    @property
+    def script(self) -> Script | None:
+        """The default endpoint's script (None when it has none)."""
+        return self.scripts.get(self.endpoint)
+
+    def assert_all_scripted_used(self) -> None:
+        """Raise AssertionError unless every scripted turn of every endpoint was used; the
+        message names each unused turn and the requests it did not match."""
+        problems = []
+        for name, script in self.scripts.items():
+            lines = script.problems()
+            if lines:
+                head = f"endpoint {name!r}, {len(lines)} of {len(script.turns)} turns not used:"
+                problems.append(head + "\n    " + "\n    ".join(lines))
+        if problems:
+            raise AssertionError("\n".join(problems))
+
+    def assert_all_faults_used(self) -> None:
+        """Raise AssertionError unless every fault injected since the last :meth:`reset` (or
+        :meth:`clear_faults`) struck as often as it was told (an always-on fault: once)."""
+        unused = self._faults.unused()
+        if unused:
+            raise AssertionError("faults not used up:\n  " + "\n  ".join(unused))
 
     def worker_urls(self, endpoint: str | None = None) -> list[str]:
         return [w.url for w in self.workers if endpoint in (None, w.endpoint)]
@@ -538,9 +652,11 @@ class Emulator:
 
     def reset(self) -> None:
         """Clear faults, the request log, open sessions (they end without their on_close calls),
-        stopped endpoints and states set by :meth:`set_worker_state` (handy between tests sharing
-        one emulator). Warm workers stay warm."""
+        stopped endpoints and states set by :meth:`set_worker_state`, and rewind scripts (handy
+        between tests sharing one emulator). Warm workers stay warm."""
         self._faults.clear()
+        for script in self.scripts.values():
+            script.rewind()
         with self.state.lock:
             self.state.requests.clear()
             for endpoint in self.state.endpoints.values():

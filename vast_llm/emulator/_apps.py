@@ -19,8 +19,8 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -40,7 +40,15 @@ from ._faults import (
     Fault,
     FaultBook,
 )
-from ._models import GenRequest, GenResult, Model
+from ._models import (
+    FakeModel,
+    GenRequest,
+    GenResult,
+    Model,
+    Thought,
+    resolve_reply,
+)
+from ._script import Fail, Script, ScriptError
 from ._sessions import SessionTable, serve_in_session, session_routes
 
 __all__ = [
@@ -67,15 +75,33 @@ class StreamCut(Exception):
     """Raised inside a streaming body to drop the connection mid-answer (the stream_cut fault)."""
 
 
-@dataclass
+class Headers(dict[str, str]):
+    """A request's headers (lower-case names), read-only; still a dict, so ``json.dumps`` and
+    comparisons with dicts work."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("recorded headers are read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Headers, (dict(self),))
+
+
+@dataclass(frozen=True)
 class Recorded:
-    """One request the emulator received."""
+    """One request the emulator received (a read-only record).
+
+    The emulator fills ``response``, ``status`` and ``turn`` in once it has answered, by
+    replacing the record in its log: read the log again (``emu.requests``) to see them.
+    """
 
     target: str  # "route", "pubkey", "console", "worker", "impostor" (the foreign_ca fault)
     # or "on_close" (a session's callback)
     method: str
     path: str
-    headers: dict[str, str]
+    headers: Mapping[str, str] = field(hash=False)  # lower-case names, read-only (Headers)
     body: bytes
     worker: int | None = None
     endpoint: str | None = None
@@ -83,6 +109,11 @@ class Recorded:
     client: tuple[str, int] | None = None  # the peer address (connection reuse shows here)
     response: bytes | None = None  # the route answer's body, for route calls that got one
     status: int | None = None  # the status a worker answered with
+    turn: int | None = None  # the scripted turn (1-based) that answered a worker request
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            object.__setattr__(self, "headers", Headers(self.headers))
 
     @property
     def text(self) -> str:
@@ -128,6 +159,8 @@ class WorkerState:
     )
     sessions: SessionTable | None = None  # None: a worker without sessions (legacy format)
     gone: bool = False  # stopped for good (Emulator.stop_worker): nothing listens any more
+    script: Script | None = None  # the endpoint's scripted turns
+    reasoning: str | None = None  # the endpoint's reasoning option (REASONING_OPTIONS)
 
     def state(self, now: float) -> str:
         """This worker's state now: one of :data:`VAST_STATE_NAMES` (ready: idle, running)."""
@@ -223,9 +256,24 @@ class State:
         self._signatures[slot] = (key, signature)
         return signature
 
-    def record(self, entry: Recorded) -> None:
+    def record(self, entry: Recorded) -> Recorded:
         with self.lock:
             self.requests.append(entry)
+        return entry
+
+    def update(self, entry: Recorded, **changes: Any) -> Recorded:
+        """Replace ``entry`` in the log with a copy carrying ``changes`` (records are frozen)."""
+        new = replace(entry, **changes)
+        with self.lock:
+            log = self.requests
+            # Answers come soon after their request: look from the newest end.
+            for back, old in enumerate(reversed(log), 1):
+                if old is entry:
+                    log[-back] = new
+                    break
+                if back >= 4096:
+                    break
+        return new
 
     def workers(self) -> list[WorkerState]:
         return [w for ep in self.endpoints.values() for w in ep.workers]
@@ -316,7 +364,7 @@ def router_app(state: State) -> Starlette:
         state.record(entry)
         response = await _route_answer(request, body, name)
         if isinstance(response, JSONResponse):
-            entry.response = bytes(response.body)
+            state.update(entry, response=bytes(response.body))
         return response
 
     async def _route_answer(request: Request, body: Any, name: Any) -> Response:
@@ -529,6 +577,9 @@ def _gen_request(worker: WorkerState, kind: str, payload: dict[str, Any]) -> Gen
             seed=params.get("seed"),
             repetition_penalty=params.get("repetition_penalty"),
             include_stop=True,
+            kind="tgi",
+            # TGI has no reasoning field: a thinking model's output carries <think>...</think>.
+            reasoning="think" if worker.reasoning else None,
         )
     stop = payload.get("stop") or []
     return GenRequest(
@@ -543,6 +594,9 @@ def _gen_request(worker: WorkerState, kind: str, payload: dict[str, Any]) -> Gen
         tools=payload.get("tools"),
         tool_choice=payload.get("tool_choice"),
         response_format=payload.get("response_format"),
+        kind=kind,
+        # vLLM's reasoning parsers work on chat answers; completions carry the text as written.
+        reasoning=worker.reasoning if kind == "chat" or not worker.reasoning else "think",
     )  # fmt: skip
 
 
@@ -670,21 +724,22 @@ def _openai_frames(
         return {"index": 0, "text": content.get("content", ""), "logprobs": None,
                 "finish_reason": finish}  # fmt: skip
 
+    think_key = req.reasoning or "reasoning_content"
+
     async def frames() -> AsyncIterator[tuple[str, bool]]:
         if kind == "chat":
             yield chunk([choice({"role": "assistant", "content": ""}, None)]), False
         async for token in model.generate(req, result):
-            yield chunk([choice({"content": token}, None)]), True
-        if result.tool_call is not None:
-            call = result.tool_call
-            call_id = "call_" + secrets.token_hex(6)
-            head = {"index": 0, "id": call_id, "type": "function",
+            key = think_key if isinstance(token, Thought) else "content"
+            yield chunk([choice({key: str(token)}, None)]), True
+        for index, call in enumerate(result.tool_calls):
+            head = {"index": index, "id": call["id"], "type": "function",
                     "function": {"name": call["name"], "arguments": ""}}  # fmt: skip
             yield chunk([choice({"tool_calls": [head]}, None)]), True
             arguments = call["arguments"]
             step = max(1, len(arguments) // 3)
             for at in range(0, len(arguments), step):
-                piece = {"index": 0, "function": {"arguments": arguments[at : at + step]}}
+                piece = {"index": index, "function": {"arguments": arguments[at : at + step]}}
                 yield chunk([choice({"tool_calls": [piece]}, None)]), True
         finish = _OPENAI_FINISH.get(result.finish_reason, result.finish_reason)
         yield chunk([choice({}, finish)]), False
@@ -703,7 +758,8 @@ def _openai_frames(
 async def _whole_answer(
     model: Model, req: GenRequest, result: GenResult, kind: str, payload: dict[str, Any], rid: str
 ) -> dict[str, Any]:
-    text = "".join([token async for token in model.generate(req, result)])
+    tokens = [token async for token in model.generate(req, result)]
+    text = "".join(t for t in tokens if not isinstance(t, Thought))
     if kind == "tgi":
         params = payload.get("parameters") or {}
         answer: dict[str, Any] = {"generated_text": text}
@@ -728,10 +784,14 @@ async def _whole_answer(
         obj = "text_completion"
     else:
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
-        if result.tool_call is not None:
+        if req.reasoning in ("reasoning_content", "reasoning"):
+            thought = "".join(t for t in tokens if isinstance(t, Thought))
+            message[req.reasoning] = thought or None
+        if result.tool_calls:
             message["tool_calls"] = [
-                {"id": "call_" + secrets.token_hex(6), "type": "function",
-                 "function": dict(result.tool_call)}
+                {"id": call["id"], "type": "function",
+                 "function": {"name": call["name"], "arguments": call["arguments"]}}
+                for call in result.tool_calls
             ]  # fmt: skip
         else:
             message["content"] = text
@@ -767,11 +827,12 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             client=_peer(request),
         )
         state.record(entry)
-        response = await respond(request, kind, raw)
-        entry.status = response.status_code
+        note: dict[str, Any] = {}
+        response = await respond(request, kind, raw, note)
+        state.update(entry, status=response.status_code, turn=note.get("turn"))
         return response
 
-    async def respond(request: Request, kind: str, raw: bytes) -> Response:
+    async def respond(request: Request, kind: str, raw: bytes, note: dict[str, Any]) -> Response:
         try:
             data = json.loads(raw)
         except ValueError:
@@ -781,11 +842,17 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             return JSONResponse(errors, status_code=422)
         if session_id is not None:  # looked up before the signature, as the worker does
             return await serve_in_session(
-                state, worker, request, session_id, lambda: checked(request, kind, auth, payload)
+                state,
+                worker,
+                request,
+                session_id,
+                lambda: checked(request, kind, auth, payload, note),
             )
-        return await checked(request, kind, auth, payload)
+        return await checked(request, kind, auth, payload, note)
 
-    async def checked(request: Request, kind: str, auth: Any, payload: Any) -> Response:
+    async def checked(
+        request: Request, kind: str, auth: Any, payload: Any, note: dict[str, Any]
+    ) -> Response:
         with state.lock:
             accepted = _signature_ok(state, worker, auth)
         if not accepted:
@@ -800,6 +867,12 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             problem = _tgi_validate(payload)
             if problem is not None:
                 return JSONResponse({"error": problem, "error_type": "validation"}, 422)
+        req = _gen_request(worker, kind, payload)
+        scripted_fault: Fault | None = None
+        if worker.script is not None:
+            refusal, note["turn"], scripted_fault = _play(worker, worker.script, req)
+            if refusal is not None:
+                return refusal
         cost = float(auth.get("cost") or 0.0)
         with state.lock:
             worker.pending.pop(auth.get("reqnum"), None)
@@ -816,9 +889,12 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
                     worker.inflight -= 1
                     worker.active_cost -= cost
 
-        stream_fault = state.faults.take(STREAM_FAULTS, endpoint=worker.endpoint,
-                                         worker=worker.index)  # fmt: skip
-        req = _gen_request(worker, kind, payload)
+        stream_fault = scripted_fault or state.faults.take(
+            STREAM_FAULTS, endpoint=worker.endpoint, worker=worker.index
+        )
+        # Scripted turns are the fake model's to say, whichever model the endpoint runs.
+        scripted = req.reply is not None and not isinstance(worker.model, FakeModel)
+        model = _SCRIPT_VOICE if scripted else worker.model
         result = GenResult()
         rid = ("cmpl-" if kind != "chat" else "chatcmpl-") + secrets.token_hex(8)
         streaming = (
@@ -826,7 +902,7 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
         )
         try:
             if not streaming:
-                return await _whole_response(worker, req, result, kind, payload, rid, stream_fault)
+                return await _whole_response(model, req, result, kind, payload, rid, stream_fault)
         except BaseException:
             finish()
             raise
@@ -834,10 +910,10 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             if not streaming:
                 finish()
         frames = (
-            _tgi_frames(worker.model, req, result, details=bool(
+            _tgi_frames(model, req, result, details=bool(
                 (payload.get("parameters") or {}).get("details")))
             if kind == "tgi"
-            else _openai_frames(worker.model, req, result, kind, payload, rid)
+            else _openai_frames(model, req, result, kind, payload, rid)
         )  # fmt: skip
 
         async def body() -> AsyncIterator[str]:
@@ -856,18 +932,48 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
 
         return run
 
-    routes = (
-        [Route("/generate", endpoint("tgi"), methods=["POST"]),
-         Route("/generate_stream", endpoint("tgi"), methods=["POST"])]
-        if worker.api == "tgi"
-        else [Route("/v1/completions", endpoint("completions"), methods=["POST"]),
-              Route("/v1/chat/completions", endpoint("chat"), methods=["POST"])]
-    )  # fmt: skip
+    routes = []
+    if worker.api in ("tgi", "both"):
+        routes += [Route("/generate", endpoint("tgi"), methods=["POST"]),
+                   Route("/generate_stream", endpoint("tgi"), methods=["POST"])]  # fmt: skip
+    if worker.api in ("openai", "both"):
+        routes += [Route("/v1/completions", endpoint("completions"), methods=["POST"]),
+                   Route("/v1/chat/completions", endpoint("chat"), methods=["POST"])]  # fmt: skip
     return Starlette(routes=routes + session_routes(state, worker))
 
 
+# Says scripted turns on endpoints whose model is not the fake (SmolLM2).
+_SCRIPT_VOICE = FakeModel()
+
+
+def _play(
+    worker: WorkerState, script: Script, req: GenRequest
+) -> tuple[Response | None, int | None, Fault | None]:
+    """Let the endpoint's script take ``req``: (an answer that replaces the model's, the turn's
+    number, a stream fault the turn asks for). A turn's reply is put on ``req``."""
+    try:
+        taken = script.take(req)
+    except ScriptError as exc:
+        error = f"vast emulator script: {exc}"
+        return JSONResponse({"error": error}, status_code=422), None, None
+    if taken.error is not None:
+        return JSONResponse({"error": taken.error}, status_code=422), None, None
+    reply = taken.reply
+    if isinstance(reply, Fail):
+        if reply.status_only:
+            return _STATUS_FAULT_RESPONSES[reply.fault](), taken.number, None
+        return None, taken.number, reply.as_fault(worker.endpoint)
+    if reply is not None:
+        try:
+            req.reply = resolve_reply(reply, req)
+        except ScriptError as exc:
+            error = f"vast emulator script, turn {taken.number}: {exc}"
+            return JSONResponse({"error": error}, status_code=422), taken.number, None
+    return None, taken.number, None
+
+
 async def _whole_response(
-    worker: WorkerState,
+    model: Model,
     req: GenRequest,
     result: GenResult,
     kind: str,
@@ -877,7 +983,7 @@ async def _whole_response(
 ) -> Response:
     if fault is not None and fault.name == "slow_first_token":
         await asyncio.sleep(fault.delay)
-    answer = await _whole_answer(worker.model, req, result, kind, payload, rid)
+    answer = await _whole_answer(model, req, result, kind, payload, rid)
     body = json.dumps(answer).encode()
     if fault is None or fault.name == "slow_first_token":
         return Response(body, media_type="application/json")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["FAULTS", "Fault", "FaultBook"]
+__all__ = ["FAULTS", "Fault", "FaultBook", "FaultSource"]
 
 # name -> what it does. Route faults strike on /route/, signature faults on a ready answer,
 # pubkey faults on /pubkey/, worker faults on the worker call.
@@ -57,6 +58,15 @@ STREAM_FAULTS = frozenset(
 )
 SESSION_FAULTS = frozenset({"session_lost"})
 
+# Faults a worker applies to a request it has read (a script can tie them to that request);
+# every other fault strikes before a worker sees the request.
+WORKER_FAULTS = WORKER_STATUS_FAULTS | STREAM_FAULTS
+
+# Something else that holds faults for an endpoint (a script's Fail turns): called with a
+# family, it hands over one fault of that family or None.
+FaultSource = Callable[[frozenset[str]], "Fault | None"]
+_REMEMBERED = 10_000
+
 
 @dataclass
 class Fault:
@@ -103,21 +113,59 @@ class Fault:
 
 
 class FaultBook:
-    """The active faults; each request takes (and uses up) at most one of a family."""
+    """The active faults; each request takes (and uses up) at most one of a family.
+
+    It also remembers every fault added since the last :meth:`clear` and how often each struck,
+    so a test can check that all of them were used (:meth:`unused`).
+    """
 
     def __init__(self, faults: Iterable[str | Fault] = ()) -> None:
         self._lock = threading.Lock()
-        self._faults: list[Fault] = [Fault.parse(f) for f in faults]
+        self._faults: list[Fault] = []
+        # Each fault with the `times` it was given (the most recent ones: a long load run may
+        # inject thousands), and how often each struck.
+        self._added: collections.deque[tuple[Fault, int | None]] = collections.deque()
+        self._struck: dict[int, int] = {}
+        self._sources: dict[str, FaultSource] = {}
+        for fault in faults:
+            self.add(fault)
 
     def add(self, fault: str | Fault) -> Fault:
         parsed = Fault.parse(fault)
         with self._lock:
             self._faults.append(parsed)
+            if len(self._added) >= _REMEMBERED:
+                self._struck.pop(id(self._added.popleft()[0]), None)
+            self._added.append((parsed, parsed.times))
         return parsed
+
+    def attach(self, endpoint: str, source: FaultSource) -> None:
+        """Let ``source`` (an endpoint's script) supply faults for ``endpoint`` too."""
+        with self._lock:
+            self._sources[endpoint] = source
 
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._added.clear()
+            self._struck.clear()
+
+    def unused(self) -> list[str]:
+        """The faults added since :meth:`clear` that did not strike as often as they were told
+        (a fault for every request, ``times=None``, counts as used once it struck)."""
+        with self._lock:
+            left = []
+            for fault, times in self._added:
+                struck = self._struck.get(id(fault), 0)
+                if (times is None and struck == 0) or (times is not None and struck < times):
+                    wanted = "always" if times is None else f"{times} time(s)"
+                    where = "".join(
+                        f", {k}={v!r}"
+                        for k, v in (("endpoint", fault.endpoint), ("worker", fault.worker))
+                        if v is not None
+                    )
+                    left.append(f"{fault.name} ({wanted}{where}): struck {struck} time(s)")
+            return left
 
     @property
     def active(self) -> list[Fault]:
@@ -139,5 +187,11 @@ class FaultBook:
                     fault.times -= 1
                     if fault.times == 0:
                         self._faults.remove(fault)
+                self._struck[id(fault)] = self._struck.get(id(fault), 0) + 1
                 return fault
+            sources = [s for name, s in self._sources.items() if endpoint in (None, name)]
+        for source in sources:  # outside the lock: a source has its own
+            found = source(family)
+            if found is not None:
+                return found
         return None

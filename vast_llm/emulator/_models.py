@@ -1,35 +1,55 @@
 """The models behind the emulated workers: a deterministic fake and the real SmolLM2-135M.
 
 Both produce a stream of tokens for a :class:`GenRequest`; the worker turns them into TGI or
-OpenAI answers. The fake picks words from a hash of the prompt (microseconds per token, the
-same answer every time), can be scripted with fixed responses, and answers tool-calling
-requests with a schema-valid call.
+OpenAI answers. The fake reads the prompt (which tool to call, with which arguments; the keys
+of a JSON answer), picks its words from a hash of the prompt (microseconds per token, the same
+answer every time), thinks on request, and plays scripted turns (``_script.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import importlib.util
-import itertools
 import json
 import os
 import re
+import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._stream import StopCutter
+from ._script import (
+    Answer,
+    Json,
+    Reasoning,
+    Reply,
+    Script,
+    ScriptError,
+    ToolCall,
+    describe_request,
+)
 
 __all__ = [
+    "REASONING_OPTIONS",
     "FakeModel",
     "GenRequest",
     "GenResult",
     "Model",
+    "Plan",
+    "PromptValues",
     "SmolLM2Model",
+    "Thought",
+    "best_tool",
+    "choose_tool",
     "fake_arguments",
+    "json_answer",
+    "plan_reply",
+    "resolve_reply",
     "smollm2_path",
 ]
 
@@ -43,9 +63,19 @@ _WORDS = (
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer in one short sentence."
 
 
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+REASONING_OPTIONS = (*REASONING_FIELDS, "think")
+
+
+class Thought(str):
+    """A token of reasoning: workers send it in vLLM's reasoning field of a chat answer."""
+
+    __slots__ = ()
+
+
 @dataclass
 class GenRequest:
-    """What a worker asks its model for."""
+    """What a worker asks its model for (scripts' conditions receive it too)."""
 
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
@@ -58,16 +88,55 @@ class GenRequest:
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
     include_stop: bool = False  # TGI keeps the stop sequence in the text; OpenAI servers drop it
+    kind: str = ""  # the worker route's API: "tgi", "completions" or "chat"
+    # How the model thinks: "reasoning_content" / "reasoning" (vLLM's field on chat answers),
+    # "think" (<think>...</think> text); None: the fake does not think unless a script says so.
+    reasoning: str | None = None
+    reply: Reply | None = None  # what a scripted turn said for this request (names resolved)
+
+    @property
+    def text(self) -> str:
+        """The whole prompt (the conversation, one ``role: text`` line per message)."""
+        return prompt_of(self)
+
+    @property
+    def last_user_message(self) -> str:
+        """The last user message's text; the prompt, for text requests."""
+        if self.messages is None:
+            return self.prompt or ""
+        for message in reversed(self.messages):
+            if message.get("role") in ("user", "human"):
+                return _content_text(message.get("content"))
+        return ""
+
+    @property
+    def tool_results(self) -> list[str]:
+        """The texts of the conversation's tool results, in order."""
+        return [
+            _content_text(m.get("content")) for m in self.messages or () if m.get("role") == "tool"
+        ]
+
+    @property
+    def tool_names(self) -> list[str]:
+        """The names of the tools bound to the request."""
+        tools = self.tools or ()
+        return [str(_function(t).get("name", "")) for t in tools if isinstance(t, Mapping)]
 
 
 @dataclass
 class GenResult:
     """Filled in while the tokens flow; complete once the stream ends."""
 
-    finish_reason: str = "length"  # "length", "eos" or "stop"
+    finish_reason: str = "length"  # "length", "eos", "stop" or "tool_calls"
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    tool_call: dict[str, Any] | None = None  # {"name": ..., "arguments": "<json>"}
+    # [{"id": ..., "name": ..., "arguments": "<json>"}], for chat requests that call tools
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def tool_call(self) -> dict[str, str] | None:
+        """The first tool call (older callers knew only one)."""
+        return self.tool_calls[0] if self.tool_calls else None
 
 
 class Model:
@@ -76,7 +145,7 @@ class Model:
     name = "model"
 
     def generate(self, request: GenRequest, result: GenResult) -> AsyncIterator[str]:
-        """Yield token texts; fill ``result`` in as they go."""
+        """Yield token texts (:class:`Thought` for reasoning); fill ``result`` in as they go."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -89,6 +158,11 @@ def _content_text(content: Any) -> str:
     if isinstance(content, Sequence):
         return " ".join(p.get("text", "") for p in content if isinstance(p, Mapping))
     return "" if content is None else str(content)
+
+
+def _function(tool: Mapping[str, Any]) -> Mapping[str, Any]:
+    function = tool.get("function")
+    return function if isinstance(function, Mapping) else tool
 
 
 def prompt_of(request: GenRequest) -> str:
@@ -105,27 +179,146 @@ def count_tokens(text: str) -> int:
     return len(re.findall(r"\w+|[^\w\s]", text))
 
 
-def _split_tokens(text: str) -> list[str]:
-    return re.findall(r"\s*\S+|\s+$", text) or [text]
+@functools.lru_cache(maxsize=256)
+def _split_tokens(text: str) -> tuple[str, ...]:
+    # Cached: a long scripted answer re-split on every request (a regex over the whole text)
+    # was most of the emulator's time per request under load.
+    return tuple(re.findall(r"\s*\S+|\s+$", text)) or (text,)
 
 
-def _pick_tool(request: GenRequest) -> dict[str, Any] | None:
-    tools = [t for t in request.tools or () if isinstance(t, Mapping)]
-    if not tools:
+def _hash_words(text: str, salt: bytes = b"") -> list[str]:
+    digest = hashlib.sha256(salt + text.encode()).digest()
+    length = 8 + digest[0] % 17
+    return [
+        _WORDS[
+            int.from_bytes(hashlib.sha256(digest + i.to_bytes(4, "big")).digest()[:4], "big")
+            % len(_WORDS)
+        ]
+        for i in range(length)
+    ]
+
+
+# -- reading the prompt ----------------------------------------------------------------------
+
+# Words that start sentences and requests; a capitalised one is not taken for a name.
+_NOT_NAMES = frozenset(
+    "a an and are call can could create did do does find for get give hello hi how i i'm if in "
+    "is it list look make my of on or please set show tell the then there this to use what "
+    "what's when where which who why will with would you".split()
+)
+_QUOTED = re.compile(
+    r"""(?<![\w'"`])(?:'([^'\n]+?)'|"([^"\n]+?)"|`([^`\n]+?)`|“([^”\n]+?)”|‘([^’\n]+?)’|「([^」\n]+?)」)(?![\w'"`])"""
+)
+_CAPITALISED = re.compile(r"\b[A-Z][\w'’-]*(?:[ \t]+[A-Z][\w'’-]*)*")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")
+_WORD = re.compile(r"\w+")
+
+
+def _stem(word: str) -> str:
+    word = word.casefold()
+    for suffix in ("ing", "ies", "es", "ed", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def _words(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text)}
+
+
+class PromptValues:
+    """The values a message offers to fill a schema with, handed out in order.
+
+    Strings take quoted phrases first, then capitalised names (runs of capitalised words, less
+    openers like "What" or "Create"; a name that opens a sentence comes last); numbers take the
+    numbers written in it, in order.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.words = _words(text)
+        quoted = [next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(text)]
+        rest = _QUOTED.sub(" ", text)
+        names: list[str] = []
+        openers: list[str] = []
+        for match in _CAPITALISED.finditer(rest):
+            parts = match.group().split()
+            while parts and parts[0].casefold().rstrip("'’s") in _NOT_NAMES:
+                parts.pop(0)
+            if parts:
+                # A capitalised word that opens a sentence may be an ordinary word ("Weather
+                # in Lima?"): such names come last.
+                before = rest[: match.start()].rstrip()
+                opener = len(parts) == len(match.group().split()) and (
+                    not before or before[-1] in ".!?:\n"
+                )
+                (openers if opener else names).append(" ".join(parts))
+        self.strings = [s.strip() for s in quoted + names + openers if s.strip()]
+        self.numbers = [float(n) for n in _NUMBER.findall(rest)]
+
+    def string(self) -> str | None:
+        return self.strings.pop(0) if self.strings else None
+
+    def number(self, integer: bool, low: float | None, high: float | None) -> float | None:
+        for index, value in enumerate(self.numbers):
+            if integer and value != int(value):
+                continue
+            if (low is not None and value < low) or (high is not None and value > high):
+                continue
+            del self.numbers[index]
+            return int(value) if integer else value
         return None
-    choice = request.tool_choice
-    if choice == "none":
+
+    def choice(self, options: Sequence[Any]) -> Any:
+        """The first option the text mentions (as a word), else the first option."""
+        for option in options:
+            if isinstance(option, str) and _words(option) and _words(option) <= self.words:
+                return option
+            if not isinstance(option, (str, bool)) and str(option) in self.text:
+                return option
+        return options[0]
+
+    def quoted_keys(self) -> list[str]:
+        """Identifiers written in quotes (the keys a prompt asks a JSON answer to have)."""
+        found = [next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(self.text)]
+        keys = [k for k in found if re.fullmatch(r"[A-Za-z_][\w-]{0,63}", k)]
+        return list(dict.fromkeys(keys))
+
+
+def _tool_score(tool: Mapping[str, Any], words: set[str]) -> int:
+    function = _function(tool)
+    name = str(function.get("name", ""))
+    parts = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", name) or [name]
+    score = 3 * sum(1 for p in parts if len(p) > 2 and _stem(p) in words)
+    described = {
+        _stem(w) for w in _WORD.findall(str(function.get("description") or ""))
+        if len(w) > 3 and w.casefold() not in _NOT_NAMES
+    }  # fmt: skip
+    return score + len(described & words)
+
+
+def best_tool(tools: Sequence[Mapping[str, Any]], text: str) -> Mapping[str, Any]:
+    """The tool whose name and description best match ``text`` (the first on ties)."""
+    words = _words(text)
+    scores = [_tool_score(t, words) for t in tools]
+    return tools[scores.index(max(scores))]
+
+
+def choose_tool(request: GenRequest) -> dict[str, Any] | None:
+    """The tool the fake model calls for this request, honouring ``tool_choice``, or None."""
+    tools = [t for t in request.tools or () if isinstance(t, Mapping)]
+    if not tools or request.tool_choice == "none":
         return None
     messages = request.messages or []
     if messages and messages[-1].get("role") == "tool":
         return None  # after a tool result, answer in words so agent loops end
+    choice = request.tool_choice
     if isinstance(choice, Mapping):
-        wanted = (choice.get("function") or {}).get("name") or choice.get("name")
-        for tool in tools:
-            if (tool.get("function") or tool).get("name") == wanted:
-                return dict(tool.get("function") or tool)
+        wanted = _function(choice).get("name")
+        named = [t for t in tools if _function(t).get("name") == wanted]
+        return dict(_function(named[0])) if named else None
     if choice in (None, "auto", "required", "any"):
-        return dict(tools[0].get("function") or tools[0])
+        return dict(_function(best_tool(tools, request.last_user_message)))
     return None
 
 
@@ -139,75 +332,216 @@ def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str,
     return schema
 
 
-def _fake_value(schema: Mapping[str, Any], root: Mapping[str, Any], name: str, depth: int) -> Any:
+_MISSING = object()
+
+
+def _fake_value(
+    schema: Mapping[str, Any], root: Mapping[str, Any], name: str, depth: int,
+    given: PromptValues | None, required: bool = True,
+) -> Any:  # fmt: skip
+    """A value valid for ``schema``: from the prompt where it offers one, else made up. With a
+    prompt, an optional value it offers nothing for is left out (``_MISSING``)."""
     schema = _resolve(schema, root)
     if "const" in schema:
         return schema["const"]
     if schema.get("enum"):
-        return schema["enum"][0]
-    if "default" in schema and schema["default"] is not None:
-        return schema["default"]
+        return given.choice(schema["enum"]) if given is not None else schema["enum"][0]
     for key in ("anyOf", "oneOf"):
         options = [o for o in schema.get(key) or () if _resolve(o, root).get("type") != "null"]
         if options:
-            return _fake_value(options[0], root, name, depth)
+            return _fake_value(options[0], root, name, depth, given, required)
     if schema.get("allOf"):
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:
             merged.update(_resolve(part, root))
-        return _fake_value(merged, root, name, depth)
+        return _fake_value(merged, root, name, depth, given, required)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
     if kind is None:
         kind = "object" if "properties" in schema else "string"
+    default = schema.get("default")
     if kind == "object":
         if depth > 6:
             return {}
-        props = schema.get("properties") or {}
-        return {k: _fake_value(v, root, k, depth + 1) for k, v in props.items()}
+        return _fake_object(schema, root, depth, given)
     if kind == "array":
         items = schema.get("items") or {"type": "string"}
         count = max(1, int(schema.get("minItems") or 1))
-        return [_fake_value(items, root, name, depth + 1) for _ in range(count)]
-    if kind == "integer":
-        return int(schema.get("minimum", 3))
-    if kind == "number":
-        return float(schema.get("minimum", 1.5))
+        values = [_fake_value(items, root, name, depth + 1, given) for _ in range(count)]
+        return [v for v in values if v is not _MISSING]
+    if kind in ("integer", "number"):
+        if given is not None:
+            number = given.number(kind == "integer", schema.get("minimum"), schema.get("maximum"))
+            if number is not None:
+                return number
+        if default is not None:
+            return default
+        if given is not None and not required:
+            return _MISSING
+        return int(schema.get("minimum", 3)) if kind == "integer" else float(
+            schema.get("minimum", 1.5))  # fmt: skip
     if kind == "boolean":
-        return True
+        return default if isinstance(default, bool) else True
     if kind == "null":
         return None
+    if given is not None:
+        text = given.string()
+        if text is not None:
+            return text
+    if default is not None:
+        return default
+    if given is not None and not required:
+        return _MISSING
     return f"{name or 'value'} sample"
 
 
-def _shaped_answer(response_format: Mapping[str, Any] | None) -> str | None:
-    if not isinstance(response_format, Mapping):
-        return None
-    if response_format.get("type") == "json_schema":
-        spec = response_format.get("json_schema") or {}
-        return json.dumps(fake_arguments(spec.get("schema") if isinstance(spec, Mapping) else None))
-    if response_format.get("type") == "json_object":
-        return json.dumps({"answer": "a JSON object, as asked"})
-    return None
+def _fake_object(
+    schema: Mapping[str, Any], root: Mapping[str, Any], depth: int, given: PromptValues | None
+) -> dict[str, Any]:
+    props: Mapping[str, Any] = schema.get("properties") or {}
+    required = set(schema.get("required") or ())
+    values: dict[str, Any] = {}
+    # Required fields take the prompt's values first, so an optional one cannot take them.
+    for key in sorted(props, key=lambda k: k not in required):
+        values[key] = _fake_value(props[key], root, key, depth + 1, given, key in required)
+    return {k: values[k] for k in props if values[k] is not _MISSING}
 
 
-def fake_arguments(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Schema-valid arguments for a tool's JSON-schema ``parameters``."""
+def fake_arguments(
+    parameters: Mapping[str, Any] | None, prompt: str | None = None
+) -> dict[str, Any]:
+    """Schema-valid arguments for a tool's JSON-schema ``parameters``.
+
+    Without ``prompt`` every property gets a made-up value. With it (the last user message),
+    values come from the prompt where the schema allows: a string takes a quoted phrase or a
+    capitalised name, a number the next number written, an enum the value mentioned; a
+    required property the prompt offers nothing for is made up, an optional one left out.
+    """
     if not parameters:
         return {}
-    value = _fake_value(parameters, parameters, "", 0)
+    given = PromptValues(prompt) if prompt is not None else None
+    value = _fake_value(parameters, parameters, "", 0, given)
     return value if isinstance(value, dict) else {}
 
 
+def json_answer(request: GenRequest) -> Any:
+    """The fake's JSON document: the response format's schema filled from the prompt, or an
+    object with the keys the prompt names in quotes."""
+    response_format = request.response_format
+    if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        return fake_arguments(schema, request.last_user_message)
+    keys = PromptValues(request.text).quoted_keys() or ["answer"]
+    return {key: " ".join(_hash_words(request.text, key.encode())[:6]) for key in keys}
+
+
+def _shaped(request: GenRequest) -> bool:
+    response_format = request.response_format
+    return isinstance(response_format, Mapping) and response_format.get("type") in (
+        "json_schema", "json_object",
+    )  # fmt: skip
+
+
+def resolve_reply(reply: Reply, request: GenRequest) -> Reply:
+    """A scripted reply with what it left open decided for this request: which tool, which
+    arguments, which JSON. Raises :class:`ScriptError` when it cannot be."""
+    if isinstance(reply, Reasoning):
+        answer = resolve_reply(reply.answer, request)  # type: ignore[arg-type]
+        return Reasoning(reply.reasoning, answer)  # type: ignore[arg-type]
+    if isinstance(reply, Json) and reply.value is None:
+        return Json(json_answer(request))
+    if isinstance(reply, ToolCall):
+        return resolve_reply((reply,), request)
+    if isinstance(reply, tuple):
+        offered = [_function(t) for t in request.tools or () if isinstance(t, Mapping)]
+        tools = {str(t.get("name")): t for t in offered}
+        resolved = []
+        for call in reply:
+            name = call.name
+            if name is None:
+                if not offered:
+                    raise ScriptError(
+                        "a ToolCall without a name needs tools in the request, and this one "
+                        f"has none ({describe_request(request)})"
+                    )
+                name = str(best_tool(offered, request.last_user_message).get("name"))
+            arguments = call.arguments
+            if arguments is None:
+                schema = tools.get(name, {}).get("parameters")
+                arguments = fake_arguments(schema, request.last_user_message)
+            resolved.append(ToolCall(name, dict(arguments)))
+        return tuple(resolved)
+    return reply
+
+
+@dataclass
+class Plan:
+    """What the fake model will say for one request."""
+
+    thought: str = ""  # reasoning, before the rest
+    tokens: Sequence[str] = ()  # the answer's text, in tokens
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+
+
+def _call_record(call: ToolCall) -> dict[str, str]:
+    return {
+        "id": "call_" + secrets.token_hex(6),
+        "name": call.name or "",
+        "arguments": json.dumps(dict(call.arguments or {}), ensure_ascii=False),
+    }
+
+
+def plan_reply(reply: Reply, request: GenRequest) -> Plan:
+    """The plan for a resolved scripted reply (:class:`Fail` is the worker's, not the model's)."""
+    if isinstance(reply, Answer):
+        return Plan(tokens=_split_tokens(reply.text))
+    if isinstance(reply, Json):
+        return Plan(tokens=_split_tokens(json.dumps(reply.value, ensure_ascii=False)))
+    if isinstance(reply, Reasoning):
+        inner = plan_reply(reply.answer, request)  # type: ignore[arg-type]
+        inner.thought = reply.reasoning
+        return inner
+    if isinstance(reply, ToolCall):
+        reply = (reply,)
+    if isinstance(reply, tuple):
+        calls = [_call_record(call) for call in reply]
+        if request.messages is not None:
+            return Plan(tool_calls=calls)
+        # Text APIs have no tool calls: the model writes them out, as such models do.
+        text = "\n".join(
+            json.dumps({"name": c["name"], "arguments": json.loads(c["arguments"])},
+                       ensure_ascii=False)
+            for c in calls
+        )  # fmt: skip
+        return Plan(tokens=_split_tokens(text))
+    raise ScriptError(f"the model cannot say {reply!r}")
+
+
 class FakeModel(Model):
-    """Deterministic, dependency-free text: words picked from a hash of the prompt.
+    """Deterministic, dependency-free answers that read the prompt.
+
+    Unscripted, it answers as follows (the same answer for the same request, every time):
+
+    - tools bound (and ``tool_choice`` allowing one): it calls the tool whose name and
+      description best match the last user message (the first on ties), with arguments taken
+      from that message where the schema allows (see :func:`fake_arguments`);
+    - right after tool results: a sentence quoting them (so agent loops end);
+    - JSON mode (``response_format``): a document with the keys the schema, or the prompt in
+      quotes, names;
+    - otherwise: words picked from a hash of the prompt.
+
+    With ``reasoning`` on the request (an endpoint's ``reasoning=`` option) it first thinks, in
+    hashed words too. A scripted turn (:class:`~vast_llm.emulator.Script`) replaces all of this.
 
     Args:
         token_delay: seconds between tokens (0 = as fast as possible).
-        responses: fixed answers, used in turn (one per request), instead of hashed words; or a
-            callable ``(GenRequest) -> str`` deciding each answer.
+        responses: fixed answers, used in turn (one per request) and over again; or a callable
+            ``(GenRequest) -> str`` deciding each answer. Short for ``script=``.
         name: the model name the worker reports.
+        script: turns to play when the model is used on its own (an emulator's workers play
+            their endpoint's script themselves).
     """
 
     def __init__(
@@ -215,59 +549,66 @@ class FakeModel(Model):
         token_delay: float = 0.0,
         responses: Sequence[str] | Callable[[GenRequest], str] | None = None,
         name: str = "vast-emulator-fake",
+        *,
+        script: Script | None = None,
     ) -> None:
         self.token_delay = token_delay
         self.name = name
-        self._responder = responses if callable(responses) else None
-        # Fixed answers are split into tokens once: a long one re-split per request made the
-        # split (a regex over the whole text) most of the emulator's time per request.
-        self._responses = (
-            itertools.cycle([_split_tokens(text) for text in responses])
-            if responses and not callable(responses)
-            else None
-        )
-        self._lock = threading.Lock()
+        self.script = script or (Script.from_responses(responses) if responses else None)
 
-    def answer(self, request: GenRequest) -> tuple[list[str], bool]:
-        """The tokens the fake would say, and whether it ends naturally (True) or runs on."""
-        if self._responder is not None:
-            return _split_tokens(self._responder(request)), True
-        shaped = _shaped_answer(request.response_format)
-        if shaped is not None:
-            # Guided decoding: the answer is valid JSON of the asked shape, whatever the prompt.
-            return _split_tokens(shaped), True
-        if self._responses is not None:
-            with self._lock:
-                return list(next(self._responses)), True
+    def plan(self, request: GenRequest) -> Plan:
+        """What the model will say for ``request``."""
+        reply = request.reply
+        if reply is None and self.script is not None:
+            taken = self.script.take(request).reply
+            reply = resolve_reply(taken, request) if taken is not None else None
+        if reply is not None:
+            return plan_reply(reply, request)
+        thought = " ".join(_hash_words(request.text, b"think")) if request.reasoning else ""
+        tool = choose_tool(request)
+        if tool is not None:
+            arguments = fake_arguments(tool.get("parameters"), request.last_user_message)
+            call = ToolCall(str(tool.get("name", "")), arguments)
+            return Plan(thought, tool_calls=[_call_record(call)])
+        if _shaped(request):
+            # Guided decoding: the answer is valid JSON of the asked shape.
+            text = json.dumps(json_answer(request), ensure_ascii=False)
+            return Plan(thought, _split_tokens(text))
         messages = request.messages or []
         if messages and messages[-1].get("role") == "tool":
-            said = _content_text(messages[-1].get("content"))
-            return _split_tokens(f"The tool returned: {said}"), True
-        digest = hashlib.sha256(prompt_of(request).encode()).digest()
-        length = 8 + digest[0] % 17
-        words = [
-            _WORDS[
-                int.from_bytes(hashlib.sha256(digest + i.to_bytes(4, "big")).digest()[:4], "big")
-                % len(_WORDS)
-            ]
-            for i in range(length)
-        ]
-        return [w if i == 0 else " " + w for i, w in enumerate(words)], True
+            results: list[str] = []
+            for message in reversed(messages):
+                if message.get("role") != "tool":
+                    break
+                results.insert(0, _content_text(message.get("content")))
+            said = (f"The tool returned: {results[0]}" if len(results) == 1
+                    else "The tools returned: " + "; ".join(results))  # fmt: skip
+            return Plan(thought, _split_tokens(said))
+        words = _hash_words(request.text)
+        return Plan(thought, [w if i == 0 else " " + w for i, w in enumerate(words)])
+
+    def answer(self, request: GenRequest) -> tuple[list[str], bool]:
+        """The answer's tokens (reasoning and tool calls aside), and True (it ends naturally)."""
+        return list(self.plan(request).tokens), True
+
+    def _tokens(self, plan: Plan, request: GenRequest) -> list[str]:
+        tokens: list[str] = []
+        if plan.thought:
+            if request.kind == "chat" and request.reasoning in REASONING_FIELDS:
+                tokens = [Thought(t) for t in _split_tokens(plan.thought)]
+            else:  # a model served without a reasoning parser writes its thinking out
+                tokens = list(_split_tokens(f"<think>\n{plan.thought}\n</think>\n\n"))
+        tokens.extend(plan.tokens)
+        return tokens
 
     async def generate(self, request: GenRequest, result: GenResult) -> AsyncIterator[str]:
         result.prompt_tokens = count_tokens(prompt_of(request))
-        tool = _pick_tool(request)
-        if tool is not None:
-            arguments = json.dumps(fake_arguments(tool.get("parameters")))
-            result.tool_call = {"name": tool.get("name", ""), "arguments": arguments}
-            result.finish_reason = "tool_calls"
-            result.completion_tokens = count_tokens(arguments)
-            return
-        tokens, natural_end = self.answer(request)
+        plan = self.plan(request)
+        tokens = self._tokens(plan, request)
         # OpenAI servers drop the stop sequence from the text; TGI keeps the token that ends it.
         cutter = None if request.include_stop else StopCutter(request.stop)
         text = ""
-        result.finish_reason = "eos" if natural_end else "length"
+        result.finish_reason = "eos"
         for index, token in enumerate(tokens):
             if index >= request.max_tokens:
                 result.finish_reason = "length"
@@ -275,7 +616,9 @@ class FakeModel(Model):
             if self.token_delay:
                 await asyncio.sleep(self.token_delay)
             result.completion_tokens += 1
-            if cutter is not None:
+            if isinstance(token, Thought):
+                yield token
+            elif cutter is not None:
                 out = cutter.feed(token)
                 if out:
                     yield out
@@ -292,6 +635,10 @@ class FakeModel(Model):
             tail = cutter.flush()
             if tail:
                 yield tail
+        if plan.tool_calls and result.finish_reason == "eos":
+            result.tool_calls = plan.tool_calls
+            result.finish_reason = "tool_calls"
+            result.completion_tokens += sum(count_tokens(c["arguments"]) for c in plan.tool_calls)
 
 
 def smollm2_path() -> str | None:

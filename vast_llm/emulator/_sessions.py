@@ -177,7 +177,7 @@ def session_routes(state: State, worker: WorkerState) -> list[Route]:
             )  # fmt: skip
             state.record(entry)
             response = await handler(raw)
-            entry.status = response.status_code
+            state.update(entry, status=response.status_code)
             return response
 
         return run
@@ -420,7 +420,7 @@ async def _on_close(state: State, worker: WorkerState, session: Session) -> None
     try:
         async with httpx.AsyncClient(timeout=ON_CLOSE_TIMEOUT, trust_env=False) as client:
             response = await client.post(route, content=raw, headers=entry.headers)
-        entry.status = response.status_code
+        state.update(entry, status=response.status_code)
     except Exception as exc:  # never fatal, as on the worker
         log.debug("on_close_route %s failed: %r", route, exc)
 
