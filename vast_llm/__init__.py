@@ -18,10 +18,13 @@ from ._errors import (
     VastError,
     VastSecurityWarning,
     VastTimeout,
+    WorkerCertificateError,
     WorkerError,
     WorkerStreamError,
 )
+from ._progress import Progress, observe
 from ._retry import Backoff
+from ._tls import ssl_context, worker_ssl_context
 from ._transport import AsyncVastTransport, VastTransport
 from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, ToolCallDelta, Usage
 from ._version import __version__
@@ -39,6 +42,7 @@ __all__ = [
     "ConfigError",
     "EndpointStopped",
     "NoWorkerReady",
+    "Progress",
     "RouteError",
     "RouteInfo",
     "Settings",
@@ -53,7 +57,11 @@ __all__ = [
     "VastSecurityWarning",
     "VastTimeout",
     "VastTransport",
+    "WorkerCertificateError",
     "WorkerError",
     "WorkerStreamError",
     "__version__",
+    "observe",
+    "ssl_context",
+    "worker_ssl_context",
 ]

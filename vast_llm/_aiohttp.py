@@ -13,6 +13,7 @@ module is imported when a session is passed, never otherwise.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
@@ -64,9 +65,10 @@ def _reraise(exc: BaseException) -> NoReturn:
     raise mapped from exc
 
 
-def _timeout(timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
+def _timeout(request: Req) -> aiohttp.ClientTimeout:
+    timeout = request.timeout
     read = timeout.get("read")
-    if read is not None and timeout.get("connect") == read and timeout.get("pool") == read:
+    if not request.worker and read is not None:
         # One bound for the whole call (the route call, the key fetch): a single timer, where
         # per-phase bounds re-arm a read timer on every chunk that arrives.
         return aiohttp.ClientTimeout(total=read)
@@ -160,15 +162,16 @@ class AiohttpIO:
     reach workers.
     """
 
-    __slots__ = ("session",)
+    __slots__ = ("session", "worker_ssl")
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, worker_ssl: ssl.SSLContext) -> None:
         if not isinstance(session, aiohttp.ClientSession):
             raise ConfigError(
                 "http_client must be an httpx.AsyncClient or an aiohttp.ClientSession, got "
                 f"{type(session).__name__}"
             )
         self.session = session
+        self.worker_ssl = worker_ssl
         self._check()
 
     def _check(self) -> None:
@@ -189,9 +192,12 @@ class AiohttpIO:
                 request.url,
                 data=request.content or None,
                 headers=request.headers,
-                timeout=_timeout(request.timeout),
+                timeout=_timeout(request),
                 allow_redirects=False,
                 raise_for_status=False,
+                # Workers are trusted through the worker CA only, whatever the session's own
+                # TLS settings (which stay in force for the autoscaler).
+                **({"ssl": self.worker_ssl} if request.worker else {}),
             )
         except BaseException as exc:
             _reraise(exc)
@@ -211,7 +217,14 @@ class AiohttpIO:
     async def open(self, request: Req) -> AiohttpOpened:
         # Checked on every worker call too: default headers can be added to a session later.
         self._check()
-        return AiohttpOpened(await self._send(request))
+        response = await self._send(request)
+        if request.read_after_start is not None:
+            # The answer started: the rest is read under the idle timeout, not the deadline's.
+            connection = response.connection
+            protocol = connection.protocol if connection is not None else None
+            if protocol is not None:
+                protocol.read_timeout = request.read_after_start
+        return AiohttpOpened(response)
 
     async def read(self, response: Any, limit: int) -> bytes:
         opened: AiohttpOpened = response

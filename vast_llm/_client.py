@@ -27,6 +27,8 @@ from ._flow import Context, request_flow, route_flow
 from ._gate import Gate, acquire_async
 from ._keys import KeyStore
 from ._loops import PerLoop
+from ._progress import listening
+from ._tls import worker_ssl_context
 from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -146,7 +148,12 @@ class _BaseClient:
             payload=call.worker.payload,
             cost=s.cost_of(call.worker.payload, call.worker.max_tokens),
             stream=call.worker.stream,
+            observed=listening(s.on_progress),
         )
+
+    def _route_flow(self, cost: float) -> Any:
+        s = self._settings
+        return route_flow(s, self._ctx, float(cost), observed=listening(s.on_progress))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,16 +228,18 @@ class VastClient(_BaseClient):
             if self._router is None:
                 self._router = httpx.Client(limits=s.limits, timeout=s.timeout)
             if self._worker is None:
-                self._worker = httpx.Client(limits=s.limits, timeout=s.timeout)
+                self._worker = httpx.Client(
+                    limits=s.limits, timeout=s.timeout, verify=worker_ssl_context(s.worker_ca)
+                )
             return self._router, self._worker
 
     def _run(self, flow: Any) -> Any:
         router, worker = self._pools()
-        return run_sync(flow, router, worker, self._keys)
+        return run_sync(flow, router, worker, self._keys, self._settings.on_progress)
 
     def route(self, cost: float = 256) -> Assignment:
         """One verified worker assignment, waiting (up to the deadline) for a ready worker."""
-        return cast(Assignment, self._run(route_flow(self._settings, self._ctx, float(cost))))
+        return cast(Assignment, self._run(self._route_flow(cost)))
 
     def generate(self, prompt: str, **params: Any) -> Completion:
         """Complete ``prompt``; ``params`` are generation parameters (``max_tokens``,
@@ -298,7 +307,7 @@ class _LoopState:
     owned: tuple[httpx.AsyncClient, ...] = ()
 
 
-def _aiohttp_io(session: Any) -> AsyncIO:
+def _aiohttp_io(session: Any, settings: Settings) -> AsyncIO:
     try:
         from ._aiohttp import AiohttpIO
     except ImportError:
@@ -306,7 +315,7 @@ def _aiohttp_io(session: Any) -> AsyncIO:
             "http_client must be an httpx.AsyncClient (or an aiohttp.ClientSession, with "
             f'pip install "vast-llm[aiohttp]"), got {type(session).__name__}'
         ) from None
-    return AiohttpIO(session)
+    return AiohttpIO(session, worker_ssl_context(settings.worker_ca))
 
 
 def _other_loop(what: str) -> ConfigError:
@@ -357,7 +366,7 @@ class AsyncVastClient(_BaseClient):
             if isinstance(http_client, httpx.AsyncClient):
                 self._user_io = HttpxIO(http_client)
             else:
-                self._user_io = _aiohttp_io(http_client)
+                self._user_io = _aiohttp_io(http_client, self._settings)
         self._loops: PerLoop[_LoopState] = PerLoop(self._loop_state, _close_state)
         self._closed = False
 
@@ -368,7 +377,9 @@ class AsyncVastClient(_BaseClient):
             raise ConfigError(f"this {type(self).__name__} is closed")
         if self._user_io is None:
             router = httpx.AsyncClient(limits=s.limits, timeout=s.timeout)
-            worker = httpx.AsyncClient(limits=s.limits, timeout=s.timeout)
+            worker = httpx.AsyncClient(
+                limits=s.limits, timeout=s.timeout, verify=worker_ssl_context(s.worker_ca)
+            )
             io: AsyncIO = HttpxIO(router, worker)
             owned = (router, worker)
         else:
@@ -392,8 +403,10 @@ class AsyncVastClient(_BaseClient):
     async def route(self, cost: float = 256) -> Assignment:
         """One verified worker assignment, waiting (up to the deadline) for a ready worker."""
         state = await self._state()
-        flow = route_flow(self._settings, self._ctx, float(cost))
-        return cast(Assignment, await run_async(flow, state.io, self._keys, state.key_lock))
+        return cast(Assignment, await self._run(self._route_flow(cost), state))
+
+    def _run(self, flow: Any, state: _LoopState) -> Any:
+        return run_async(flow, state.io, self._keys, state.key_lock, self._settings.on_progress)
 
     async def generate(self, prompt: str, **params: Any) -> Completion:
         """Complete ``prompt``; ``params`` are generation parameters (``max_tokens``,
@@ -418,9 +431,7 @@ class AsyncVastClient(_BaseClient):
         await acquire_async(state.gate, self._settings.max_concurrency, call.settings.deadline)
         try:
             started = self._ctx.clock()
-            response, route = await run_async(
-                self._flow(call), state.io, self._keys, state.key_lock
-            )
+            response, route = await self._run(self._flow(call), state)
             try:
                 content = await response.aread()
             except httpx.TransportError as exc:
@@ -590,9 +601,7 @@ class AsyncStream(_StreamView, AsyncIterator[Chunk]):
     async def _read(self, state: _LoopState) -> AsyncGenerator[Chunk, None]:
         client, builder = self._client, self._builder
         builder.restart(client._ctx.clock())
-        response, builder.route = await run_async(
-            client._flow(self._call), state.io, client._keys, state.key_lock
-        )
+        response, builder.route = await client._run(client._flow(self._call), state)
         events = EventSource(as_httpx(response)).aiter_sse()
         try:
             async for sse in events:

@@ -28,8 +28,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ._apis import ChatTemplate, chatml
 from ._errors import ConfigError, VastSecurityWarning
+from ._progress import ProgressListener
 from ._retry import Backoff
 from ._signing import RECIPES, Recipe, load_public_key
+from ._tls import WorkerCA, load_worker_ca
 
 if typing.TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -111,18 +113,26 @@ class ClientOptions(TypedDict, total=False):
         Doc("pin the autoscaler's key (PEM text, bytes or a file path) instead of fetching it",
             env="VAST_PUBLIC_KEY", shown="fetched once from `/pubkey/`"),
     ]  # fmt: skip
+    worker_ca: Annotated[
+        WorkerCA,
+        Doc("the CA that workers' HTTPS certificates must chain to (PEM text, bytes or a file "
+            "path); only it is trusted for workers", env="VAST_WORKER_CA",
+            shown="Vast's root, bundled and pinned"),
+    ]  # fmt: skip
     timeout: Annotated[
         float | httpx.Timeout,
-        Doc("seconds a worker may stay silent (connect: at most 10 s), or an `httpx.Timeout`",
-            default=120.0, per_call=True),
+        Doc("seconds a worker may stay silent (connect: at most 10 s), or an `httpx.Timeout`; "
+            "600 s is the worker's own queue limit, which a whole answer may spend waiting",
+            default=600.0, per_call=True),
     ]  # fmt: skip
     route_timeout: Annotated[
         float, Doc("seconds for one `/route/` or `/pubkey/` call", default=10.0)
     ]
     deadline: Annotated[
         float,
-        Doc("seconds to obtain a worker that starts answering, waits and retries included",
-            default=300.0, per_call=True),
+        Doc("seconds until a worker starts answering: route waits (a cold start takes "
+            "minutes), retries and the worker's queue included", default=900.0,
+            per_call=True),
     ]  # fmt: skip
     max_retries: Annotated[
         int,
@@ -156,6 +166,12 @@ class ClientOptions(TypedDict, total=False):
         int | None,
         Doc("requests in flight per client; more wait their turn (their deadline starts after)",
             shown="the pool size, 256"),
+    ]  # fmt: skip
+    on_progress: Annotated[
+        ProgressListener | None,
+        Doc("called with each `vast_llm.Progress` event of the client's requests (waiting for "
+            "a worker, routed, verified, retrying, answering); see also `vast_llm.observe`",
+            shown="none"),
     ]  # fmt: skip
 
 
@@ -218,9 +234,10 @@ class Settings:
     payload_format: PayloadFormat = "wrapped"
     signature_policy: SignaturePolicy = "strict"
     public_key: rsa.RSAPublicKey | None = field(default=None, repr=False)
-    timeout: httpx.Timeout = field(default_factory=lambda: _worker_timeout(120.0))
+    worker_ca: bytes | None = field(default=None, repr=False)  # PEM; None: Vast's bundled root
+    timeout: httpx.Timeout = field(default_factory=lambda: _worker_timeout(600.0))
     route_timeout: float = 10.0
-    deadline: float = 300.0
+    deadline: float = 900.0
     max_retries: int = 3
     backoff: Backoff = field(default_factory=Backoff)
     recipes: tuple[Recipe, ...] = RECIPES
@@ -228,6 +245,7 @@ class Settings:
     chat_template: ChatTemplate = field(default=chatml, repr=False)
     limits: httpx.Limits = field(default_factory=lambda: DEFAULT_LIMITS, repr=False)
     max_concurrency: int = 256
+    on_progress: ProgressListener | None = field(default=None, repr=False)
 
     def cost_of(self, payload: Mapping[str, Any], max_tokens: int) -> float:
         """The cost sent to ``/route/``: the ``cost`` setting, else the request's max tokens."""
@@ -393,6 +411,11 @@ def resolve_settings(endpoint: str | None = None, **options: Unpack[ClientOption
     template = given.get("chat_template") or chatml
     if not callable(template):
         raise ConfigError("chat_template must be a callable of the messages")
+    listener = given.get("on_progress")
+    if listener is not None and not callable(listener):
+        raise ConfigError("on_progress must be a callable of a vast_llm.Progress event")
+    ca_source = given.get("worker_ca") or env.get("VAST_WORKER_CA") or None
+    worker_ca = load_worker_ca(ca_source) if ca_source is not None else None
 
     return Settings(
         endpoint=endpoint,
@@ -404,6 +427,7 @@ def resolve_settings(endpoint: str | None = None, **options: Unpack[ClientOption
         ),
         signature_policy=policy,  # type: ignore[arg-type]  # checked by _choice above
         public_key=key,
+        worker_ca=worker_ca,
         timeout=_check_one("timeout", given.get("timeout", _BY_NAME["timeout"].default)),
         route_timeout=_positive(
             "route_timeout", given.get("route_timeout", _BY_NAME["route_timeout"].default)
@@ -416,4 +440,5 @@ def resolve_settings(endpoint: str | None = None, **options: Unpack[ClientOption
         chat_template=template,
         limits=limits,
         max_concurrency=_count("max_concurrency", max_concurrency, 1),
+        on_progress=listener,
     )

@@ -13,8 +13,9 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 
-from ._flow import Flow, ReadBody, Send, Sleep
+from ._flow import Flow, Notify, ReadBody, Send, Sleep
 from ._keys import KeyStore
+from ._progress import ProgressListener, adeliver, deliver
 from ._wire import Fetched, Opened, Req
 
 __all__ = ["AsyncIO", "HttpxIO", "as_httpx", "run_async", "run_sync", "to_httpx"]
@@ -103,9 +104,23 @@ async def _read_limited_async(response: httpx.Response, limit: int) -> bytes:
 _SEND: dict[str, Any] = {"stream": True, "auth": None, "follow_redirects": False}
 
 
-def run_sync(flow: Flow[T], router: httpx.Client, worker: httpx.Client, keys: KeyStore) -> T:
+def _started(request: Req) -> None:
+    # The answer has started: its body is read under the idle timeout, not the deadline's rest
+    # (httpcore reads the timeout dict, shared with the request, when the body starts).
+    if request.read_after_start is not None:
+        request.timeout["read"] = request.read_after_start
+
+
+def run_sync(
+    flow: Flow[T],
+    router: httpx.Client,
+    worker: httpx.Client,
+    keys: KeyStore,
+    listener: ProgressListener | None = None,
+) -> T:
     """Drive a flow with sync httpx clients: ``router`` for the autoscaler, ``worker`` for
-    workers (two trust decisions; the same client when the user gave one)."""
+    workers (two trust decisions; the same client when the user gave one). ``listener`` is the
+    client's own progress listener (``observe``'s are found by ``deliver``)."""
 
     def fetch_key(key_flow: Flow[Any]) -> Any:
         return run_sync(key_flow, router, worker, keys)
@@ -124,6 +139,7 @@ def run_sync(flow: Flow[T], router: httpx.Client, worker: httpx.Client, keys: Ke
                     client = worker if action.request.worker else router
                     response = client.send(to_httpx(action.request), **_SEND)
                     if action.read_limit is None:
+                        _started(action.request)
                         value = response
                     else:
                         content = _read_limited_sync(response, action.read_limit)
@@ -132,6 +148,8 @@ def run_sync(flow: Flow[T], router: httpx.Client, worker: httpx.Client, keys: Ke
                     value = _read_limited_sync(action.response, action.limit)
                 elif isinstance(action, Sleep):
                     time.sleep(action.seconds)
+                elif isinstance(action, Notify):
+                    deliver(action.event, listener)
                 else:
                     value = keys.get(fetch_key, action.stale)
             except Exception as exc:
@@ -172,13 +190,21 @@ class HttpxIO:
 
     async def open(self, request: Req) -> httpx.Response:
         client = self.worker if request.worker else self.router
-        return await client.send(to_httpx(request), **_SEND)
+        response = await client.send(to_httpx(request), **_SEND)
+        _started(request)
+        return response
 
     async def read(self, response: Any, limit: int) -> bytes:
         return await _read_limited_async(response, limit)
 
 
-async def run_async(flow: Flow[T], io: AsyncIO, keys: KeyStore, key_lock: asyncio.Lock) -> T:
+async def run_async(
+    flow: Flow[T],
+    io: AsyncIO,
+    keys: KeyStore,
+    key_lock: asyncio.Lock,
+    listener: ProgressListener | None = None,
+) -> T:
     """Drive a flow on an async HTTP stack (``key_lock`` belongs to the running loop)."""
 
     async def fetch_key(key_flow: Flow[Any]) -> Any:
@@ -203,6 +229,8 @@ async def run_async(flow: Flow[T], io: AsyncIO, keys: KeyStore, key_lock: asynci
                     value = await io.read(action.response, action.limit)
                 elif isinstance(action, Sleep):
                     await asyncio.sleep(action.seconds)
+                elif isinstance(action, Notify):
+                    await adeliver(action.event, listener)
                 else:
                     value = await keys.aget(fetch_key, action.stale, key_lock)
             except Exception as exc:

@@ -12,7 +12,8 @@
     ├── WorkerError               the worker refused or failed the request (.status_code, .body)
     │   └── WorkerStreamError     the answer was cut, malformed or carried an error event
     └── VastConnectionError       the autoscaler or worker could not be reached
-        └── VastTimeout           a timeout or the overall deadline passed
+        ├── VastTimeout           a timeout or the overall deadline passed
+        └── WorkerCertificateError  a worker's TLS certificate did not verify (never retried)
 
 Messages never contain the API key: every excerpt of a response body goes through
 :func:`excerpt`, which also strips control characters and truncates.
@@ -34,6 +35,7 @@ __all__ = [
     "VastError",
     "VastSecurityWarning",
     "VastTimeout",
+    "WorkerCertificateError",
     "WorkerError",
     "WorkerStreamError",
     "excerpt",
@@ -139,6 +141,15 @@ class VastConnectionError(VastError):
 
 class VastTimeout(VastConnectionError):
     """A call timed out, or the overall deadline passed."""
+
+
+class WorkerCertificateError(VastConnectionError):
+    """A worker's TLS certificate did not verify against the worker CA (``worker_ca``); no
+    request was sent to it, and it is not retried."""
+
+    def __init__(self, message: str, *, worker_url: str | None = None) -> None:
+        super().__init__(message)
+        self.worker_url = worker_url
 
 
 class VastSecurityWarning(UserWarning):

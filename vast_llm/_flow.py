@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -40,12 +40,15 @@ from ._errors import (
     VastConnectionError,
     VastError,
     VastTimeout,
+    WorkerCertificateError,
     WorkerError,
     excerpt,
 )
+from ._progress import Progress
 from ._retry import parse_retry_after, retryable_status
 from ._route import USER_AGENT, Ready, Rejected, Waiting, build_route_request, parse_route_answer
 from ._signing import Memo, load_public_key, verify
+from ._tls import certificate_error
 from ._types import Assignment, RouteInfo
 from ._wire import Fetched, Opened, Req
 
@@ -53,6 +56,7 @@ __all__ = [
     "Context",
     "Fetched",
     "GetKey",
+    "Notify",
     "Opened",
     "ReadBody",
     "Req",
@@ -117,7 +121,15 @@ class GetKey:
     stale: rsa.RSAPublicKey | None = None
 
 
-Action = Send | ReadBody | Sleep | GetKey
+@dataclass(slots=True)
+class Notify:
+    """Tell the listeners how the request is going (yielded only when someone listens);
+    answers None."""
+
+    event: Progress
+
+
+Action = Send | ReadBody | Sleep | GetKey | Notify
 Flow = Generator[Action, Any, T]
 
 
@@ -198,9 +210,22 @@ def _transport_error(what: str, exc: httpx.TransportError) -> VastConnectionErro
 class _RouteState:
     started: float
     deadline_at: float
+    observed: bool = False  # someone listens: yield Notify events
     request_idx: int | None = None
     route_calls: int = 0
     last_status: Any = None
+    seen: list[str] = field(default_factory=list)  # distinct statuses, oldest first (a few)
+
+    def saw(self, status: Any) -> None:
+        text = excerpt(str(status), limit=80)
+        if text not in self.seen:
+            self.seen = [*self.seen, text][-_SEEN_MAX:]
+
+    def progress(self, ctx: Context, s: Settings, kind: str, **fields: Any) -> Notify:
+        return Notify(Progress(kind, s.endpoint, ctx.clock() - self.started, **fields))  # type: ignore[arg-type]
+
+
+_SEEN_MAX = 5
 
 
 def _signature_flow(s: Settings, ctx: Context, body: Mapping[str, Any]) -> Flow[str]:
@@ -228,15 +253,20 @@ def _signature_flow(s: Settings, ctx: Context, body: Mapping[str, Any]) -> Flow[
         )
         if s.signature_policy == "strict":
             raise SignatureError(
-                problem + "; the worker was not contacted. If production changed how it signs, "
-                "signature_policy='warn' (or VAST_SIGNATURE_POLICY=warn) accepts it with a warning."
+                problem + "; the worker was not contacted. If every assignment fails like this, "
+                "the autoscaler may have changed how it signs (a 2026 report against the "
+                "official tools, vast-cli issue 493, says production signatures matched no "
+                "known recipe for a while): signature_policy='warn' (or "
+                "VAST_SIGNATURE_POLICY=warn) then goes on with a logged warning, at the cost of "
+                "trusting the worker address the route answer names. See the README's "
+                "troubleshooting section."
             )
     ctx.warn_once(f"{problem}; going on because signature_policy='warn'")
     return "unverified"
 
 
 def _assign_flow(
-    s: Settings, ctx: Context, cost: float, state: _RouteState
+    s: Settings, ctx: Context, cost: float, state: _RouteState, attempt: int = 1
 ) -> Flow[tuple[Ready, str]]:
     polls = 0
     failures = 0
@@ -246,10 +276,11 @@ def _assign_flow(
         if remaining <= 0:
             if last_error is not None:
                 raise _annotate(last_error, f"gave up at the {s.deadline:g}s deadline")
+            seen = "; ".join(state.seen) or "none given"
             raise NoWorkerReady(
                 f"no worker of endpoint {s.endpoint!r} became ready within the {s.deadline:g}s "
-                f"deadline (last status: {excerpt(str(state.last_status)) or 'none given'}); "
-                "raise deadline= or check the endpoint's workers in the Vast.ai console",
+                f"deadline (statuses seen: {seen}). A cold start can take minutes: raise "
+                "deadline=, or check the endpoint's workers in the Vast.ai console",
                 status=state.last_status,
             )
         request = build_route_request(
@@ -282,17 +313,25 @@ def _assign_flow(
         if isinstance(outcome, Ready):
             if outcome.request_idx is not None:
                 state.request_idx = outcome.request_idx
+            if state.observed:
+                yield state.progress(ctx, s, "routed", worker_url=outcome.url, attempt=attempt)
             recipe = yield from _signature_flow(s, ctx, outcome.body)
+            if state.observed:
+                yield state.progress(
+                    ctx, s, "verified", worker_url=outcome.url, signature=recipe, attempt=attempt
+                )
             return outcome, recipe
         if isinstance(outcome, Waiting):
             failures, last_error = 0, None
             if outcome.request_idx is not None:
                 state.request_idx = outcome.request_idx
             state.last_status = outcome.status
+            state.saw(outcome.status)
             if outcome.stopped:
                 raise EndpointStopped(
                     f"endpoint {s.endpoint!r} is stopped (router status: "
-                    f"{excerpt(str(outcome.status))!r}); start it in the Vast.ai console",
+                    f"{excerpt(str(outcome.status))!r}): it manages no workers until it is "
+                    "started again in the Vast.ai console",
                     status=outcome.status,
                 )
             delay = s.backoff.poll_delay(polls, ctx.rng)
@@ -303,6 +342,10 @@ def _assign_flow(
                 excerpt(str(outcome.status)),
                 delay,
             )
+            if state.observed:
+                yield state.progress(
+                    ctx, s, "waiting", status=outcome.status, retry_in=delay, attempt=attempt
+                )
         else:
             if not outcome.retryable:
                 raise outcome.error
@@ -312,6 +355,11 @@ def _assign_flow(
                 raise _annotate(outcome.error, f"after {failures} attempts")
             delay = s.backoff.retry_delay(failures - 1, ctx.rng, outcome.retry_after)
             logger.info("route call failed (%s); retrying in %.2fs", outcome.error, delay)
+            if state.observed:
+                yield state.progress(
+                    ctx, s, "retrying", error=outcome.error.message, retry_in=delay,
+                    attempt=attempt,
+                )  # fmt: skip
         yield Sleep(max(0.0, min(delay, state.deadline_at - ctx.clock())))
 
 
@@ -328,10 +376,12 @@ def _annotate(error: VastError, note: str) -> VastError:
     return error
 
 
-def route_flow(s: Settings, ctx: Context, cost: float) -> Flow[Assignment]:
+def route_flow(
+    s: Settings, ctx: Context, cost: float, *, observed: bool = False
+) -> Flow[Assignment]:
     """Obtain one verified assignment (waiting while no worker is ready)."""
     started = ctx.clock()
-    state = _RouteState(started=started, deadline_at=started + s.deadline)
+    state = _RouteState(started=started, deadline_at=started + s.deadline, observed=observed)
     ready, recipe = yield from _assign_flow(s, ctx, cost, state)
     return Assignment(body=ready.body, route=_route_info(s, ready, recipe, state, 0, ctx))
 
@@ -380,8 +430,10 @@ def _worker_request(
         if lowered not in _SECRET_HEADERS and lowered not in _HOP_HEADERS:
             request_headers[name] = value
     timeout = s.timeout.as_dict()
-    # Connecting counts against the deadline; reading is bounded by the idle timeout.
-    for phase in ("connect", "pool"):
+    # Connecting and the wait for the answer's first byte count against the deadline (the
+    # driver sets "read" back to the idle timeout once the answer has started).
+    idle = timeout.get("read")
+    for phase in ("connect", "pool", "read"):
         limit = timeout.get(phase)
         timeout[phase] = max(0.001, remaining if limit is None else min(limit, remaining))
     return Req(
@@ -391,6 +443,7 @@ def _worker_request(
         worker_body(s, ready.body, payload),
         timeout,
         worker=True,
+        read_after_start=idle,
     )
 
 
@@ -404,6 +457,17 @@ _SAFE_TO_RETRY = (
     httpx.RemoteProtocolError,  # the worker dropped the connection without any answer
     httpx.ReadError,
 )
+
+
+def _certificate_error(url: str, cause: Any) -> WorkerCertificateError:
+    detail = getattr(cause, "verify_message", None) or str(cause)
+    return WorkerCertificateError(
+        f"worker {url} presented a TLS certificate that does not verify against the worker CA "
+        f"({detail}); no request was sent to it. Vast's workers use Vast's own root, which "
+        "vast-llm bundles; for a private deployment or the emulator, pass worker_ca= (or set "
+        "VAST_WORKER_CA). With your own http_client, give it verify=vast_llm.ssl_context().",
+        worker_url=url,
+    )
 
 
 def _worker_error(
@@ -439,17 +503,18 @@ def request_flow(
     cost: float,
     stream: bool,
     headers: Mapping[str, str] | None = None,
+    observed: bool = False,
 ) -> Flow[tuple[Any, RouteInfo]]:
     """Route, verify and call the worker until it starts answering (2xx); retry before that.
 
     Returns the open worker response, as the driver's HTTP stack made it (the caller reads and
-    closes it), and the route facts.
+    closes it), and the route facts. With ``observed``, yields :class:`Notify` events.
     """
     started = ctx.clock()
-    state = _RouteState(started=started, deadline_at=started + s.deadline)
+    state = _RouteState(started=started, deadline_at=started + s.deadline, observed=observed)
     attempts = 0
     while True:
-        ready, recipe = yield from _assign_flow(s, ctx, cost, state)
+        ready, recipe = yield from _assign_flow(s, ctx, cost, state, attempts + 1)
         attempts += 1
         info = _route_info(s, ready, recipe, state, attempts, ctx)
         request = _worker_request(
@@ -460,6 +525,11 @@ def request_flow(
         try:
             response: Opened = yield Send(request)
         except _SAFE_TO_RETRY as exc:
+            refused = certificate_error(exc)
+            if refused is not None:
+                # Not retried: the handshake failed before any byte of the request was sent,
+                # and a certificate outside the worker CA is a setting to fix or an attack.
+                raise _certificate_error(ready.url, refused) from exc
             error = _transport_error(f"worker {ready.url}", exc)
         except httpx.TransportError as exc:
             # A read timeout: the worker may still be working on it. Sending it again could
@@ -467,6 +537,10 @@ def request_flow(
             raise _transport_error(f"worker {ready.url}", exc) from exc
         else:
             if 200 <= response.status_code < 300:
+                if state.observed:
+                    yield state.progress(
+                        ctx, s, "answering", worker_url=ready.url, attempt=attempts
+                    )
                 return response, info
             body: bytes = yield ReadBody(response)
             error = _worker_error(s, response.status_code, body, ready.url, attempts)
@@ -479,4 +553,9 @@ def request_flow(
         if ctx.clock() + delay >= state.deadline_at:
             raise _annotate(error, f"no time left before the {s.deadline:g}s deadline")
         logger.info("worker attempt %d failed (%s); re-routing in %.2fs", attempts, error, delay)
+        if state.observed:
+            yield state.progress(
+                ctx, s, "retrying", worker_url=ready.url, error=error.message, retry_in=delay,
+                attempt=attempts,
+            )  # fmt: skip
         yield Sleep(delay)

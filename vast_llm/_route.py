@@ -81,8 +81,13 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _is_stopped(status: Any) -> bool:
-    # The one place the status text steers control flow: a clearly stopped endpoint fails fast.
-    return isinstance(status, str) and "stopped" in status.lower()
+    # The one place the status text steers control flow: an ENDPOINT that is stopped manages no
+    # workers at all, so nothing will come and the call fails fast. A worker that is "Stopped"
+    # is only cold (scale to zero: it wakes on demand), so that status means "wait".
+    if not isinstance(status, str):
+        return False
+    text = " ".join(status.lower().replace("_", " ").split())
+    return "endpoint stopped" in text or "endpoint is stopped" in text
 
 
 def _error_text(body: Mapping[str, Any]) -> str | None:

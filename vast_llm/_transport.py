@@ -40,6 +40,8 @@ from ._flow import Context, request_flow
 from ._gate import Gate, acquire_async
 from ._keys import KeyStore
 from ._loops import PerLoop
+from ._progress import listening
+from ._tls import worker_ssl_context
 from ._types import RouteInfo
 
 if TYPE_CHECKING:
@@ -94,15 +96,17 @@ class _Common:
         self._keys = KeyStore(self._settings, self._ctx)
 
     def _flow(self, request: httpx.Request) -> Any:
-        path, payload, cost, stream, headers = _incoming(self._settings, request)
+        s = self._settings
+        path, payload, cost, stream, headers = _incoming(s, request)
         return request_flow(
-            self._settings,
+            s,
             self._ctx,
             path=path,
             payload=payload,
             cost=cost,
             stream=stream,
             headers=headers,
+            observed=listening(s.on_progress),
         )
 
 
@@ -181,13 +185,18 @@ class VastTransport(_Common, httpx.BaseTransport):
         self._owns_http = http_client is None
         s = self._settings
         self._router = http_client or httpx.Client(limits=s.limits, timeout=s.timeout)
-        self._worker = http_client or httpx.Client(limits=s.limits, timeout=s.timeout)
+        self._worker = http_client or httpx.Client(
+            limits=s.limits, timeout=s.timeout, verify=worker_ssl_context(s.worker_ca)
+        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()
-        self._gate.acquire(self._settings.deadline)
+        s = self._settings
+        self._gate.acquire(s.deadline)
         try:
-            response, route = run_sync(self._flow(request), self._router, self._worker, self._keys)
+            response, route = run_sync(
+                self._flow(request), self._router, self._worker, self._keys, s.on_progress
+            )
         except BaseException as error:
             self._gate.release()
             if isinstance(error, WorkerError) and not isinstance(error, WorkerStreamError):
@@ -233,7 +242,9 @@ class AsyncVastTransport(_Common, httpx.AsyncBaseTransport):
                 )
             return _TransportLoop(HttpxIO(self._user_http), gate, asyncio.Lock(), ())
         router = httpx.AsyncClient(limits=s.limits, timeout=s.timeout)
-        worker = httpx.AsyncClient(limits=s.limits, timeout=s.timeout)
+        worker = httpx.AsyncClient(
+            limits=s.limits, timeout=s.timeout, verify=worker_ssl_context(s.worker_ca)
+        )
         return _TransportLoop(HttpxIO(router, worker), gate, asyncio.Lock(), (router, worker))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -243,7 +254,9 @@ class AsyncVastTransport(_Common, httpx.AsyncBaseTransport):
         await acquire_async(state.gate, s.max_concurrency, s.deadline)
         try:
             flow = self._flow(request)
-            response, route = await run_async(flow, state.io, self._keys, state.key_lock)
+            response, route = await run_async(
+                flow, state.io, self._keys, state.key_lock, s.on_progress
+            )
         except BaseException as error:
             state.gate.release()
             if isinstance(error, WorkerError) and not isinstance(error, WorkerStreamError):

@@ -17,6 +17,8 @@ class Req:
     one costs a few attribute stores; each driver turns it into its own stack's request.
     ``worker`` says who it goes to: a worker (rented, verified against the worker CA, never
     given credentials) or the autoscaler (public TLS trust). Drivers keep the two apart.
+    ``read_after_start``, when set, replaces the ``read`` timeout once the answer's headers are
+    in (the wait for them is bounded by the deadline, the rest by the idle timeout).
     """
 
     method: str
@@ -25,6 +27,7 @@ class Req:
     content: bytes
     timeout: dict[str, float | None]
     worker: bool = False
+    read_after_start: float | None = None
 
     def __repr__(self) -> str:
         # Headers and body can carry the API key (the route call): never shown.

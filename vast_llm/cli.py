@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import VastError
+from ._progress import Progress
 
 if TYPE_CHECKING:
     from .emulator import Emulator
@@ -32,8 +33,13 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-key", help="pin the autoscaler's key (a PEM file)")
     parser.add_argument("--format", dest="payload_format", choices=("wrapped", "flat"),
                         default="wrapped", help="worker payload format")  # fmt: skip
-    parser.add_argument("--deadline", type=float, default=300.0,
-                        help="seconds to wait for a worker (default: 300)")  # fmt: skip
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds until a worker starts answering, cold starts and retries "
+                        "included (default: 900)")  # fmt: skip
+    parser.add_argument("--worker-ca", help="the CA workers' certificates chain to (a PEM "
+                        "file; default: VAST_WORKER_CA, else Vast's bundled root)")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true",
+                        help="do not print progress (waiting for a worker, retries)")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -132,7 +138,10 @@ def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "public_key": args.public_key,
         "payload_format": args.payload_format,
         "deadline": args.deadline,
+        "worker_ca": args.worker_ca,
     }
+    if not args.quiet:
+        kwargs["on_progress"] = _print_progress
     if getattr(args, "api", None):
         kwargs["api"] = args.api
     return kwargs
@@ -163,6 +172,13 @@ def _emulator(args: argparse.Namespace) -> Emulator:
         script=Script.load(args.script) if args.script else None,
         reasoning=args.reasoning,
     )
+
+
+def _print_progress(event: Progress) -> None:
+    # Waiting and retries are what a person at a terminal needs to see (a cold start takes
+    # minutes); the other steps are one line each in the final summary.
+    if event.kind in ("waiting", "retrying"):
+        print(event.describe(), file=sys.stderr, flush=True)
 
 
 def _run_emulator(args: argparse.Namespace) -> int:

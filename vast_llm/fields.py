@@ -27,8 +27,10 @@ from ._config import (
     PublicKeySource,
     SignaturePolicy,
 )
+from ._progress import ProgressListener
 from ._retry import Backoff
 from ._signing import Recipe
+from ._tls import WorkerCA
 
 __all__ = ["ClientFields", "setting_field"]
 
@@ -37,7 +39,9 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 # these; the others left at None are resolved by the client (argument, environment, default).
 _FROM_ENV = frozenset({"endpoint", "base_url"})
 # Not JSON: left out of serialised models.
-_EXCLUDED = frozenset({"backoff", "chat_template", "limits", "cost", "public_key"})
+_EXCLUDED = frozenset(
+    {"backoff", "chat_template", "limits", "cost", "public_key", "worker_ca", "on_progress"}
+)
 
 
 def setting_field(name: str, **overrides: Any) -> Any:
@@ -76,6 +80,7 @@ class ClientFields(BaseModel):
     payload_format: PayloadFormat | None = setting_field("payload_format")
     signature_policy: SignaturePolicy | None = setting_field("signature_policy")
     public_key: PublicKeySource = setting_field("public_key")
+    worker_ca: WorkerCA = setting_field("worker_ca")
     timeout: float | httpx.Timeout | None = setting_field("timeout")
     route_timeout: float | None = setting_field("route_timeout")
     deadline: float | None = setting_field("deadline")
@@ -86,3 +91,4 @@ class ClientFields(BaseModel):
     recipes: tuple[Recipe, ...] | None = setting_field("recipes")
     limits: httpx.Limits | None = setting_field("limits")
     max_concurrency: int | None = setting_field("max_concurrency")
+    on_progress: ProgressListener | None = setting_field("on_progress")

@@ -13,10 +13,11 @@ def test_public_names_are_pinned() -> None:
     assert set(vast_llm.__all__) == {
         "Assignment", "AsyncStream", "AsyncVastClient", "AsyncVastTransport",
         "AuthenticationError", "Backoff", "Chunk", "ClientOptions", "Completion", "ConfigError",
-        "EndpointStopped", "NoWorkerReady", "RouteError", "RouteInfo", "Settings",
+        "EndpointStopped", "NoWorkerReady", "Progress", "RouteError", "RouteInfo", "Settings",
         "SignatureError", "Stream", "ToolCall", "ToolCallDelta", "Usage", "VastClient",
         "VastConnectionError", "VastError", "VastSecurityWarning", "VastTimeout",
-        "VastTransport", "WorkerError", "WorkerStreamError", "__version__",
+        "VastTransport", "WorkerCertificateError", "WorkerError", "WorkerStreamError",
+        "__version__", "observe", "ssl_context", "worker_ssl_context",
     }  # fmt: skip
     for name in vast_llm.__all__:
         assert getattr(vast_llm, name) is not None

@@ -57,10 +57,19 @@ def test_waiting_with_any_status_shape(status: object) -> None:
     assert outcome.status == status and outcome.request_idx == 5 and not outcome.stopped
 
 
-@pytest.mark.parametrize("status", ["Stopped", "endpoint stopped"])
+@pytest.mark.parametrize("status", ["endpoint stopped", "Endpoint is stopped", "ENDPOINT_STOPPED"])
 def test_stopped_endpoint_is_flagged(status: str) -> None:
     outcome = parse(200, {"status": status})
     assert isinstance(outcome, Waiting) and outcome.stopped
+
+
+@pytest.mark.parametrize(
+    "status", ["Stopped", "no worker ready (1 Stopped)", "Inactive", "2 Model Loading, 1 Stopped"]
+)
+def test_cold_workers_are_waited_for(status: str) -> None:
+    # Scale to zero: a "Stopped" worker is cold, not dead; it wakes when a request asks for it.
+    outcome = parse(200, {"status": status})
+    assert isinstance(outcome, Waiting) and not outcome.stopped
 
 
 @pytest.mark.parametrize("field", ["error", "error_msg"])

@@ -21,8 +21,9 @@ DRIVER = pathlib.Path(__file__).with_name("vastai_sdk_driver.py")
 def run_sdk(emu: Emulator, api: str) -> dict[str, Any]:
     if not SDK_PYTHON.exists():
         pytest.fail("the vastai SDK virtualenv is missing: run `make sdk` (make test does)")
+    extra = [emu.worker_ca_file] if emu.worker_ca_file else []
     result = subprocess.run(
-        [str(SDK_PYTHON), str(DRIVER), emu.base_url, emu.api_key, emu.endpoint, api],
+        [str(SDK_PYTHON), str(DRIVER), emu.base_url, emu.api_key, emu.endpoint, api, *extra],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -45,6 +46,13 @@ def test_sdk_tgi_request_and_stream() -> None:
         assert set(worker) == {"auth_data", "session_id", "payload"}
         # What vast-llm avoids: the official client sends the API key to the worker.
         assert emu.api_key in json.dumps(emu.worker_requests[0].headers)
+
+
+def test_sdk_against_https_workers_under_the_emulators_ca() -> None:
+    with Emulator(api="tgi", tls=True).serve() as emu:
+        out = run_sdk(emu, "tgi")
+        assert out["status"] == 200 and out["stream"][-1]["details"]["finish_reason"] == "length"
+        assert emu.worker_requests[0].json["auth_data"]["url"].startswith("https://127.0.0.1:")
 
 
 def test_sdk_openai_chat_stream() -> None:

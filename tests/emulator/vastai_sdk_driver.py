@@ -9,16 +9,22 @@ import sys
 from vastai import CoroutineServerless
 
 BASE_URL, API_KEY, ENDPOINT, API = sys.argv[1:5]
+CA_FILE = sys.argv[5] if len(sys.argv) > 5 else None  # the emulator's worker CA, for TLS workers
 
 
 async def main() -> None:
     client = CoroutineServerless(api_key=API_KEY, autoscaler_url=BASE_URL, webserver_url=BASE_URL)
 
     context = ssl.create_default_context()
+    if CA_FILE:
+        # What the SDK does with the root it downloads: trust it beside the system roots and
+        # clear VERIFY_X509_STRICT; here the root is the emulator's CA instead of Vast's.
+        context.load_verify_locations(cafile=CA_FILE)
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
 
     async def loopback_context() -> ssl.SSLContext:
-        # The SDK downloads Vast's root CA once and caches the context; on plain-http loopback
-        # there is nothing to verify, so the download is skipped (the caching is kept).
+        # The SDK downloads Vast's root CA once and caches the context; on loopback the
+        # download is skipped (the caching is kept) and the emulator's CA stands in for it.
         return context
 
     client.get_ssl_context = loopback_context
