@@ -8,11 +8,16 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 # The official vastai SDK pins packages that clash with ours: it gets a venv of its own,
 # used only by the fidelity test and the benchmark.
 SDK_VENV := .venv-vastai
+# The lowest versions pyproject.toml allows (tools/lowest.py), in a venv of their own, on the
+# oldest Python we support when the machine has it (on PATH or from pyenv), else on $(PYTHON).
+LOWEST_VENV := .venv-lowest
+LOWEST_PYTHON ?= $(or $(shell for p in python3.10 $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10); \
+	do $$p -c "" 2>/dev/null && echo $$p && break; done),$(PYTHON))
 
-.PHONY: help install model sdk test demo lint format bench fuzz clean
+.PHONY: help install model sdk test test-lowest demo lint format bench fuzz clean
 
 help:
-	@echo "make demo | test | lint | format | bench | fuzz | model | clean"
+	@echo "make demo | test | test-lowest | lint | format | bench | fuzz | model | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +48,26 @@ sdk: $(SDK_VENV)/.installed
 test: install model sdk
 	$(BIN)/python -m pytest -q
 
+# The suite on the floors of every dependency, in a venv rebuilt whenever pyproject.toml changes.
+# Left out: the real model and the official SDK (pinned, not floored), the benchmark smoke run
+# (it needs the SDK's venv, and measures rather than tests) and LangChain's standard suite
+# (langchain-tests needs a newer httpx than our floor; see tools/lowest.py).
+$(LOWEST_VENV)/.installed: pyproject.toml tools/lowest.py
+	rm -rf $(LOWEST_VENV)
+	$(LOWEST_PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python tools/lowest.py constraints > $(LOWEST_VENV)/constraints.txt
+	$(LOWEST_VENV)/bin/python tools/lowest.py tools > $(LOWEST_VENV)/tools.txt
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c $(LOWEST_VENV)/constraints.txt -e '.[all,aiohttp]' -r $(LOWEST_VENV)/tools.txt
+	$(LOWEST_VENV)/bin/python tools/lowest.py check
+	@touch $@
+
+test-lowest: $(LOWEST_VENV)/.installed
+	@$(LOWEST_VENV)/bin/python -c 'import sys; print("lowest versions on Python", sys.version.split()[0])'
+	$(LOWEST_VENV)/bin/python -m pytest -q -m "not model and not vastai_sdk" \
+		--ignore=tests/langchain/test_standard.py \
+		--deselect=tests/test_benchmarks.py::test_benchmark_smoke_run
+
 # The demo never fails for want of a compiler: without the model it runs on the fake generator.
 demo: install
 	@$(MAKE) --no-print-directory model || echo "!! the real model could not be built; the demo runs on the fake generator"
@@ -65,4 +90,4 @@ bench: install sdk
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) $(SDK_VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(SDK_VENV) $(LOWEST_VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

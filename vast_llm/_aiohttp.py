@@ -13,6 +13,7 @@ module is imported when a session is passed, never otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
@@ -36,6 +37,7 @@ _TRANSLATION: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...]
     (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
     (aiohttp.ServerTimeoutError, httpx.ReadTimeout),  # sock_read: silent for too long
     (TimeoutError, httpx.ReadTimeout),
+    (asyncio.TimeoutError, httpx.ReadTimeout),  # what aiohttp raises; not TimeoutError on 3.10
     (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS handshake
     (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),  # closed without an answer
     (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # body cut or malformed

@@ -6,7 +6,7 @@ needs done (:class:`Send` a :class:`Req`, :class:`ReadBody` of a response, :clas
 in httpx's exception vocabulary, whichever HTTP stack raised them). The drivers in ``_drive``
 (httpx, sync and async) and ``_aiohttp`` carry the actions out; none makes a decision of its own.
 
-Rules the flow keeps (protocol.md §3–§5):
+Rules the flow keeps (docs/protocol.md §3–§5):
 
 - the route answer is verified before any worker is contacted; a failed check is never retried;
 - every worker attempt gets a fresh route (a route answer is never used twice), with the

@@ -54,7 +54,7 @@ def build_route_request(
     request_idx: int | None,
     timeout: float,
 ) -> Req:
-    """The ``POST /route/`` request: the key in the body (seed doc) and as a Bearer header."""
+    """``POST /route/``: the key in the body and as a Bearer header (docs/protocol.md §2)."""
     body = {
         "endpoint": endpoint,
         "api_key": api_key,

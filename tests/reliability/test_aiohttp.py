@@ -200,3 +200,12 @@ async def test_idle_timeouts_on_native_aiohttp(
             await client.generate("x")
         assert len(tgi.worker_requests) == before + 1  # not sent again
         assert asyncio.get_running_loop().time() - started < 2.0
+
+
+def test_asyncio_timeouts_are_read_timeouts_on_every_python() -> None:
+    """aiohttp raises asyncio.TimeoutError, which is TimeoutError only from Python 3.11 on;
+    on 3.10 it slipped past the translation (make test-lowest runs 3.10 and found it)."""
+    from vast_llm._aiohttp import translate
+
+    assert isinstance(translate(asyncio.TimeoutError()), httpx.ReadTimeout)
+    assert isinstance(translate(TimeoutError()), httpx.ReadTimeout)

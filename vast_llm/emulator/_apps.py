@@ -2,7 +2,7 @@
 
 The router serves ``POST /route/``, ``GET /pubkey/`` and a console stub
 ``GET /api/v0/endptjobs/``; each worker serves the routes of its model API on its own port and
-checks requests in the order a current Vast worker does (protocol.md §5): JSON → fields →
+checks requests in the order a current Vast worker does (docs/protocol.md §5): JSON → fields →
 session → signature → overload → the model.
 """
 
