@@ -20,6 +20,7 @@ Messages never contain the API key: every excerpt of a response body goes throug
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = [
     "WorkerError",
     "WorkerStreamError",
     "excerpt",
+    "json_excerpt",
 ]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
@@ -57,6 +59,28 @@ def excerpt(
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text
+
+
+_ENCODER = json.JSONEncoder(default=repr)
+
+
+def json_excerpt(value: Any, limit: int = 1000) -> str:
+    """The start of ``value`` as JSON text, for quoting a parsed answer in an error message.
+
+    Never raises and never encodes more than it keeps: a huge answer is not dumped whole, and
+    one nested too deeply to encode ends in "…".
+    """
+    parts: list[str] = []
+    size = 0
+    try:
+        for piece in _ENCODER.iterencode(value):
+            parts.append(piece)
+            size += len(piece)
+            if size >= limit:
+                break
+    except (RecursionError, ValueError):
+        parts.append("…")
+    return "".join(parts)[:limit]
 
 
 class VastError(Exception):

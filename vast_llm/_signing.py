@@ -59,7 +59,7 @@ def signed_message(recipe: Recipe, answer: Mapping[str, Any]) -> bytes | None:
         if recipe == "g1":
             # Key order matters here: G1 workers do not sort.
             return json.dumps({name: answer[name] for name in _G1_FIELDS}, indent=4).encode()
-    except KeyError:
+    except (KeyError, RecursionError):  # a field missing, or nested too deeply to encode
         return None
     raise ValueError(f"unknown signing recipe {recipe!r}; expected one of {RECIPES}")
 
