@@ -23,9 +23,11 @@ from ._errors import ConfigError
 
 __all__ = [
     "MEMO_SIZE",
+    "MIN_KEY_BITS",
     "RECIPES",
     "Memo",
     "Recipe",
+    "check_key_size",
     "load_public_key",
     "public_key_pem",
     "sign",
@@ -39,6 +41,9 @@ RECIPES: tuple[Recipe, ...] = ("g3", "g2", "g1")
 
 _G2_FIELDS = ("cost", "endpoint", "reqnum", "request_idx", "url")
 _G1_FIELDS = ("cost", "endpoint", "reqnum", "url")
+# RSA keys shorter than this are factorable with public effort (NIST SP 800-131A disallows
+# them for signatures since 2014); the autoscaler's key is 2048 bits.
+MIN_KEY_BITS = 2048
 _PADDING = padding.PKCS1v15()
 _HASH = hashes.SHA256()
 
@@ -96,7 +101,7 @@ def verify(
     """
     signature = answer.get("signature")
     raw = _decode_signature(signature)
-    if raw is None:
+    if raw is None or key.key_size < MIN_KEY_BITS:  # a weak key proves nothing
         return None
     assert isinstance(signature, str)  # _decode_signature admits strings only
     for recipe in recipes:
@@ -153,6 +158,16 @@ def load_public_key(source: str | bytes | os.PathLike[str]) -> rsa.RSAPublicKey:
         ) from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise ConfigError("public_key must be an RSA key (the autoscaler signs with RSA)")
+    return check_key_size(key)
+
+
+def check_key_size(key: rsa.RSAPublicKey) -> rsa.RSAPublicKey:
+    """``key``, if it is at least :data:`MIN_KEY_BITS` long; else :class:`ConfigError`."""
+    if key.key_size < MIN_KEY_BITS:
+        raise ConfigError(
+            f"public_key is a {key.key_size}-bit RSA key; at least {MIN_KEY_BITS} bits are "
+            "required (a shorter key can be factored, and its signatures forged)"
+        )
     return key
 
 
