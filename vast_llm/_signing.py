@@ -22,10 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from ._errors import ConfigError
 
 __all__ = [
+    "MEMO_BYTES",
     "MEMO_SIZE",
     "MIN_KEY_BITS",
     "RECIPES",
     "Memo",
+    "MemoDict",
     "Recipe",
     "check_key_size",
     "load_public_key",
@@ -81,23 +83,64 @@ def _decode_signature(signature: Any) -> bytes | None:
 
 # A memo of checks already made: (id(key), recipe, signature, message) -> (key, outcome).
 # The key itself rides in the value, so its id cannot be reused while the entry lives.
-Memo = dict[tuple[int, str, str, bytes], tuple[rsa.RSAPublicKey, bool]]
-MEMO_SIZE = 1024
+Slot = tuple[int, str, str, bytes]
+MemoDict = dict[Slot, tuple[rsa.RSAPublicKey, bool]]
+MEMO_BYTES = 1 << 20  # a usual entry holds ~0.5 KB (a 344-character signature, a short URL)
+MEMO_SIZE = 1024  # entries of a plain dict used as a memo (each at most _PLAIN_ENTRY bytes)
+_PLAIN_ENTRY = 4 << 10
+_ENTRY_OVERHEAD = 200  # the tuples, the dict slot and the bool, roughly
+
+
+class Memo(MemoDict):
+    """Signature checks already made, bounded by the bytes they hold, not by their number.
+
+    A worker URL comes from the autoscaler and can be 60 KB long, and every entry holds its
+    signed message, so a count of entries bounds nothing. Entries over 1/64 of ``max_bytes``
+    (16 KiB by default) are not kept (that check is simply made again); when the next entry
+    would pass ``max_bytes``, the memo starts over.
+    """
+
+    def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self.size = 0
+
+    def remember(self, slot: Slot, outcome: tuple[rsa.RSAPublicKey, bool]) -> None:
+        cost = _ENTRY_OVERHEAD + len(slot[2]) + len(slot[3])
+        if cost > self.max_bytes // 64:
+            return
+        if self.size + cost > self.max_bytes:
+            self.clear()
+        self[slot] = outcome
+        self.size += cost
+
+    def clear(self) -> None:
+        super().clear()
+        self.size = 0
+
+
+def _remember(memo: MemoDict, slot: Slot, outcome: tuple[rsa.RSAPublicKey, bool]) -> None:
+    if isinstance(memo, Memo):
+        memo.remember(slot, outcome)
+    elif len(slot[2]) + len(slot[3]) <= _PLAIN_ENTRY:  # a plain dict: bounded per entry
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[slot] = outcome
 
 
 def verify(
     key: rsa.RSAPublicKey,
     answer: Mapping[str, Any],
     recipes: Sequence[Recipe] = RECIPES,
-    memo: Memo | None = None,
+    memo: MemoDict | None = None,
 ) -> Recipe | None:
     """Return the first recipe under which ``answer["signature"]`` verifies, or None.
 
-    With ``memo``, a check already made is not made again. An RSA check is a pure function of
-    key, message and signature, and PKCS#1 v1.5 signatures are deterministic: g3 signs only the
-    worker's URL, so every assignment to one worker carries the same signature over the same
-    bytes. The memo turns that repeat (~20-60 µs of RSA per call) into a dict lookup; any
-    change of key, message or signature is a new check.
+    With ``memo`` (a :class:`Memo`), a check already made is not made again. An RSA check is
+    a pure function of key, message and signature, and PKCS#1 v1.5 signatures are
+    deterministic: g3 signs only the worker's URL, so every assignment to one worker carries
+    the same signature over the same bytes. The memo turns that repeat (~20-60 µs of RSA per
+    call) into a dict lookup; any change of key, message or signature is a new check.
     """
     signature = answer.get("signature")
     raw = _decode_signature(signature)
@@ -119,9 +162,7 @@ def verify(
             except InvalidSignature:
                 ok = False
             if memo is not None:
-                if len(memo) >= MEMO_SIZE:
-                    memo.clear()
-                memo[slot] = (key, ok)
+                _remember(memo, slot, (key, ok))
         if ok:
             return recipe
     return None
