@@ -130,7 +130,7 @@ def whole_answer(
     """Parse a non-streamed answer and apply the client-side stop sequences."""
     try:
         body = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         raise WorkerError(
             f"worker {route.worker_url} answered with something that is not JSON: "
             f"{excerpt(content)!r}",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import WorkerError, excerpt
+from ._errors import WorkerError, excerpt, json_excerpt
 from ._stream import OpenAIStreamDecoder, StreamDecoder, TGIStreamDecoder
 from ._types import ToolCall, Usage
 
@@ -174,8 +174,9 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence):
-        return "".join(part.get("text", "") for part in content if isinstance(part, Mapping))
-    return str(content)
+        texts = (part.get("text") for part in content if isinstance(part, Mapping))
+        return "".join(text for text in texts if isinstance(text, str))
+    return json_excerpt(content)
 
 
 def chatml(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -192,7 +193,7 @@ def _int(value: Any) -> int | None:
 
 
 def _malformed(kind: str, body: Any) -> WorkerError:
-    text = body if isinstance(body, str) else json.dumps(body)[:1000]
+    text = body if isinstance(body, str) else json_excerpt(body)
     return WorkerError(
         f"the worker's answer is not a {kind} answer: {excerpt(text)!r}",
         status_code=200,
@@ -252,13 +253,16 @@ def parse_answer(kind: str, body: Any) -> Parsed:
             if not isinstance(function, dict):
                 raise _malformed("OpenAI chat", body)
             arguments = function.get("arguments")
+            if not (arguments is None or isinstance(arguments, str)):
+                try:
+                    arguments = json.dumps(arguments)
+                except (RecursionError, ValueError):
+                    raise _malformed("OpenAI chat", body) from None
             calls.append(
                 ToolCall(
                     id=_str_or_none(call.get("id")) or f"call_{index}",
                     name=_str_or_none(function.get("name")) or "",
-                    arguments=arguments
-                    if isinstance(arguments, str)
-                    else ("" if arguments is None else json.dumps(arguments)),
+                    arguments=arguments or "",
                 )
             )
     else:

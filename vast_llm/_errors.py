@@ -21,8 +21,11 @@ Messages never contain the API key: every excerpt of a response body goes throug
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
     "AuthenticationError",
@@ -38,7 +41,9 @@ __all__ = [
     "WorkerCertificateError",
     "WorkerError",
     "WorkerStreamError",
+    "abbreviate",
     "excerpt",
+    "json_excerpt",
 ]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
@@ -59,6 +64,62 @@ def excerpt(
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text
+
+
+_URL_LIMIT = 120
+
+
+def abbreviate(url: str, *, limit: int = _URL_LIMIT) -> str:
+    """A URL short enough to quote in a message or a log line.
+
+    Up to ``limit`` characters it is kept (control characters replaced); longer, or with a
+    user and password in it, it becomes its scheme, host and port, its length and a short
+    hash that tells two long URLs apart: ``http://10.0.0.1:8000/… (60021 chars, #1f3a9c0e)``.
+    A worker URL comes from the autoscaler, and a hostile one can be 60 KB long.
+    """
+    if len(url) <= limit and "@" not in url and not _CONTROL.search(url):
+        return url
+    digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:  # an unbalanced IPv6 bracket, a port out of range
+        parts, host, port = None, "", None
+    if parts is not None and parts.scheme and host:
+        if ":" in host:
+            host = f"[{host}]"
+        head = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "") + "/"
+    else:
+        head = url
+    head = _CONTROL.sub("?", head)
+    if len(head) > limit // 2:
+        head = head[: limit // 2]
+    if len(url) <= limit and head.rstrip("/") == url.rstrip("/"):
+        return head
+    return f"{head}… ({len(url)} chars, #{digest})"
+
+
+_ENCODER = json.JSONEncoder(default=repr)
+
+
+def json_excerpt(value: Any, limit: int = 1000) -> str:
+    """The start of ``value`` as JSON text, for quoting a parsed answer in an error message.
+
+    Never raises and never encodes more than it keeps: a huge answer is not dumped whole, and
+    one nested too deeply to encode ends in "…".
+    """
+    parts: list[str] = []
+    size = 0
+    try:
+        for piece in _ENCODER.iterencode(value):
+            parts.append(piece)
+            size += len(piece)
+            if size >= limit:
+                break
+    except (RecursionError, ValueError):
+        parts.append("…")
+    return "".join(parts)[:limit]
 
 
 class VastError(Exception):

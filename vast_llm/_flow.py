@@ -143,7 +143,7 @@ class Context:
     ) -> None:
         self.clock = clock
         self.rng = rng or random.Random()
-        self.memo: Memo = {}  # signature checks already made (see _signing.verify)
+        self.memo = Memo()  # signature checks already made (see _signing.verify)
         self._warned = False
 
     def warn_once(self, message: str) -> None:

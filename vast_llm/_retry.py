@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Backoff", "parse_retry_after", "retryable_status"]
+__all__ = ["FAR_FUTURE", "Backoff", "parse_retry_after", "retryable_status"]
 
 # Statuses worth another attempt (after a fresh route): the request did not run, or the
 # worker said "not now". Everything else in 4xx is the caller's to fix.
@@ -21,8 +21,16 @@ def retryable_status(status_code: int) -> bool:
     return status_code in _RETRYABLE_4XX or 500 <= status_code <= 599
 
 
+# A server's wait beyond this is "much later" (the backoff caps what it honours far lower).
+FAR_FUTURE = 1e9
+
+
 def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), or None.
+
+    Never raises: a header that is not a number or a date is None, and one far in the future
+    (up to dates past year 9999, which the calendar functions refuse) is :data:`FAR_FUTURE`.
+    """
     value = headers.get("retry-after")
     if not value:
         return None
@@ -33,10 +41,14 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         parsed = email.utils.parsedate_tz(value)
         if parsed is None:
             return None
-        seconds = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+        try:
+            seconds = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+        except (ValueError, OverflowError):
+            # Year 10000 and beyond: out of the calendar's range, and certainly far off.
+            return FAR_FUTURE if parsed[0] > 9999 else None
     if math.isnan(seconds) or math.isinf(seconds):
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), FAR_FUTURE)
 
 
 @dataclass(frozen=True)

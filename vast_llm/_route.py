@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import AuthenticationError, RouteError, excerpt
+from ._errors import AuthenticationError, RouteError, excerpt, json_excerpt
 from ._retry import parse_retry_after, retryable_status
 from ._version import __version__
 from ._wire import Req
@@ -94,8 +94,26 @@ def _error_text(body: Mapping[str, Any]) -> str | None:
     for name in ("error", "error_msg", "msg", "detail"):
         value = body.get(name)
         if value:
-            return value if isinstance(value, str) else json.dumps(value)
+            return value if isinstance(value, str) else json_excerpt(value)
     return None
+
+
+# A route answer is a flat object; nesting deeper than this is refused like malformed JSON.
+MAX_DEPTH = 32
+
+
+def _too_deep(body: dict[str, Any]) -> bool:
+    """True if containers in ``body`` nest more than :data:`MAX_DEPTH` levels (iteratively)."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        items = value.values() if isinstance(value, dict) else value
+        for item in items:
+            if isinstance(item, (dict, list)):
+                if depth >= MAX_DEPTH:
+                    return True
+                stack.append((item, depth + 1))
+    return False
 
 
 _STATUS_HINTS: dict[int, str] = {
@@ -121,8 +139,10 @@ def parse_route_answer(
     if status_code == 200:
         try:
             body = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
             body = None
+        if isinstance(body, dict) and _too_deep(body):
+            body = None  # parsed, but later steps (signing, the worker body) would not encode it
         url = body.get("url") if isinstance(body, dict) else None
         if isinstance(url, str) and url.startswith(("http://", "https://")):
             # The common case, kept short: an assignment (checked further by its signature).
@@ -133,7 +153,7 @@ def parse_route_answer(
         try:
             parsed = json.loads(content)
             detail = _error_text(parsed) if isinstance(parsed, dict) else None
-        except ValueError:
+        except (ValueError, RecursionError):
             detail = None
         detail = excerpt(detail, secret=api_key) if detail else quoted
         hint = _STATUS_HINTS.get(

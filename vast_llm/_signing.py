@@ -22,10 +22,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from ._errors import ConfigError
 
 __all__ = [
+    "MEMO_BYTES",
     "MEMO_SIZE",
+    "MIN_KEY_BITS",
     "RECIPES",
     "Memo",
+    "MemoDict",
     "Recipe",
+    "check_key_size",
     "load_public_key",
     "public_key_pem",
     "sign",
@@ -39,6 +43,9 @@ RECIPES: tuple[Recipe, ...] = ("g3", "g2", "g1")
 
 _G2_FIELDS = ("cost", "endpoint", "reqnum", "request_idx", "url")
 _G1_FIELDS = ("cost", "endpoint", "reqnum", "url")
+# RSA keys shorter than this are factorable with public effort (NIST SP 800-131A disallows
+# them for signatures since 2014); the autoscaler's key is 2048 bits.
+MIN_KEY_BITS = 2048
 _PADDING = padding.PKCS1v15()
 _HASH = hashes.SHA256()
 
@@ -59,7 +66,7 @@ def signed_message(recipe: Recipe, answer: Mapping[str, Any]) -> bytes | None:
         if recipe == "g1":
             # Key order matters here: G1 workers do not sort.
             return json.dumps({name: answer[name] for name in _G1_FIELDS}, indent=4).encode()
-    except KeyError:
+    except (KeyError, RecursionError):  # a field missing, or nested too deeply to encode
         return None
     raise ValueError(f"unknown signing recipe {recipe!r}; expected one of {RECIPES}")
 
@@ -76,27 +83,68 @@ def _decode_signature(signature: Any) -> bytes | None:
 
 # A memo of checks already made: (id(key), recipe, signature, message) -> (key, outcome).
 # The key itself rides in the value, so its id cannot be reused while the entry lives.
-Memo = dict[tuple[int, str, str, bytes], tuple[rsa.RSAPublicKey, bool]]
-MEMO_SIZE = 1024
+Slot = tuple[int, str, str, bytes]
+MemoDict = dict[Slot, tuple[rsa.RSAPublicKey, bool]]
+MEMO_BYTES = 1 << 20  # a usual entry holds ~0.5 KB (a 344-character signature, a short URL)
+MEMO_SIZE = 1024  # entries of a plain dict used as a memo (each at most _PLAIN_ENTRY bytes)
+_PLAIN_ENTRY = 4 << 10
+_ENTRY_OVERHEAD = 200  # the tuples, the dict slot and the bool, roughly
+
+
+class Memo(MemoDict):
+    """Signature checks already made, bounded by the bytes they hold, not by their number.
+
+    A worker URL comes from the autoscaler and can be 60 KB long, and every entry holds its
+    signed message, so a count of entries bounds nothing. Entries over 1/64 of ``max_bytes``
+    (16 KiB by default) are not kept (that check is simply made again); when the next entry
+    would pass ``max_bytes``, the memo starts over.
+    """
+
+    def __init__(self, max_bytes: int = MEMO_BYTES) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self.size = 0
+
+    def remember(self, slot: Slot, outcome: tuple[rsa.RSAPublicKey, bool]) -> None:
+        cost = _ENTRY_OVERHEAD + len(slot[2]) + len(slot[3])
+        if cost > self.max_bytes // 64:
+            return
+        if self.size + cost > self.max_bytes:
+            self.clear()
+        self[slot] = outcome
+        self.size += cost
+
+    def clear(self) -> None:
+        super().clear()
+        self.size = 0
+
+
+def _remember(memo: MemoDict, slot: Slot, outcome: tuple[rsa.RSAPublicKey, bool]) -> None:
+    if isinstance(memo, Memo):
+        memo.remember(slot, outcome)
+    elif len(slot[2]) + len(slot[3]) <= _PLAIN_ENTRY:  # a plain dict: bounded per entry
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[slot] = outcome
 
 
 def verify(
     key: rsa.RSAPublicKey,
     answer: Mapping[str, Any],
     recipes: Sequence[Recipe] = RECIPES,
-    memo: Memo | None = None,
+    memo: MemoDict | None = None,
 ) -> Recipe | None:
     """Return the first recipe under which ``answer["signature"]`` verifies, or None.
 
-    With ``memo``, a check already made is not made again. An RSA check is a pure function of
-    key, message and signature, and PKCS#1 v1.5 signatures are deterministic: g3 signs only the
-    worker's URL, so every assignment to one worker carries the same signature over the same
-    bytes. The memo turns that repeat (~20-60 µs of RSA per call) into a dict lookup; any
-    change of key, message or signature is a new check.
+    With ``memo`` (a :class:`Memo`), a check already made is not made again. An RSA check is
+    a pure function of key, message and signature, and PKCS#1 v1.5 signatures are
+    deterministic: g3 signs only the worker's URL, so every assignment to one worker carries
+    the same signature over the same bytes. The memo turns that repeat (~20-60 µs of RSA per
+    call) into a dict lookup; any change of key, message or signature is a new check.
     """
     signature = answer.get("signature")
     raw = _decode_signature(signature)
-    if raw is None:
+    if raw is None or key.key_size < MIN_KEY_BITS:  # a weak key proves nothing
         return None
     assert isinstance(signature, str)  # _decode_signature admits strings only
     for recipe in recipes:
@@ -114,9 +162,7 @@ def verify(
             except InvalidSignature:
                 ok = False
             if memo is not None:
-                if len(memo) >= MEMO_SIZE:
-                    memo.clear()
-                memo[slot] = (key, ok)
+                _remember(memo, slot, (key, ok))
         if ok:
             return recipe
     return None
@@ -153,6 +199,16 @@ def load_public_key(source: str | bytes | os.PathLike[str]) -> rsa.RSAPublicKey:
         ) from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise ConfigError("public_key must be an RSA key (the autoscaler signs with RSA)")
+    return check_key_size(key)
+
+
+def check_key_size(key: rsa.RSAPublicKey) -> rsa.RSAPublicKey:
+    """``key``, if it is at least :data:`MIN_KEY_BITS` long; else :class:`ConfigError`."""
+    if key.key_size < MIN_KEY_BITS:
+        raise ConfigError(
+            f"public_key is a {key.key_size}-bit RSA key; at least {MIN_KEY_BITS} bits are "
+            "required (a shorter key can be factored, and its signatures forged)"
+        )
     return key
 
 

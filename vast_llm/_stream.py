@@ -48,7 +48,7 @@ class StreamDecoder(Protocol):
 def _load(data: str, api: str) -> Any:
     try:
         return json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
         raise WorkerStreamError(
             f"malformed {api} stream: an event's data is not JSON: {excerpt(data)!r}"
         ) from None

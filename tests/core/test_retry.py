@@ -7,7 +7,7 @@ import random
 import pytest
 
 from vast_llm import Backoff
-from vast_llm._retry import parse_retry_after, retryable_status
+from vast_llm._retry import FAR_FUTURE, parse_retry_after, retryable_status
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,21 @@ def test_parse_retry_after_seconds(header: str, expected: float | None) -> None:
 def test_parse_retry_after_http_date() -> None:
     seconds = parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0)
     assert seconds == 10.0
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Sat, 01 Jan 10000 00:00:00 GMT", FAR_FUTURE),  # ValueError: year out of range
+        ("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", FAR_FUTURE),  # OverflowError
+        ("Fri, 31 Dec 9999 23:59:59 GMT", FAR_FUTURE),
+        ("99999999999999999999999", FAR_FUTURE),
+        ("1e400", None),  # inf
+        ("nan", None),
+        ("Wed, 99 Foo 2015 07:28:00 GMT", None),
+    ],
+)
+def test_hostile_retry_after_is_never_an_exception(header: str, expected: float | None) -> None:
+    """Issue 14 item 4: a Retry-After dated year 10000 raised ValueError/OverflowError."""
+    assert parse_retry_after({"retry-after": header}, now=0.0) == expected
+    assert Backoff(retry_after_cap=5.0).retry_delay(0, random.Random(0), expected) <= 5.0

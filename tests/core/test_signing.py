@@ -17,6 +17,8 @@ from vast_llm._signing import (
     MEMO_SIZE,
     RECIPES,
     Memo,
+    MemoDict,
+    check_key_size,
     load_public_key,
     public_key_pem,
     sign,
@@ -121,7 +123,7 @@ def test_g3_message_is_json_dumps_with_indent_byte_for_byte(url: str) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_memo_never_changes_a_verdict(case: dict[str, Any]) -> None:
     answer = json.loads(case["route_answer"])
-    memo: Memo = {}
+    memo = Memo()
     first = verify(KEY, answer, memo=memo)
     assert first == verify(KEY, answer)
     assert verify(KEY, answer, memo=memo) == first  # answered from the memo
@@ -133,6 +135,7 @@ class _CountingKey:
 
     def __init__(self, key: rsa.RSAPublicKey) -> None:
         self.key, self.checks = key, 0
+        self.key_size = key.key_size
 
     def verify(self, *args: Any) -> None:
         self.checks += 1
@@ -143,7 +146,7 @@ def test_memo_skips_only_the_identical_check() -> None:
     answer = {"url": "http://10.0.0.1:8000", "cost": 1.0, "endpoint": "e", "reqnum": 1}
     answer["signature"] = sign(PRIVATE, "g3", answer)
     key: Any = _CountingKey(PUBLIC)
-    memo: Memo = {}
+    memo = Memo()
     for reqnum in range(5):  # g3 signs the URL only: one worker, one signature, one check
         assert verify(key, {**answer, "reqnum": reqnum}, ("g3",), memo) == "g3"
     assert key.checks == 1
@@ -163,9 +166,40 @@ def test_memo_skips_only_the_identical_check() -> None:
 
 
 def test_memo_stays_bounded() -> None:
-    memo: Memo = {}
+    memo: MemoDict = {}  # a plain dict: bounded by entries, each small
     for port in range(MEMO_SIZE + 10):
         answer = {"url": f"http://10.0.0.1:{port}"}
         answer["signature"] = base64.b64encode(b"x" * 256).decode()
         verify(PUBLIC, answer, ("g3",), memo)
     assert len(memo) <= MEMO_SIZE
+
+
+def test_memo_is_bounded_by_bytes() -> None:
+    """Issue 14 item 9: 60 KB worker URLs kept ~60 KB each in a memo of 1,024 entries."""
+    answer = {"url": "http://w:1/"}
+    answer["signature"] = sign(PRIVATE, "g3", answer)
+    memo = Memo(max_bytes=64 << 10)
+    for n in range(2000):
+        verify(PUBLIC, {**answer, "url": f"http://w:1/{n}"}, ("g3",), memo)
+        assert memo.size <= memo.max_bytes
+    assert 0 < len(memo) < 2000
+    huge = {**answer, "url": "http://w:1/" + "a" * 60_000}
+    for memo_kind in (Memo(), {}):
+        assert verify(PUBLIC, huge, ("g3",), memo_kind) is None
+        assert not memo_kind  # too big to keep: checked again next time instead
+    assert verify(PUBLIC, answer, ("g3",), memo) == "g3" and verify(PUBLIC, answer, memo=memo)
+
+
+WEAK = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 (the point)
+
+
+def test_keys_under_2048_bits_are_refused() -> None:
+    """Issue 14 item 9: a 1024-bit key was accepted, pinned or served by /pubkey/."""
+    with pytest.raises(ConfigError, match="1024-bit RSA key; at least 2048"):
+        load_public_key(public_key_pem(WEAK.public_key()))
+    with pytest.raises(ConfigError, match="1024-bit"):
+        check_key_size(WEAK.public_key())
+    answer = {"url": "http://w:1"}
+    answer["signature"] = sign(WEAK, "g3", answer)
+    # Handed over as an object, past the loader: its signatures still verify nothing.
+    assert verify(WEAK.public_key(), answer) is None

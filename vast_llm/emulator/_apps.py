@@ -232,7 +232,7 @@ class State:
         # signature costs ~0.3 ms, which made the router the bottleneck of load benchmarks.
         self._signatures: dict[tuple[int, str, bytes], tuple[rsa.RSAPrivateKey, str]] = {}
         self._public: tuple[rsa.RSAPrivateKey, rsa.RSAPublicKey] | None = None
-        self.verified: Memo = {}  # the workers' signature checks (see _signing.verify)
+        self.verified = Memo()  # the workers' signature checks (see _signing.verify)
 
     def public_key(self) -> rsa.RSAPublicKey:
         """The current key's public half (one object per key, so checks can be remembered)."""
