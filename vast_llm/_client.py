@@ -22,7 +22,7 @@ from ._answer import AnswerBuilder, whole_answer
 from ._apis import WorkerCall, chat_call, completion_call
 from ._config import PER_CALL, ClientOptions, Settings, resolve_settings
 from ._drive import AsyncIO, HttpxIO, as_httpx, run_async, run_sync
-from ._errors import ConfigError, WorkerStreamError
+from ._errors import ConfigError, VastError, VastTimeout, WorkerStreamError
 from ._flow import Context, request_flow, route_flow
 from ._gate import Gate, acquire_async
 from ._keys import KeyStore
@@ -38,7 +38,13 @@ __all__ = ["AsyncStream", "AsyncVastClient", "Stream", "VastClient"]
 Message = Mapping[str, Any]
 
 
-def _cut(exc: httpx.TransportError, url: str) -> WorkerStreamError:
+def _cut(exc: httpx.TransportError, url: str, started: bool = True) -> VastError:
+    if isinstance(exc, httpx.TimeoutException) and not started:
+        # Nothing was handed out: the same timeout as a worker that never answered at all.
+        return VastTimeout(
+            f"worker {url} did not answer in time ({type(exc).__name__}: no output within "
+            "the idle timeout); raise timeout= if the model is slow to start"
+        )
     if isinstance(exc, httpx.TimeoutException):
         return WorkerStreamError(
             f"worker {url} went silent for longer than the timeout mid-answer "
@@ -258,7 +264,7 @@ class VastClient(_BaseClient):
             try:
                 content = response.read()
             except httpx.TransportError as exc:
-                raise _cut(exc, route.worker_url) from exc
+                raise _cut(exc, route.worker_url, started=False) from exc
             finally:
                 response.close()
         finally:
@@ -424,7 +430,7 @@ class AsyncVastClient(_BaseClient):
             try:
                 content = await response.aread()
             except httpx.TransportError as exc:
-                raise _cut(exc, route.worker_url) from exc
+                raise _cut(exc, route.worker_url, started=False) from exc
             finally:
                 await response.aclose()
         finally:
@@ -535,7 +541,7 @@ class Stream(_StreamView, Iterator[Chunk]):
             if tail is not None:
                 yield tail
         except httpx.TransportError as exc:
-            raise _cut(exc, builder.route.worker_url) from exc
+            raise _cut(exc, builder.route.worker_url, builder.started) from exc
         except SSEError as exc:
             raise WorkerStreamError(
                 f"not a stream: {exc}", worker_url=builder.route.worker_url
@@ -605,7 +611,7 @@ class AsyncStream(_StreamView, AsyncIterator[Chunk]):
             if tail is not None:
                 yield tail
         except httpx.TransportError as exc:
-            raise _cut(exc, builder.route.worker_url) from exc
+            raise _cut(exc, builder.route.worker_url, builder.started) from exc
         except SSEError as exc:
             raise WorkerStreamError(
                 f"not a stream: {exc}", worker_url=builder.route.worker_url
