@@ -131,17 +131,30 @@ class _BaseClient:
     def _call_settings(self, overrides: Mapping[str, Any]) -> Settings:
         return self._settings.for_call(overrides) if overrides else self._settings
 
-    def _completion(self, prompt: str, params: Mapping[str, Any], stream: bool) -> _Call:
+    def _completion(
+        self,
+        prompt: str,
+        params: Mapping[str, Any],
+        stream: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Call:
         overrides, rest = _split(params)
         return _Call(
             completion_call(self._settings.api, prompt, rest, stream),
             self._call_settings(overrides),
+            headers,
         )
 
-    def _chat(self, messages: Sequence[Message], params: Mapping[str, Any], stream: bool) -> _Call:
+    def _chat(
+        self,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        stream: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Call:
         overrides, rest = _split(params)
         call = chat_call(self._settings.api, messages, rest, stream, self._settings.chat_template)
-        return _Call(call, self._call_settings(overrides))
+        return _Call(call, self._call_settings(overrides), headers)
 
     def _flow(self, call: _Call) -> Any:
         s = call.settings
@@ -152,6 +165,7 @@ class _BaseClient:
             payload=call.worker.payload,
             cost=s.cost_of(call.worker.payload, call.worker.max_tokens),
             stream=call.worker.stream,
+            headers=call.headers,
         )
 
 
@@ -161,6 +175,7 @@ class _Call:
 
     worker: WorkerCall
     settings: Settings
+    headers: Mapping[str, str] | None = None  # extra worker request headers (no credentials)
 
 
 class VastClient(_BaseClient):
@@ -238,23 +253,40 @@ class VastClient(_BaseClient):
         """One verified worker assignment, waiting (up to the deadline) for a ready worker."""
         return cast(Assignment, self._run(route_flow(self._settings, self._ctx, float(cost))))
 
-    def generate(self, prompt: str, **params: Any) -> Completion:
+    def generate(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Completion:
         """Complete ``prompt``; ``params`` are generation parameters (``max_tokens``,
         ``stop``...) and per-call settings (``timeout``, ``deadline``, ``max_retries``,
-        ``cost``)."""
-        return self._whole(self._completion(prompt, params, stream=False))
+        ``cost``). ``headers`` are added to the worker request (never to the autoscaler's;
+        credential headers such as ``Authorization`` are dropped)."""
+        return self._whole(self._completion(prompt, params, stream=False, headers=headers))
 
-    def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Completion:
         """Answer a chat (OpenAI-style messages); on TGI workers through ``chat_template``."""
-        return self._whole(self._chat(messages, params, stream=False))
+        return self._whole(self._chat(messages, params, stream=False, headers=headers))
 
-    def stream(self, prompt: str, **params: Any) -> Stream:
+    def stream(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Stream:
         """Stream a completion of ``prompt`` chunk by chunk (use it in a ``with`` block)."""
-        return Stream(self, self._completion(prompt, params, stream=True))
+        return Stream(self, self._completion(prompt, params, stream=True, headers=headers))
 
-    def stream_chat(self, messages: Sequence[Message], **params: Any) -> Stream:
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Stream:
         """Stream a chat answer chunk by chunk (use it in a ``with`` block)."""
-        return Stream(self, self._chat(messages, params, stream=True))
+        return Stream(self, self._chat(messages, params, stream=True, headers=headers))
 
     def _whole(self, call: _Call) -> Completion:
         self._gate.acquire(call.settings.deadline)
@@ -401,23 +433,40 @@ class AsyncVastClient(_BaseClient):
         flow = route_flow(self._settings, self._ctx, float(cost))
         return cast(Assignment, await run_async(flow, state.io, self._keys, state.key_lock))
 
-    async def generate(self, prompt: str, **params: Any) -> Completion:
+    async def generate(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Completion:
         """Complete ``prompt``; ``params`` are generation parameters (``max_tokens``,
         ``stop``...) and per-call settings (``timeout``, ``deadline``, ``max_retries``,
-        ``cost``)."""
-        return await self._whole(self._completion(prompt, params, stream=False))
+        ``cost``). ``headers`` are added to the worker request (never to the autoscaler's;
+        credential headers such as ``Authorization`` are dropped)."""
+        return await self._whole(self._completion(prompt, params, stream=False, headers=headers))
 
-    async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Completion:
         """Answer a chat (OpenAI-style messages); on TGI workers through ``chat_template``."""
-        return await self._whole(self._chat(messages, params, stream=False))
+        return await self._whole(self._chat(messages, params, stream=False, headers=headers))
 
-    def stream(self, prompt: str, **params: Any) -> AsyncStream:
+    def stream(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> AsyncStream:
         """Stream a completion chunk by chunk (``async for``; ``async with`` closes it early)."""
-        return AsyncStream(self, self._completion(prompt, params, stream=True))
+        return AsyncStream(self, self._completion(prompt, params, stream=True, headers=headers))
 
-    def stream_chat(self, messages: Sequence[Message], **params: Any) -> AsyncStream:
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> AsyncStream:
         """Stream a chat answer chunk by chunk."""
-        return AsyncStream(self, self._chat(messages, params, stream=True))
+        return AsyncStream(self, self._chat(messages, params, stream=True, headers=headers))
 
     async def _whole(self, call: _Call) -> Completion:
         state = await self._state()

@@ -641,3 +641,20 @@ async def test_requests_beyond_max_concurrency_wait_their_turn(make_driver: Any)
         d: Driver = make_driver(emu, max_concurrency=2)
         results = await asyncio.gather(*(d.generate(f"p{i}", max_tokens=5) for i in range(6)))
         assert len(results) == 6 and emu.workers[0].peak_inflight == 2
+
+
+async def test_per_call_headers_reach_the_worker_only_and_never_credentials(
+    openai_emu: Emulator, make_driver: Any
+) -> None:
+    d: Driver = make_driver(openai_emu, api="openai")
+    headers = {"X-Trace-Id": "t-1", "Authorization": "Bearer leak", "Cookie": "c=1"}
+    messages = [{"role": "user", "content": "hi"}]
+    if d.flavor == "sync":
+        await asyncio.to_thread(d.sync.chat, messages, headers=headers, max_tokens=3)
+    else:
+        await d.aio.chat(messages, headers=headers, max_tokens=3)
+    [worker] = openai_emu.worker_requests
+    assert worker.headers["x-trace-id"] == "t-1"
+    assert "authorization" not in worker.headers and "cookie" not in worker.headers
+    routes = [r for r in openai_emu.requests if r.target == "route"]
+    assert routes and all("x-trace-id" not in r.headers for r in routes)
