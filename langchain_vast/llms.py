@@ -34,11 +34,18 @@ def _final_info(stream: Stream | AsyncStream) -> dict[str, Any]:
     }
 
 
-def _sum_usage(infos: Sequence[dict[str, Any]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for info in infos:
-        for name, count in (info.get("usage") or {}).items():
+def _add_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:
+    for name, count in counts.items():
+        if isinstance(count, dict):  # prompt_tokens_details, completion_tokens_details
+            _add_counts(total.setdefault(name, {}), count)
+        else:
             total[name] = total.get(name, 0) + count
+
+
+def _sum_usage(infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for info in infos:
+        _add_counts(total, info.get("usage") or {})
     return total
 
 
