@@ -122,6 +122,18 @@ class ChatVast(VastFields, BaseChatModel):
         model: str | None
             Model name for OpenAI-compatible workers (optional: vLLM serves one model).
 
+    Key init args — what ChatOpenAI users know:
+        extra_body: dict
+            Merged into the top level of the request (vLLM's ``guided_json``...).
+        max_completion_tokens, request_timeout
+            Other names of ``max_tokens`` and ``timeout``.
+        logprobs, top_logprobs, n, frequency_penalty, presence_penalty
+            Sent to OpenAI-compatible workers; logprobs in ``response_metadata["logprobs"]``.
+        stream_usage: bool
+            Usage on the last streamed chunk (default True).
+        default_headers: dict
+            Sent to workers (never to the autoscaler; credential headers are refused).
+
     Key init args — client params:
         endpoint, api_key, base_url
             Default to ``VAST_ENDPOINT``, ``VAST_API_KEY``, ``VAST_BASE_URL``.
@@ -170,6 +182,11 @@ class ChatVast(VastFields, BaseChatModel):
         .. code-block:: python
 
             llm.with_structured_output(GetWeather).invoke("Weather in Paris?")
+
+    Reasoning models:
+        vLLM's ``reasoning_content`` / ``reasoning`` (or a leading ``<think>...</think>``) is
+        ``additional_kwargs["reasoning_content"]`` of messages and chunks, and a reasoning block
+        in ``content_blocks``.
 
     Route facts:
         ``response_metadata["vast"]`` holds the worker, reqnum, request_idx, attempts, route
