@@ -33,6 +33,7 @@ from vast_llm.integration import (
     ClientPair,
     call_params,
     clients_for,
+    common_finish_reason,
     config_error,
     settings_of,
 )
@@ -251,9 +252,18 @@ def usage_dict(usage: Usage | None) -> dict[str, int]:
     return {} if usage is None else usage.to_dict()
 
 
+def finish_info(reason: str | None) -> dict[str, Any]:
+    """``finish_reason`` in OpenAI's words whatever the worker; TGI's own word kept aside."""
+    common = common_finish_reason(reason)
+    info: dict[str, Any] = {"finish_reason": common}
+    if reason != common:
+        info["native_finish_reason"] = reason
+    return info
+
+
 def completion_info(answer: Completion) -> dict[str, Any]:
     return {
-        "finish_reason": answer.finish_reason,
+        **finish_info(answer.finish_reason),
         "model_name": answer.model,
         "vast": route_metadata(answer.route, answer.time_to_first_token),
     }

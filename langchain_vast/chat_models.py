@@ -33,13 +33,13 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from vast_llm import AsyncStream, Chunk, Completion, Stream, Usage
 from vast_llm.fields import setting_field
-from vast_llm.integration import common_finish_reason
 
 from ._common import (
     SAMPLING,
     VastFields,
     checked_headers,
     completion_info,
+    finish_info,
     lc_errors,
     route_metadata,
     usage_dict,
@@ -68,15 +68,6 @@ def _usage_metadata(usage: Usage | None) -> UsageMetadata | None:
     if usage.reasoning_tokens is not None:
         counts["output_token_details"] = {"reasoning": usage.reasoning_tokens}
     return cast(UsageMetadata, counts)
-
-
-def _finish_info(reason: str | None) -> dict[str, Any]:
-    """``finish_reason`` in OpenAI's words whatever the worker; TGI's own word kept aside."""
-    common = common_finish_reason(reason)
-    info: dict[str, Any] = {"finish_reason": common}
-    if reason != common:
-        info["native_finish_reason"] = reason
-    return info
 
 
 def _reasoning(text: str | None) -> dict[str, Any]:
@@ -335,7 +326,7 @@ class ChatVast(VastFields, BaseChatModel):
                     )
                 )
         info = completion_info(answer)
-        info.update(_finish_info(answer.finish_reason))
+        info.update(finish_info(answer.finish_reason))
         info.update(_logprobs(answer.logprobs))
         info["model_name"] = model_name
         info["model_provider"] = "vast"
@@ -349,7 +340,7 @@ class ChatVast(VastFields, BaseChatModel):
         )
         return ChatGeneration(
             message=message,
-            generation_info={**_finish_info(answer.finish_reason), **_logprobs(answer.logprobs)},
+            generation_info={**finish_info(answer.finish_reason), **_logprobs(answer.logprobs)},
         )
 
     def _chunk(self, piece: Chunk) -> ChatGenerationChunk:
@@ -367,7 +358,7 @@ class ChatVast(VastFields, BaseChatModel):
 
     def _last_chunk(self, stream: Stream | AsyncStream, request: _Request) -> ChatGenerationChunk:
         info: dict[str, Any] = {
-            **_finish_info(stream.finish_reason),
+            **finish_info(stream.finish_reason),
             "model_name": self._model_name(stream.model, request.params),
             "model_provider": "vast",
             "vast": route_metadata(stream.route, stream.time_to_first_token),
@@ -380,7 +371,7 @@ class ChatVast(VastFields, BaseChatModel):
                 response_metadata=info,
                 chunk_position="last",
             ),
-            generation_info=_finish_info(stream.finish_reason),
+            generation_info=finish_info(stream.finish_reason),
         )
 
     # -- sync ------------------------------------------------------------------------------

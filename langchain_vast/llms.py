@@ -16,7 +16,14 @@ from pydantic import AliasChoices, Field
 
 from vast_llm import AsyncStream, Completion, Stream
 
-from ._common import VastFields, completion_info, lc_errors, route_metadata, usage_dict
+from ._common import (
+    VastFields,
+    completion_info,
+    finish_info,
+    lc_errors,
+    route_metadata,
+    usage_dict,
+)
 
 __all__ = ["VastLLM"]
 
@@ -27,7 +34,7 @@ _BATCH_DEFAULT = 16
 
 def _final_info(stream: Stream | AsyncStream) -> dict[str, Any]:
     return {
-        "finish_reason": stream.finish_reason,
+        **finish_info(stream.finish_reason),
         "model_name": stream.model,
         "usage": usage_dict(stream.usage),
         "vast": route_metadata(stream.route, stream.time_to_first_token),
@@ -92,7 +99,8 @@ class VastLLM(VastFields, LLM):
             chain = PromptTemplate.from_template("Q: {q}\\nA:") | llm | StrOutputParser()
             chain.invoke({"q": "Why is the sky blue?"})
 
-    ``generation_info`` carries ``finish_reason``, token usage and ``vast`` (the route facts:
+    ``generation_info`` carries ``finish_reason`` (OpenAI's words for both APIs; TGI's own in
+    ``native_finish_reason``), token usage and ``vast`` (the route facts:
     worker, reqnum, request_idx, attempts, route latency, signature, time to first token);
     ``llm_output`` carries ``token_usage`` and ``model_name``.
     """

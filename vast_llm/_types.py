@@ -197,7 +197,8 @@ class Completion:
         model: the model name, when the worker said it.
         tool_calls: tool calls from a chat worker.
         latency: seconds from the start of the call to the end of the answer.
-        time_to_first_token: seconds to the first text (for a non-streamed call: to the answer).
+        time_to_first_token: seconds to the first output: text, reasoning or a tool call (for a
+            non-streamed call: to the answer).
         raw: the worker's decoded answer (the last event for a stream).
         reasoning: what a reasoning model thought before answering (None when it did not).
         logprobs: the answer's tokens with their log probabilities, when asked for

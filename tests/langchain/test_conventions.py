@@ -319,3 +319,14 @@ def test_error_classes_are_static_importable_and_pickle(emu: Emulator) -> None:
     assert type(again) is errors.WorkerRateLimitError
     assert again.status_code == 429
     assert errors.WorkerRateLimitError.__module__ == "langchain_vast.errors"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_vast_llm_finish_reasons_in_one_vocabulary(emu: Emulator, streaming: bool) -> None:
+    from langchain_vast import VastLLM
+
+    llm = VastLLM(endpoint=emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
+                  max_new_tokens=300, streaming=streaming)  # fmt: skip
+    [[generation]] = llm.generate(["Hello"]).generations
+    info = generation.generation_info or {}
+    assert (info["finish_reason"], info["native_finish_reason"]) == ("stop", "eos_token")
