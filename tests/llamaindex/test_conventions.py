@@ -270,3 +270,11 @@ async def test_streamed_pieces_are_complete_messages(emu: Emulator, mode: str) -
         assert piece.message.content == text
         assert ChatResponse.model_validate(piece.model_dump()) == piece
     assert len(pieces) > 2 and pieces[-1].delta == ""  # the last: the totals
+
+
+def test_a_missing_endpoint_is_the_documented_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("VAST_ENDPOINT", raising=False)
+    with pytest.raises(ConfigError, match="VAST_ENDPOINT"):
+        Vast(api_key="k")
