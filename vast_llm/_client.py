@@ -24,7 +24,7 @@ from ._budget import async_pools, pools
 from ._config import PER_CALL, ClientOptions, Settings, resolve_settings
 from ._decode import DecodeError
 from ._drive import AsyncIO, HttpxIO, run_async, run_sync
-from ._errors import ConfigError, WorkerError, WorkerStreamError, abbreviate
+from ._errors import ConfigError, VastError, VastTimeout, WorkerError, WorkerStreamError, abbreviate
 from ._flow import Context, request_flow, route_flow
 from ._gate import Gate, acquire_async
 from ._keys import KeyStore
@@ -43,8 +43,14 @@ __all__ = ["AsyncStream", "AsyncVastClient", "Stream", "VastClient"]
 Message = Mapping[str, Any]
 
 
-def _cut(exc: httpx.TransportError, url: str) -> WorkerStreamError:
+def _cut(exc: httpx.TransportError, url: str, started: bool = True) -> VastError:
     where = abbreviate(url)
+    if isinstance(exc, httpx.TimeoutException) and not started:
+        # Nothing was handed out: the same timeout as a worker that never answered at all.
+        return VastTimeout(
+            f"worker {where} did not answer in time ({type(exc).__name__}: no output within "
+            "the idle timeout); raise timeout= if the model is slow to start"
+        )
     if isinstance(exc, httpx.TimeoutException):
         return WorkerStreamError(
             f"worker {where} went silent mid-answer: no progress within the idle timeout "
@@ -161,17 +167,30 @@ class _BaseClient:
     def _call_settings(self, overrides: Mapping[str, Any]) -> Settings:
         return self._settings.for_call(overrides) if overrides else self._settings
 
-    def _completion(self, prompt: str, params: Mapping[str, Any], stream: bool) -> _Call:
+    def _completion(
+        self,
+        prompt: str,
+        params: Mapping[str, Any],
+        stream: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Call:
         overrides, rest = _split(params)
         return _Call(
             completion_call(self._settings.api, prompt, rest, stream),
             self._call_settings(overrides),
+            headers,
         )
 
-    def _chat(self, messages: Sequence[Message], params: Mapping[str, Any], stream: bool) -> _Call:
+    def _chat(
+        self,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        stream: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Call:
         overrides, rest = _split(params)
         call = chat_call(self._settings.api, messages, rest, stream, self._settings.chat_template)
-        return _Call(call, self._call_settings(overrides))
+        return _Call(call, self._call_settings(overrides), headers)
 
     def _flow(self, call: _Call) -> Any:
         s = call.settings
@@ -183,6 +202,7 @@ class _BaseClient:
             cost=s.cost_of(call.worker.payload, call.worker.max_tokens),
             stream=call.worker.stream,
             observed=listening(s.on_progress),
+            headers=call.headers,
         )
 
     def _route_flow(self, cost: float) -> Any:
@@ -196,6 +216,7 @@ class _Call:
 
     worker: WorkerCall
     settings: Settings
+    headers: Mapping[str, str] | None = None  # extra worker request headers (no credentials)
 
 
 class VastClient(_BaseClient):
@@ -273,23 +294,40 @@ class VastClient(_BaseClient):
         """One verified worker assignment, waiting (up to the deadline) for a ready worker."""
         return cast(Assignment, self._run(self._route_flow(cost)))
 
-    def generate(self, prompt: str, **params: Any) -> Completion:
+    def generate(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Completion:
         """Complete ``prompt``; ``params`` are generation parameters (``max_tokens``,
         ``stop``...) and per-call settings (``timeout``, ``deadline``, ``max_retries``,
-        ``cost``)."""
-        return self._whole(self._completion(prompt, params, stream=False))
+        ``cost``). ``headers`` are added to the worker request (never to the autoscaler's;
+        credential headers such as ``Authorization`` are dropped)."""
+        return self._whole(self._completion(prompt, params, stream=False, headers=headers))
 
-    def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Completion:
         """Answer a chat (OpenAI-style messages); on TGI workers through ``chat_template``."""
-        return self._whole(self._chat(messages, params, stream=False))
+        return self._whole(self._chat(messages, params, stream=False, headers=headers))
 
-    def stream(self, prompt: str, **params: Any) -> Stream:
+    def stream(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Stream:
         """Stream a completion of ``prompt`` chunk by chunk (use it in a ``with`` block)."""
-        return Stream(self, self._completion(prompt, params, stream=True))
+        return Stream(self, self._completion(prompt, params, stream=True, headers=headers))
 
-    def stream_chat(self, messages: Sequence[Message], **params: Any) -> Stream:
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Stream:
         """Stream a chat answer chunk by chunk (use it in a ``with`` block)."""
-        return Stream(self, self._chat(messages, params, stream=True))
+        return Stream(self, self._chat(messages, params, stream=True, headers=headers))
 
     def _whole(self, call: _Call) -> Completion:
         self._gate.acquire(call.settings.deadline)
@@ -300,7 +338,7 @@ class VastClient(_BaseClient):
             try:
                 content = read_body(response, s.max_answer_bytes, s.timeout.read or float("inf"))
             except httpx.TransportError as exc:
-                raise _cut(exc, route.worker_url) from exc
+                raise _cut(exc, route.worker_url, started=False) from exc
             except DecodeError as exc:
                 raise _unreadable(exc, route.worker_url, stream=False) from None
         finally:
@@ -438,23 +476,40 @@ class AsyncVastClient(_BaseClient):
     def _run(self, flow: Any, state: _LoopState) -> Any:
         return run_async(flow, state.io, self._keys, state.key_lock, self._settings.on_progress)
 
-    async def generate(self, prompt: str, **params: Any) -> Completion:
+    async def generate(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Completion:
         """Complete ``prompt``; ``params`` are generation parameters (``max_tokens``,
         ``stop``...) and per-call settings (``timeout``, ``deadline``, ``max_retries``,
-        ``cost``)."""
-        return await self._whole(self._completion(prompt, params, stream=False))
+        ``cost``). ``headers`` are added to the worker request (never to the autoscaler's;
+        credential headers such as ``Authorization`` are dropped)."""
+        return await self._whole(self._completion(prompt, params, stream=False, headers=headers))
 
-    async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Completion:
         """Answer a chat (OpenAI-style messages); on TGI workers through ``chat_template``."""
-        return await self._whole(self._chat(messages, params, stream=False))
+        return await self._whole(self._chat(messages, params, stream=False, headers=headers))
 
-    def stream(self, prompt: str, **params: Any) -> AsyncStream:
+    def stream(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> AsyncStream:
         """Stream a completion chunk by chunk (``async for``; ``async with`` closes it early)."""
-        return AsyncStream(self, self._completion(prompt, params, stream=True))
+        return AsyncStream(self, self._completion(prompt, params, stream=True, headers=headers))
 
-    def stream_chat(self, messages: Sequence[Message], **params: Any) -> AsyncStream:
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> AsyncStream:
         """Stream a chat answer chunk by chunk."""
-        return AsyncStream(self, self._chat(messages, params, stream=True))
+        return AsyncStream(self, self._chat(messages, params, stream=True, headers=headers))
 
     async def _whole(self, call: _Call) -> Completion:
         state = await self._state()
@@ -468,7 +523,7 @@ class AsyncVastClient(_BaseClient):
                     response, s.max_answer_bytes, s.timeout.read or float("inf")
                 )
             except httpx.TransportError as exc:
-                raise _cut(exc, route.worker_url) from exc
+                raise _cut(exc, route.worker_url, started=False) from exc
             except DecodeError as exc:
                 raise _unreadable(exc, route.worker_url, stream=False) from None
         finally:
@@ -590,7 +645,7 @@ class Stream(_StreamView, Iterator[Chunk]):
             if tail is not None:
                 yield tail
         except httpx.TransportError as exc:
-            raise _cut(exc, builder.route.worker_url) from exc
+            raise _cut(exc, builder.route.worker_url, builder.started) from exc
         except (DecodeError, StreamError, StreamTooLong) as exc:
             raise _unreadable(exc, builder.route.worker_url, stream=True) from None
         finally:
@@ -657,7 +712,7 @@ class AsyncStream(_StreamView, AsyncIterator[Chunk]):
             if tail is not None:
                 yield tail
         except httpx.TransportError as exc:
-            raise _cut(exc, builder.route.worker_url) from exc
+            raise _cut(exc, builder.route.worker_url, builder.started) from exc
         except (DecodeError, StreamError, StreamTooLong) as exc:
             raise _unreadable(exc, builder.route.worker_url, stream=True) from None
         finally:

@@ -491,19 +491,26 @@ def _no_answer(exc: httpx.RemoteProtocolError) -> bool:
     return NO_ANSWER in str(exc)
 
 
-# Headers a worker may receive from a caller (an SDK under VastTransport, per-call headers):
-# what describes the request and the client; never anything that can carry a credential.
+# Headers a worker may receive. What an SDK sends through VastTransport passes only if it is on
+# the allow-list (what describes the request and the client); headers a user names for workers
+# (per call, or a model's default_headers) pass unless they are connection-level or name a
+# credential. Nothing that can carry a credential ever reaches a rented machine.
 _WORKER_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-language"})
 _WORKER_HEADER_PREFIXES = ("x-vast-", "x-request-id", "openai-beta", "x-stainless-")
 _CREDENTIAL_WORDS = ("auth", "cookie", "key", "token", "secret", "password", "session", "signature")
+_HOP_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "accept-encoding", "te",
+     "upgrade", "keep-alive", "proxy-connection"}
+)  # fmt: skip
 
 
-def worker_header_allowed(name: str) -> bool:
-    """True for a header a worker may see: on the allow-list, and naming no credential."""
+def worker_header_allowed(name: str, *, named_by_user: bool = True) -> bool:
+    """True for a header a worker may see (see above)."""
     lowered = name.lower()
-    if any(word in lowered for word in _CREDENTIAL_WORDS):
+    if any(word in lowered for word in _CREDENTIAL_WORDS) or lowered in _HOP_HEADERS:
         return False
-    return lowered in _WORKER_HEADERS or lowered.startswith(_WORKER_HEADER_PREFIXES)
+    listed = lowered in _WORKER_HEADERS or lowered.startswith(_WORKER_HEADER_PREFIXES)
+    return named_by_user or listed
 
 
 class _Where:

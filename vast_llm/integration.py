@@ -11,7 +11,10 @@
   per-call models do not each open a connection pool; edit a model's settings and its next call
   gets the pair for the new ones;
 - :func:`call_params`: one call's generation parameters (model fields, then extra kwargs, then
-  the call's), with per-call settings (``timeout``...) kept apart and client settings refused.
+  the call's), with per-call settings (``timeout``...) kept apart and client settings refused;
+- :func:`common_finish_reason`: a finish reason in OpenAI's vocabulary whatever the worker;
+- :class:`ThinkSplitter`: a chat answer's leading ``<think>...</think>`` as reasoning, for
+  text that did not come through the client's chat calls (which split it themselves).
 """
 
 from __future__ import annotations
@@ -27,15 +30,19 @@ from ._apis import chatml
 from ._client import AsyncVastClient, VastClient
 from ._config import PER_CALL, SETTINGS, Setting, resolve_settings
 from ._errors import ConfigError
+from ._stream import ThinkSplitter
+from ._types import common_finish_reason
 
 __all__ = [
     "PER_CALL",
     "SETTINGS",
     "ClientPair",
     "Setting",
+    "ThinkSplitter",
     "call_params",
     "chatml",
     "clients_for",
+    "common_finish_reason",
     "config_error",
     "settings_of",
 ]

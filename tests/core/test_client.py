@@ -6,8 +6,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import Driver, settings_for
@@ -497,12 +499,78 @@ async def test_failed_whole_answer_before_any_output_is_rerouted(
     assert answer.route.attempts == 2
 
 
-async def test_idle_timeout_between_chunks(tgi: Emulator, make_driver: Any) -> None:
+async def test_a_stream_silent_before_its_first_token_is_a_timeout(
+    tgi: Emulator, make_driver: Any
+) -> None:
+    """Nothing was handed out: the same VastTimeout as a whole answer that never came (a
+    framework may retry it), not a cut answer."""
     tgi.inject(Fault("slow_first_token", delay=2.0))
     started = time.monotonic()
-    with pytest.raises(WorkerStreamError, match="idle timeout"):
+    with pytest.raises(VastTimeout, match="did not answer in time") as info:
         await make_driver(tgi, timeout=0.3).stream("x")
+    assert not isinstance(info.value, WorkerStreamError)
     assert time.monotonic() - started < 1.5
+    assert len(tgi.worker_requests) == 1  # it may still be working on it: not sent twice
+
+
+class _Stalls(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A worker's stream that hands out its first piece, then goes silent (the read times
+    out): the stall a slow or stuck worker causes mid-answer."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self.inner:
+            yield part
+            raise httpx.ReadTimeout("stalled")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self.inner:
+            yield part
+            raise httpx.ReadTimeout("stalled")
+
+    def close(self) -> None:
+        self.inner.close()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _stalling(response: httpx.Response, request: httpx.Request) -> httpx.Response:
+    if not request.url.path.endswith("_stream"):
+        return response
+    return httpx.Response(
+        response.status_code, headers=response.headers, stream=_Stalls(response.stream)
+    )
+
+
+class _StallingTransport(httpx.HTTPTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return _stalling(super().handle_request(request), request)
+
+
+class _AsyncStallingTransport(httpx.AsyncHTTPTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return _stalling(await super().handle_async_request(request), request)
+
+
+async def test_idle_timeout_mid_answer_cuts_the_answer(tgi: Emulator, flavor: str) -> None:
+    """Once output was handed out, silence is a cut answer (WorkerStreamError, not retried)."""
+    http: Any = (
+        httpx.Client(transport=_StallingTransport())
+        if flavor == "sync"
+        else httpx.AsyncClient(transport=_AsyncStallingTransport())
+    )
+    driver = Driver(flavor, tgi, http_client=http)
+    chunks: list[Chunk] = []
+    try:
+        with pytest.raises(WorkerStreamError, match="idle timeout"):
+            await driver.stream_into("x", chunks, max_tokens=8)
+    finally:
+        await driver.aclose()
+        await asyncio.to_thread(http.close) if flavor == "sync" else await http.aclose()
+    assert "".join(c.text for c in chunks)  # some output came before the silence
 
 
 async def test_a_worker_silent_before_answering_times_out_and_is_not_asked_again(
@@ -573,3 +641,20 @@ async def test_requests_beyond_max_concurrency_wait_their_turn(make_driver: Any)
         d: Driver = make_driver(emu, max_concurrency=2)
         results = await asyncio.gather(*(d.generate(f"p{i}", max_tokens=5) for i in range(6)))
         assert len(results) == 6 and emu.workers[0].peak_inflight == 2
+
+
+async def test_per_call_headers_reach_the_worker_only_and_never_credentials(
+    openai_emu: Emulator, make_driver: Any
+) -> None:
+    d: Driver = make_driver(openai_emu, api="openai")
+    headers = {"X-Trace-Id": "t-1", "Authorization": "Bearer leak", "Cookie": "c=1"}
+    messages = [{"role": "user", "content": "hi"}]
+    if d.flavor == "sync":
+        await asyncio.to_thread(d.sync.chat, messages, headers=headers, max_tokens=3)
+    else:
+        await d.aio.chat(messages, headers=headers, max_tokens=3)
+    [worker] = openai_emu.worker_requests
+    assert worker.headers["x-trace-id"] == "t-1"
+    assert "authorization" not in worker.headers and "cookie" not in worker.headers
+    routes = [r for r in openai_emu.requests if r.target == "route"]
+    assert routes and all("x-trace-id" not in r.headers for r in routes)

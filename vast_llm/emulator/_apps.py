@@ -161,6 +161,21 @@ class WorkerState:
     gone: bool = False  # stopped for good (Emulator.stop_worker): nothing listens any more
     script: Script | None = None  # the endpoint's scripted turns
     reasoning: str | None = None  # the endpoint's reasoning option (REASONING_OPTIONS)
+    # Prompts this worker has seen (hashes, bounded): a repeated one is served from the
+    # prefix cache, as vLLM reports in usage.prompt_tokens_details.cached_tokens.
+    seen_prompts: collections.OrderedDict[int, None] = field(
+        default_factory=collections.OrderedDict
+    )
+
+    def cached_tokens(self, prompt: Any, tokens: int) -> int:
+        """How many of a request's prompt tokens the prefix cache holds (all, if seen)."""
+        key = hash(json.dumps(prompt, sort_keys=True, default=str))
+        seen = key in self.seen_prompts
+        self.seen_prompts[key] = None
+        self.seen_prompts.move_to_end(key)
+        while len(self.seen_prompts) > 1024:
+            self.seen_prompts.popitem(last=False)
+        return tokens if seen else 0
 
     def state(self, now: float) -> str:
         """This worker's state now: one of :data:`VAST_STATE_NAMES` (ready: idle, running)."""
@@ -699,11 +714,53 @@ def _tgi_frames(
 
 
 _TGI_FINISH = {"eos": "eos_token", "stop": "stop_sequence", "length": "length"}
+_LOGPROB = -0.25  # every emulated token's log probability
+
+
+def _logprobs(kind: str, payload: dict[str, Any], tokens: list[str]) -> dict[str, Any] | None:
+    """vLLM's ``logprobs`` of a choice for ``tokens``, when the request asked for them."""
+    asked = payload.get("logprobs")
+    if not asked or not tokens:
+        return None
+    if kind == "chat":
+        top = int(payload.get("top_logprobs") or 0)
+
+        def entry(token: str) -> dict[str, Any]:
+            alternatives = [{"token": token, "logprob": _LOGPROB, "bytes": list(token.encode())}]
+            return {**alternatives[0], "top_logprobs": alternatives * min(top, 1)}
+
+        return {"content": [entry(t) for t in tokens]}
+    offsets, at = [], 0
+    for token in tokens:
+        offsets.append(at)
+        at += len(token)
+    return {"tokens": tokens, "token_logprobs": [_LOGPROB] * len(tokens),
+            "top_logprobs": [{t: _LOGPROB} for t in tokens], "text_offset": offsets}  # fmt: skip
+
+
+def _usage(worker: WorkerState, payload: dict[str, Any], result: GenResult) -> dict[str, Any]:
+    prompt = payload.get("messages") or payload.get("prompt")
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+        "prompt_tokens_details": {
+            "cached_tokens": worker.cached_tokens(prompt, result.prompt_tokens)
+        },
+    }
+
+
 _OPENAI_FINISH = {"eos": "stop", "stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
 def _openai_frames(
-    model: Model, req: GenRequest, result: GenResult, kind: str, payload: dict[str, Any], rid: str
+    model: Model,
+    req: GenRequest,
+    result: GenResult,
+    kind: str,
+    payload: dict[str, Any],
+    rid: str,
+    worker: WorkerState,
 ) -> AsyncIterator[tuple[str, bool]]:
     created = int(time.time())
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
@@ -718,10 +775,10 @@ def _openai_frames(
             body["usage"] = usage
         return "data: " + json.dumps(body, separators=_COMPACT) + "\n\n"
 
-    def choice(content: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    def choice(content: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
         if kind == "chat":
-            return {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
-        return {"index": 0, "text": content.get("content", ""), "logprobs": None,
+            return {"index": 0, "delta": content, "logprobs": logprobs, "finish_reason": finish}
+        return {"index": 0, "text": content.get("content", ""), "logprobs": logprobs,
                 "finish_reason": finish}  # fmt: skip
 
     think_key = req.reasoning or "reasoning_content"
@@ -730,8 +787,10 @@ def _openai_frames(
         if kind == "chat":
             yield chunk([choice({"role": "assistant", "content": ""}, None)]), False
         async for token in model.generate(req, result):
-            key = think_key if isinstance(token, Thought) else "content"
-            yield chunk([choice({key: str(token)}, None)]), True
+            thought = isinstance(token, Thought)
+            key = think_key if thought else "content"
+            logprobs = None if thought else _logprobs(kind, payload, [str(token)])
+            yield chunk([choice({key: str(token)}, None, logprobs)]), True
         for index, call in enumerate(result.tool_calls):
             head = {"index": index, "id": call["id"], "type": "function",
                     "function": {"name": call["name"], "arguments": ""}}  # fmt: skip
@@ -744,22 +803,24 @@ def _openai_frames(
         finish = _OPENAI_FINISH.get(result.finish_reason, result.finish_reason)
         yield chunk([choice({}, finish)]), False
         if include_usage:
-            usage = {
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "total_tokens": result.prompt_tokens + result.completion_tokens,
-            }
-            yield chunk([], usage), False
+            yield chunk([], _usage(worker, payload, result)), False
         yield "data: [DONE]\n\n", False
 
     return frames()
 
 
 async def _whole_answer(
-    model: Model, req: GenRequest, result: GenResult, kind: str, payload: dict[str, Any], rid: str
+    model: Model,
+    req: GenRequest,
+    result: GenResult,
+    kind: str,
+    payload: dict[str, Any],
+    rid: str,
+    worker: WorkerState,
 ) -> dict[str, Any]:
     tokens = [token async for token in model.generate(req, result)]
     text = "".join(t for t in tokens if not isinstance(t, Thought))
+    logprobs = _logprobs(kind, payload, [str(t) for t in tokens if not isinstance(t, Thought)])
     if kind == "tgi":
         params = payload.get("parameters") or {}
         answer: dict[str, Any] = {"generated_text": text}
@@ -772,14 +833,10 @@ async def _whole_answer(
                 "tokens": [],
             }
         return answer
-    usage = {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
-    }
+    usage = _usage(worker, payload, result)
     finish = _OPENAI_FINISH.get(result.finish_reason, result.finish_reason)
     if kind == "completions":
-        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None,
+        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": logprobs,
                                   "finish_reason": finish}  # fmt: skip
         obj = "text_completion"
     else:
@@ -795,11 +852,14 @@ async def _whole_answer(
             ]  # fmt: skip
         else:
             message["content"] = text
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
         obj = "chat.completion"
+    # n > 1: the deterministic fake gives the same answer n times (vLLM would sample n).
+    count = max(1, int(payload.get("n") or 1))
+    choices = [{**choice, "index": index} for index in range(count)]
     return {
         "id": rid, "object": obj, "created": int(time.time()),
-        "model": payload.get("model") or model.name, "choices": [choice], "usage": usage,
+        "model": payload.get("model") or model.name, "choices": choices, "usage": usage,
     }  # fmt: skip
 
 
@@ -902,7 +962,9 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
         )
         try:
             if not streaming:
-                return await _whole_response(model, req, result, kind, payload, rid, stream_fault)
+                return await _whole_response(
+                    model, req, result, kind, payload, rid, stream_fault, worker
+                )
         except BaseException:
             finish()
             raise
@@ -913,7 +975,7 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             _tgi_frames(model, req, result, details=bool(
                 (payload.get("parameters") or {}).get("details")))
             if kind == "tgi"
-            else _openai_frames(model, req, result, kind, payload, rid)
+            else _openai_frames(model, req, result, kind, payload, rid, worker)
         )  # fmt: skip
 
         async def body() -> AsyncIterator[str]:
@@ -980,10 +1042,11 @@ async def _whole_response(
     payload: dict[str, Any],
     rid: str,
     fault: Fault | None,
+    worker: WorkerState,
 ) -> Response:
     if fault is not None and fault.name == "slow_first_token":
         await asyncio.sleep(fault.delay)
-    answer = await _whole_answer(model, req, result, kind, payload, rid)
+    answer = await _whole_answer(model, req, result, kind, payload, rid, worker)
     body = json.dumps(answer).encode()
     if fault is None or fault.name == "slow_first_token":
         return Response(body, media_type="application/json")
