@@ -157,6 +157,12 @@ class ClientOptions(TypedDict, total=False):
         Doc("requests in flight per client; more wait their turn (their deadline starts after)",
             shown="the pool size, 256"),
     ]  # fmt: skip
+    embed_batch_size: Annotated[
+        int,
+        Doc("texts (or documents) per `/v1/embeddings`, `/v1/rerank` or `/v1/score` request; "
+            "longer inputs go in batches of this size, and a batch a worker refuses as too large "
+            "is halved", default=64),
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +234,7 @@ class Settings:
     chat_template: ChatTemplate = field(default=chatml, repr=False)
     limits: httpx.Limits = field(default_factory=lambda: DEFAULT_LIMITS, repr=False)
     max_concurrency: int = 256
+    embed_batch_size: int = 64
 
     def cost_of(self, payload: Mapping[str, Any], max_tokens: int) -> float:
         """The cost sent to ``/route/``: the ``cost`` setting, else the request's max tokens."""
@@ -416,4 +423,5 @@ def resolve_settings(endpoint: str | None = None, **options: Unpack[ClientOption
         chat_template=template,
         limits=limits,
         max_concurrency=_count("max_concurrency", max_concurrency, 1),
+        embed_batch_size=_count("embed_batch_size", given.get("embed_batch_size", 64), 1),
     )

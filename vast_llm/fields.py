@@ -86,3 +86,4 @@ class ClientFields(BaseModel):
     recipes: tuple[Recipe, ...] | None = setting_field("recipes")
     limits: httpx.Limits | None = setting_field("limits")
     max_concurrency: int | None = setting_field("max_concurrency")
+    embed_batch_size: int | None = setting_field("embed_batch_size")
