@@ -7,6 +7,7 @@ tokens, retries what is safe to retry and raises typed errors (see :mod:`vast_ll
 
 from ._client import AsyncStream, AsyncVastClient, Stream, VastClient
 from ._config import ClientOptions, Settings
+from ._embed import EmbeddingBatch, Embeddings, Ranked, Reranking, Scores
 from ._errors import (
     AuthenticationError,
     ConfigError,
@@ -21,6 +22,7 @@ from ._errors import (
     WorkerError,
     WorkerStreamError,
 )
+from ._raw import AsyncEventStream, Event, EventStream, WorkerAnswer
 from ._retry import Backoff
 from ._transport import AsyncVastTransport, VastTransport
 from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, ToolCallDelta, Usage
@@ -28,6 +30,7 @@ from ._version import __version__
 
 __all__ = [
     "Assignment",
+    "AsyncEventStream",
     "AsyncStream",
     "AsyncVastClient",
     "AsyncVastTransport",
@@ -37,10 +40,17 @@ __all__ = [
     "ClientOptions",
     "Completion",
     "ConfigError",
+    "EmbeddingBatch",
+    "Embeddings",
     "EndpointStopped",
+    "Event",
+    "EventStream",
     "NoWorkerReady",
+    "Ranked",
+    "Reranking",
     "RouteError",
     "RouteInfo",
+    "Scores",
     "Settings",
     "SignatureError",
     "Stream",
@@ -53,6 +63,7 @@ __all__ = [
     "VastSecurityWarning",
     "VastTimeout",
     "VastTransport",
+    "WorkerAnswer",
     "WorkerError",
     "WorkerStreamError",
     "__version__",

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
+from . import _embed
 from ._answer import AnswerBuilder, whole_answer
 from ._apis import WorkerCall, chat_call, completion_call
 from ._config import PER_CALL, ClientOptions, Settings, resolve_settings
@@ -27,6 +36,7 @@ from ._flow import Context, request_flow, route_flow
 from ._gate import Gate, acquire_async
 from ._keys import KeyStore
 from ._loops import PerLoop
+from ._raw import AsyncEventStream, EventStream, WorkerAnswer, fetch_async, fetch_sync, raw_call
 from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -287,6 +297,70 @@ class VastClient(_BaseClient):
     ) -> None:
         self.close()
 
+    # -- any worker route; embeddings, rerank, score (vast_llm._raw, vast_llm._embed) ----
+
+    @overload
+    def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[False] = False,
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> WorkerAnswer: ...
+    @overload
+    def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[True],
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> EventStream: ...
+    def request(
+        self, path: str, payload: Any, *, stream: bool = False,
+        headers: Mapping[str, str] | None = None, **settings: Any,
+    ) -> WorkerAnswer | EventStream:  # fmt: skip
+        """Send ``payload`` (any JSON value) to any worker route, routed, verified and retried
+        like every call: ``request("/generate/sync", workflow)`` for ComfyUI,
+        ``request("/v1/audio/speech", {...})``... Returns the whole answer (parsed when it is
+        JSON, with the route facts), or with ``stream=True`` an :class:`EventStream` of the
+        worker's server-sent events (use it in a ``with`` block). ``settings``: ``timeout``,
+        ``deadline``, ``max_retries``, ``cost`` for this call (the default cost: what Vast's
+        worker counts for the embeddings, rerank and score routes, else the payload's max
+        tokens, else 256)."""
+        call = raw_call(self._settings, path, payload, stream=stream, headers=headers,
+                        overrides=settings)  # fmt: skip
+        return EventStream(self, call) if stream else fetch_sync(self, call).answer()
+
+    def embed(self, texts: Sequence[str], **params: Any) -> _embed.Embeddings:
+        """Embed ``texts`` through ``/v1/embeddings``: one vector per text, in order, with
+        usage and the route facts of every request. Long inputs go in batches of
+        ``batch_size`` (the ``embed_batch_size`` setting, 64); a batch a worker refuses as too
+        large is halved. ``params``: ``model``, ``dimensions``, ``batch_size``, per-call
+        settings (``timeout``...), anything else for the model server
+        (``truncate_prompt_tokens``...). Rules and errors: :mod:`vast_llm._embed`."""
+        return _embed.embed_sync(self, texts, params)
+
+    def iter_embed(self, texts: Iterable[str], **params: Any) -> Iterator[_embed.EmbeddingBatch]:
+        """:meth:`embed`, batch by batch: reads ``texts`` (any iterable) one batch at a time and
+        yields each batch's vectors, so memory stays that of one batch."""
+        return _embed.iter_embed_sync(self, texts, params)
+
+    def rerank(
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None, **params: Any
+    ) -> _embed.Reranking:
+        """Rank ``documents`` by relevance to ``query`` through ``/v1/rerank``: the best
+        ``top_n`` (all by default), each with its input index and score; batched like
+        :meth:`embed`."""
+        return _embed.rerank_sync(self, query, documents, {**params, "top_n": top_n})
+
+    def score(self, query: str, documents: Sequence[str], **params: Any) -> _embed.Scores:
+        """One relevance score per document, in input order, through ``/v1/score``."""
+        return _embed.score_sync(self, query, documents, params)
+
 
 @dataclass(slots=True)
 class _LoopState:
@@ -448,6 +522,70 @@ class AsyncVastClient(_BaseClient):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    # -- any worker route; embeddings, rerank, score (vast_llm._raw, vast_llm._embed) ----
+
+    @overload
+    async def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[False] = False,
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> WorkerAnswer: ...
+    @overload
+    async def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[True],
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> AsyncEventStream: ...
+    async def request(
+        self, path: str, payload: Any, *, stream: bool = False,
+        headers: Mapping[str, str] | None = None, **settings: Any,
+    ) -> WorkerAnswer | AsyncEventStream:  # fmt: skip
+        """:meth:`VastClient.request`; with ``stream=True`` the awaited value is an
+        :class:`AsyncEventStream` (``async for``), which starts when first iterated."""
+        call = raw_call(self._settings, path, payload, stream=stream, headers=headers,
+                        overrides=settings)  # fmt: skip
+        if stream:
+            return AsyncEventStream(self, call)
+        return (await fetch_async(self, call)).answer()
+
+    async def embed(
+        self, texts: Sequence[str], *, concurrency: int | None = None, **params: Any
+    ) -> _embed.Embeddings:
+        """:meth:`VastClient.embed`, with up to ``concurrency`` batches in flight (default:
+        the client's ``max_concurrency``); vectors in input order."""
+        return await _embed.embed_async(self, texts, params, concurrency)
+
+    def iter_embed(
+        self, texts: Iterable[str], *, concurrency: int | None = None, **params: Any
+    ) -> AsyncIterator[_embed.EmbeddingBatch]:
+        """Batches of vectors in input order (``async for``), with up to ``concurrency``
+        batches in flight (default 4): memory stays that of ``concurrency`` batches."""
+        return _embed.iter_embed_async(self, texts, params, concurrency)
+
+    async def rerank(
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None,
+        concurrency: int | None = None, **params: Any,
+    ) -> _embed.Reranking:  # fmt: skip
+        """:meth:`VastClient.rerank`, batches run concurrently."""
+        return await _embed.rerank_async(
+            self, query, documents, {**params, "top_n": top_n}, concurrency
+        )
+
+    async def score(
+        self, query: str, documents: Sequence[str], *, concurrency: int | None = None,
+        **params: Any,
+    ) -> _embed.Scores:  # fmt: skip
+        """:meth:`VastClient.score`, batches run concurrently."""
+        return await _embed.score_async(self, query, documents, params, concurrency)
 
 
 async def _close_state(state: _LoopState) -> None:

@@ -11,12 +11,13 @@ import vast_llm
 def test_public_names_are_pinned() -> None:
     assert vast_llm.__all__ == sorted(vast_llm.__all__)
     assert set(vast_llm.__all__) == {
-        "Assignment", "AsyncStream", "AsyncVastClient", "AsyncVastTransport",
+        "Assignment", "AsyncEventStream", "AsyncStream", "AsyncVastClient", "AsyncVastTransport",
         "AuthenticationError", "Backoff", "Chunk", "ClientOptions", "Completion", "ConfigError",
-        "EndpointStopped", "NoWorkerReady", "RouteError", "RouteInfo", "Settings",
+        "EmbeddingBatch", "Embeddings", "EndpointStopped", "Event", "EventStream",
+        "NoWorkerReady", "Ranked", "Reranking", "RouteError", "RouteInfo", "Scores", "Settings",
         "SignatureError", "Stream", "ToolCall", "ToolCallDelta", "Usage", "VastClient",
         "VastConnectionError", "VastError", "VastSecurityWarning", "VastTimeout",
-        "VastTransport", "WorkerError", "WorkerStreamError", "__version__",
+        "VastTransport", "WorkerAnswer", "WorkerError", "WorkerStreamError", "__version__",
     }  # fmt: skip
     for name in vast_llm.__all__:
         assert getattr(vast_llm, name) is not None
