@@ -4,9 +4,9 @@ Request and answer shapes are vLLM's (what Vast's OpenAI worker passes through w
 ``OPENAI_ROUTES`` lists these routes); a worker without them answers 404, as a real one does.
 
 The fake model's vectors are deterministic and mean something: a text's words are
-case-folded, stripped of common suffixes ("routes" → "rout", "signing" → "sign") and of
-function words ("the", "is"...); each word is hashed (BLAKE2b) to one of ``dimensions``
-coordinates and a sign, counted there, and the vector is normalised to length 1. Texts that
+case-folded, stripped of common suffixes ("verifies" → "verify", "signing" → "sign") and of
+function words ("the", "is"...); each word is hashed (BLAKE2b) to two of ``dimensions``
+coordinates, each with a sign, counted there, and the vector is normalised to length 1. Texts that
 share words share coordinates, so their cosine similarity is high; texts with no word in common
 are near 0 (hash collisions aside). A text with no content word is the first unit vector.
 Rerank and score use those words too: the share of the query's words a document contains
@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._models import _stem, count_tokens, smollm2_path
+from ._models import count_tokens, smollm2_path
 
 __all__ = [
     "POOLING_KINDS",
@@ -60,10 +60,21 @@ POOLING_KINDS = frozenset(kind for _, kind in POOLING_ROUTES)
 
 _WORD = re.compile(r"\w+")
 _FUNCTION_WORDS = frozenset(
-    "a an and are as at be but by can do does for from had has have how i if in into is it its "
+    "a an and are as at be but by can did do does for from had has have how i if in into is it its "
     "of on or so than that the their them then there these they this to was we were what when "
     "where which who why will with you your".split()
 )
+
+
+_SUFFIXES = (("ies", "y"), ("ied", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", ""))
+
+
+def _stem(word: str) -> str:
+    word = word.casefold()
+    for suffix, replacement in _SUFFIXES:
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)] + replacement
+    return word
 
 
 def content_words(text: str) -> list[str]:
@@ -75,9 +86,11 @@ def fake_embedding(text: str, dimensions: int = 128) -> list[float]:
     """The fake model's vector for ``text`` (see the module's docstring)."""
     vector = [0.0] * dimensions
     for word in content_words(text):
+        # Two coordinates per word: a collision between two words then rarely cancels both.
         digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-        slot = int.from_bytes(digest[:4], "big") % dimensions
-        vector[slot] += 1.0 if digest[4] & 1 else -1.0
+        for at in (0, 4):
+            slot = int.from_bytes(digest[at : at + 3], "big") % dimensions
+            vector[slot] += 1.0 if digest[at + 3] & 1 else -1.0
     norm = math.sqrt(sum(v * v for v in vector))
     if norm == 0.0:
         vector[0] = 1.0
