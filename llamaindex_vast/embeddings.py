@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field
 
@@ -41,6 +43,10 @@ class VastEmbedding(PoolingFields, BaseEmbedding):
         default=64, gt=0, le=2048,
         description="Texts per request (also the client's embed_batch_size).",
     )  # fmt: skip
+
+    def __init__(self, endpoint: str | None = None, **kwargs: Any) -> None:
+        """``endpoint`` (``VAST_ENDPOINT``) and any field by name."""
+        super().__init__(endpoint, **kwargs)
 
     @classmethod
     def class_name(cls) -> str:

@@ -41,6 +41,10 @@ class VastRerank(PoolingFields, BaseNodePostprocessor):
     top_n: int = Field(default=3, gt=0, description="How many nodes to keep.")
     model: str | None = Field(default=None, description="The reranker's name, sent to the worker.")
 
+    def __init__(self, endpoint: str | None = None, **kwargs: Any) -> None:
+        """``endpoint`` (``VAST_ENDPOINT``) and any field by name."""
+        super().__init__(endpoint, **kwargs)
+
     @classmethod
     def class_name(cls) -> str:
         return "VastRerank"
