@@ -328,3 +328,14 @@ async def test_an_async_failure_cancels_the_batches_in_flight() -> None:
             assert emu.workers[0].inflight == 0
             sent = len(emu.worker_requests)
             assert sent < 30  # the rest were never sent
+
+
+async def test_a_failing_worker_is_retried_on_a_fresh_route(emu: Emulator, make: Any) -> None:
+    emu.inject("worker_500")
+    client = make(emu)
+    result = await client.call("embed", ["a", "b"])
+    assert result.vectors == [fake_embedding("a"), fake_embedding("b")]
+    assert result.routes[0].attempts == 2
+    assert [r.status for r in emu.worker_requests] == [500, 200]
+    reqnums = [r.json["auth_data"]["reqnum"] for r in emu.worker_requests]
+    assert len(set(zip(reqnums, [r.worker for r in emu.worker_requests], strict=True))) == 2

@@ -21,6 +21,9 @@ Limits, as real servers have them: a text longer than ``max_tokens`` is refused 
 400 ("maximum context length"), unless the request asks for truncation
 (``truncate_prompt_tokens``); more than ``max_batch`` inputs in one request is refused with 413,
 as Text Embeddings Inference does (vLLM itself has no such limit; None: none here either).
+
+The worker's checks and status faults (``worker_500``, ``worker_429``...) apply to these routes
+as to any; scripts play generation turns only, so a pooling request never uses a turn.
 """
 
 from __future__ import annotations
