@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import math
+import os
 import re
 import secrets
+import sys
 import threading
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,6 +164,19 @@ class FakeEmbedder(Embedder):
         return scores
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class SmolLM2Embedder(Embedder):
     """SmolLM2-135M's own hidden states, mean-pooled and normalised (llama-cpp-python).
 
@@ -184,11 +200,14 @@ class SmolLM2Embedder(Embedder):
         if self._llm is None:
             import llama_cpp
 
-            self._llm = llama_cpp.Llama(
-                model_path=self._path, embedding=True, n_ctx=self.context, n_batch=self.context,
-                n_ubatch=self.context, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                n_threads=2, verbose=False,
-            )  # fmt: skip
+            with (
+                _quiet_stderr()
+            ):  # llama.cpp notes the pooling choice on fd 2 whatever verbose says
+                self._llm = llama_cpp.Llama(
+                    model_path=self._path, embedding=True, n_ctx=self.context,
+                    n_batch=self.context, n_ubatch=self.context,
+                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_threads=2, verbose=False,
+                )  # fmt: skip
             self.dimensions = int(self._llm.n_embd())
         return self._llm
 
