@@ -339,3 +339,13 @@ async def test_a_failing_worker_is_retried_on_a_fresh_route(emu: Emulator, make:
     assert [r.status for r in emu.worker_requests] == [500, 200]
     reqnums = [r.json["auth_data"]["reqnum"] for r in emu.worker_requests]
     assert len(set(zip(reqnums, [r.worker for r in emu.worker_requests], strict=True))) == 2
+
+
+def test_request_headers_reach_the_worker_but_never_credentials(emu: Emulator) -> None:
+    with VastClient(**settings_for(emu, api="openai")) as client:
+        headers = {"X-Trace": "abc", "Authorization": f"Bearer {emu.api_key}", "Cookie": "s=1"}
+        client.request("/v1/embeddings", {"input": ["x"]}, headers=headers)
+    sent = emu.worker_requests[-1].headers
+    assert sent["x-trace"] == "abc"
+    assert "authorization" not in sent and "cookie" not in sent
+    assert emu.api_key not in emu.worker_requests[-1].text
