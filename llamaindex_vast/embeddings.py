@@ -39,9 +39,11 @@ class VastEmbedding(PoolingFields, BaseEmbedding):
     model_name: str = Field(
         default="unknown", description="The model name sent to the worker ('unknown': none)."
     )
-    embed_batch_size: int = Field(
-        default=64, gt=0, le=2048,
-        description="Texts per request (also the client's embed_batch_size).",
+    embed_batch_size: int | None = Field(  # type: ignore[assignment]
+        default=None, gt=0, le=2048,
+        description="Texts per request: the client's embed_batch_size (64 by default). "
+        "LlamaIndex hands each call's texts to the client whole, which batches them (the async "
+        "methods run the batches concurrently) and shares its pools with equal models.",
     )  # fmt: skip
 
     def __init__(self, endpoint: str | None = None, **kwargs: Any) -> None:
