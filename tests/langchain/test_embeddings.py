@@ -149,3 +149,16 @@ def test_rerank_top_n_none_keeps_all_and_bad_top_n_is_refused(emu: Emulator) -> 
     assert len(VastRerank(**params(emu, top_n=None)).compress_documents(docs, "worker")) == 4
     with pytest.raises(ValueError, match="top_n"):
         VastRerank(**params(emu, top_n=0))
+
+
+async def test_rerank_in_a_contextual_compression_retriever(emu: Emulator) -> None:
+    # langchain-classic is not a dependency of this project: checked where it is installed.
+    retrievers = pytest.importorskip("langchain_classic.retrievers")
+    store = InMemoryVectorStore.from_texts(DOCS, VastEmbeddings(**params(emu)))
+    retriever = retrievers.ContextualCompressionRetriever(
+        base_compressor=VastRerank(**params(emu, top_n=1)),
+        base_retriever=store.as_retriever(search_kwargs={"k": 3}),
+    )
+    assert [d.page_content for d in retriever.invoke("why a cold start")] == [DOCS[1]]
+    best = await retriever.ainvoke("model servers behind the pyworker")
+    assert best[0].page_content == DOCS[2] and "relevance_score" in best[0].metadata
