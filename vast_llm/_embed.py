@@ -582,7 +582,11 @@ class _Params:
 def _params(client: VastClient | AsyncVastClient, params: Mapping[str, Any]) -> _Params:
     extra = {k: v for k, v in params.items() if v is not None}
     overrides = {k: extra.pop(k) for k in list(extra) if k in PER_CALL}
-    size = extra.pop("batch_size", None) or client.settings.embed_batch_size
+    size = extra.pop("batch_size", None)
+    if size is None:
+        size = client.settings.embed_batch_size
+    elif isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {size!r}")
     for reserved in ("input", "query", "documents", "text_1", "text_2"):
         if reserved in extra:
             raise TypeError(f"{reserved!r} is the call's input: pass it as the first arguments")

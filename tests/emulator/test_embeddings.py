@@ -161,6 +161,10 @@ async def test_bad_input_is_a_type_error_before_anything_is_sent(
         await client.call("rerank", None, ["fine"])
     with pytest.raises(ValueError, match="top_n"):
         await client.call("rerank", "q", ["fine"], top_n=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        await client.call("embed", ["fine"], batch_size=0)
+    with pytest.raises(TypeError, match="'input' is the call's input"):
+        await client.call("embed", ["fine"], input=["other"])
     assert not emu.requests
 
 
