@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import httpx
 
+from . import _embed
 from ._answer import AnswerBuilder, whole_answer
 from ._apis import WorkerCall, chat_call, completion_call
 from ._body import EventReader, StreamTooLong, aread_body, aread_events, read_body, read_events
@@ -24,12 +33,17 @@ from ._budget import async_pools, pools
 from ._config import PER_CALL, ClientOptions, Settings, resolve_settings
 from ._decode import DecodeError
 from ._drive import AsyncIO, HttpxIO, run_async, run_sync
-from ._errors import ConfigError, VastError, VastTimeout, WorkerError, WorkerStreamError, abbreviate
+from ._errors import ConfigError
+from ._failures import check_event_stream as _check_event_stream
+from ._failures import cut as _cut
+from ._failures import event_reader
+from ._failures import unreadable as _unreadable
 from ._flow import Context, request_flow, route_flow
 from ._gate import Gate, acquire_async
 from ._keys import KeyStore
 from ._loops import PerLoop
 from ._progress import listening
+from ._raw import AsyncEventStream, EventStream, WorkerAnswer, fetch_async, fetch_sync, raw_call
 from ._sse import StreamError
 from ._tls import worker_ssl_context
 from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, Usage
@@ -43,55 +57,13 @@ __all__ = ["AsyncStream", "AsyncVastClient", "Stream", "VastClient"]
 Message = Mapping[str, Any]
 
 
-def _cut(exc: httpx.TransportError, url: str, started: bool = True) -> VastError:
-    where = abbreviate(url)
-    if isinstance(exc, httpx.TimeoutException) and not started:
-        # Nothing was handed out: the same timeout as a worker that never answered at all.
-        return VastTimeout(
-            f"worker {where} did not answer in time ({type(exc).__name__}: no output within "
-            "the idle timeout); raise timeout= if the model is slow to start"
-        )
-    if isinstance(exc, httpx.TimeoutException):
-        return WorkerStreamError(
-            f"worker {where} went silent mid-answer: no progress within the idle timeout "
-            f"({exc or type(exc).__name__}); raise timeout= if the model is slow",
-            worker_url=url,
-        )
-    return WorkerStreamError(
-        f"the answer from worker {where} was cut ({type(exc).__name__}: "
-        f"{exc or 'no detail'}); it is not retried because the worker may already have done "
-        "the work",
-        worker_url=url,
-    )
-
-
-def _unreadable(exc: Exception, url: str, *, stream: bool) -> WorkerError:
-    """An answer whose bytes broke a bound or their own encoding: a typed, final error."""
-    kind = WorkerStreamError if stream else WorkerError
-    return kind(
-        f"the answer from worker {abbreviate(url)} could not be read: {exc}; it is not retried "
-        "because the worker may already have done the work (raise max_answer_bytes or "
-        "max_event_bytes if the answer is legitimately that large)",
-        status_code=200,
-        worker_url=url,
-    )
-
-
 def _max_events(call: WorkerCall) -> int:
     # A worker sends about one event per token; far more than the budget is a worker lying.
     return 4 * call.max_tokens + 64
 
 
 def _reader(call: _Call, response: Any, clock: Any) -> EventReader:
-    s = call.settings
-    return EventReader(
-        response,
-        max_bytes=s.max_answer_bytes,
-        max_event=s.max_event_bytes,
-        max_events=_max_events(call.worker),
-        idle=s.timeout.read or float("inf"),
-        clock=clock,
-    )
+    return event_reader(call.settings, response, _max_events(call.worker), clock)
 
 
 def _split(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -367,6 +339,70 @@ class VastClient(_BaseClient):
     ) -> None:
         self.close()
 
+    # -- any worker route; embeddings, rerank, score (vast_llm._raw, vast_llm._embed) ----
+
+    @overload
+    def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[False] = False,
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> WorkerAnswer: ...
+    @overload
+    def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[True],
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> EventStream: ...
+    def request(
+        self, path: str, payload: Any, *, stream: bool = False,
+        headers: Mapping[str, str] | None = None, **settings: Any,
+    ) -> WorkerAnswer | EventStream:  # fmt: skip
+        """Send ``payload`` (any JSON value) to any worker route, routed, verified and retried
+        like every call: ``request("/generate/sync", workflow)`` for ComfyUI,
+        ``request("/v1/audio/speech", {...})``... Returns the whole answer (parsed when it is
+        JSON, with the route facts), or with ``stream=True`` an :class:`EventStream` of the
+        worker's server-sent events (use it in a ``with`` block). ``settings``: ``timeout``,
+        ``deadline``, ``max_retries``, ``cost`` for this call (the default cost: what Vast's
+        worker counts for the embeddings, rerank and score routes, else the payload's max
+        tokens, else 256)."""
+        call = raw_call(self._settings, path, payload, stream=stream, headers=headers,
+                        overrides=settings)  # fmt: skip
+        return EventStream(self, call) if stream else fetch_sync(self, call).answer()
+
+    def embed(self, texts: Sequence[str], **params: Any) -> _embed.Embeddings:
+        """Embed ``texts`` through ``/v1/embeddings``: one vector per text, in order, with
+        usage and the route facts of every request. Long inputs go in batches of
+        ``batch_size`` (the ``embed_batch_size`` setting, 64); a batch a worker refuses as too
+        large is halved. ``params``: ``model``, ``dimensions``, ``batch_size``, per-call
+        settings (``timeout``...), anything else for the model server
+        (``truncate_prompt_tokens``...). Rules and errors: :mod:`vast_llm._embed`."""
+        return _embed.embed_sync(self, texts, params)
+
+    def iter_embed(self, texts: Iterable[str], **params: Any) -> Iterator[_embed.EmbeddingBatch]:
+        """:meth:`embed`, batch by batch: reads ``texts`` (any iterable) one batch at a time and
+        yields each batch's vectors, so memory stays that of one batch."""
+        return _embed.iter_embed_sync(self, texts, params)
+
+    def rerank(
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None, **params: Any
+    ) -> _embed.Reranking:
+        """Rank ``documents`` by relevance to ``query`` through ``/v1/rerank``: the best
+        ``top_n`` (all by default), each with its input index and score; batched like
+        :meth:`embed`."""
+        return _embed.rerank_sync(self, query, documents, {**params, "top_n": top_n})
+
+    def score(self, query: str, documents: Sequence[str], **params: Any) -> _embed.Scores:
+        """One relevance score per document, in input order, through ``/v1/score``."""
+        return _embed.score_sync(self, query, documents, params)
+
 
 @dataclass(slots=True)
 class _LoopState:
@@ -548,20 +584,74 @@ class AsyncVastClient(_BaseClient):
     ) -> None:
         await self.aclose()
 
+    # -- any worker route; embeddings, rerank, score (vast_llm._raw, vast_llm._embed) ----
+
+    @overload
+    async def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[False] = False,
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> WorkerAnswer: ...
+    @overload
+    async def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[True],
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> AsyncEventStream: ...
+    async def request(
+        self, path: str, payload: Any, *, stream: bool = False,
+        headers: Mapping[str, str] | None = None, **settings: Any,
+    ) -> WorkerAnswer | AsyncEventStream:  # fmt: skip
+        """:meth:`VastClient.request`; with ``stream=True`` the awaited value is an
+        :class:`AsyncEventStream` (``async for``), which starts when first iterated."""
+        call = raw_call(self._settings, path, payload, stream=stream, headers=headers,
+                        overrides=settings)  # fmt: skip
+        if stream:
+            return AsyncEventStream(self, call)
+        return (await fetch_async(self, call)).answer()
+
+    async def embed(
+        self, texts: Sequence[str], *, concurrency: int | None = None, **params: Any
+    ) -> _embed.Embeddings:
+        """:meth:`VastClient.embed`, with up to ``concurrency`` batches in flight (default:
+        the client's ``max_concurrency``); vectors in input order."""
+        return await _embed.embed_async(self, texts, params, concurrency)
+
+    def iter_embed(
+        self, texts: Iterable[str], *, concurrency: int | None = None, **params: Any
+    ) -> AsyncIterator[_embed.EmbeddingBatch]:
+        """Batches of vectors in input order (``async for``), with up to ``concurrency``
+        batches in flight (default 4): memory stays that of ``concurrency`` batches."""
+        return _embed.iter_embed_async(self, texts, params, concurrency)
+
+    async def rerank(
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None,
+        concurrency: int | None = None, **params: Any,
+    ) -> _embed.Reranking:  # fmt: skip
+        """:meth:`VastClient.rerank`, batches run concurrently."""
+        return await _embed.rerank_async(
+            self, query, documents, {**params, "top_n": top_n}, concurrency
+        )
+
+    async def score(
+        self, query: str, documents: Sequence[str], *, concurrency: int | None = None,
+        **params: Any,
+    ) -> _embed.Scores:  # fmt: skip
+        """:meth:`VastClient.score`, batches run concurrently."""
+        return await _embed.score_async(self, query, documents, params, concurrency)
+
 
 async def _close_state(state: _LoopState) -> None:
     for client in state.owned:
         await client.aclose()
-
-
-def _check_event_stream(response: Any, url: str) -> None:
-    kind = response.headers.get("content-type", "")
-    if "text/event-stream" not in kind:
-        raise WorkerStreamError(
-            f"worker {abbreviate(url)} did not answer with a stream: expected a "
-            f"text/event-stream, got {kind or 'no content type'!r}",
-            worker_url=url,
-        )
 
 
 class _StreamView:

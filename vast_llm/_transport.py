@@ -38,11 +38,12 @@ import httpx
 from ._apis import DEFAULT_MAX_TOKENS, max_tokens_of
 from ._body import EventReader, StreamTooLong
 from ._budget import async_pools, budget, pools
-from ._client import _cut, _unreadable
 from ._config import ClientOptions, Settings, resolve_settings
 from ._decode import BoundedDecoder, DecodeError
 from ._drive import HttpxIO, run_async, run_sync
 from ._errors import ConfigError, WorkerError, WorkerStreamError
+from ._failures import cut as _cut
+from ._failures import unreadable as _unreadable
 from ._flow import Context, request_flow, worker_header_allowed
 from ._gate import Gate, acquire_async
 from ._keys import KeyStore

@@ -31,6 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._signing import Memo, Recipe, public_key_pem, sign, signed_message, verify
+from ._embeddings import POOLING_KINDS, POOLING_ROUTES, Pooling, pooling_answer
 from ._faults import (
     PUBKEY_FAULTS,
     ROUTE_FAULTS,
@@ -176,6 +177,8 @@ class WorkerState:
         while len(self.seen_prompts) > 1024:
             self.seen_prompts.popitem(last=False)
         return tokens if seen else 0
+
+    pooling: Pooling | None = None  # /v1/embeddings, /v1/rerank, /v1/score (_embeddings.py)
 
     def state(self, now: float) -> str:
         """This worker's state now: one of :data:`VAST_STATE_NAMES` (ready: idle, running)."""
@@ -523,6 +526,8 @@ _PAYLOAD_FIELD = {"tgi": "inputs", "completions": "prompt", "chat": "messages"}
 def _check_payload(kind: str, payload: Any) -> Any:
     if not isinstance(payload, dict):
         return "field missing"
+    if kind in POOLING_KINDS:
+        return None  # the engine checks its own fields (a 400 in vLLM's shape)
     required = _PAYLOAD_FIELD[kind]
     value = payload.get(required)
     expected = list if kind == "chat" else str
@@ -923,6 +928,8 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             return _STATUS_FAULT_RESPONSES[fault.name]()
         if worker.max_concurrency is not None and worker.inflight >= worker.max_concurrency:
             return Response(status_code=429)
+        if kind in POOLING_KINDS and worker.pooling is not None:
+            return await _pooled(state, worker, worker.pooling, kind, auth, payload)
         if kind == "tgi":
             problem = _tgi_validate(payload)
             if problem is not None:
@@ -1001,7 +1008,31 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
     if worker.api in ("openai", "both"):
         routes += [Route("/v1/completions", endpoint("completions"), methods=["POST"]),
                    Route("/v1/chat/completions", endpoint("chat"), methods=["POST"])]  # fmt: skip
+        if worker.pooling is not None:  # off: 404, as on a worker without OPENAI_ROUTES
+            routes += [
+                Route(path, endpoint(kind), methods=["POST"]) for path, kind in POOLING_ROUTES
+            ]
     return Starlette(routes=routes + session_routes(state, worker))
+
+
+async def _pooled(
+    state: State, worker: WorkerState, pooling: Pooling, kind: str, auth: Any, payload: Any
+) -> Response:
+    """Embeddings, rerank, score: counted as load while they run, as generation is."""
+    cost = float(auth.get("cost") or 0.0)
+    with state.lock:
+        worker.pending.pop(auth.get("reqnum"), None)
+        worker.inflight += 1
+        worker.peak_inflight = max(worker.peak_inflight, worker.inflight)
+        worker.active_cost += cost
+    try:
+        status, body = await pooling_answer(pooling, kind, payload)
+    finally:
+        with state.lock:
+            worker.inflight -= 1
+            worker.active_cost -= cost
+    # json.dumps, not JSONResponse: a tampered answer may carry NaN, as a broken server's would.
+    return Response(json.dumps(body, separators=_COMPACT), status, media_type="application/json")
 
 
 # Says scripted turns on endpoints whose model is not the fake (SmolLM2).
