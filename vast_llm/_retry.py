@@ -6,7 +6,7 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["Backoff", "parse_retry_after", "retryable_status"]
@@ -21,8 +21,15 @@ def retryable_status(status_code: int) -> bool:
     return status_code in _RETRYABLE_4XX or 500 <= status_code <= 599
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+def parse_retry_after(
+    headers: Mapping[str, str], *, now: float | Callable[[], float] | None = None
+) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), or None.
+
+    ``now`` is the wall clock for an HTTP date: epoch seconds, or a function that reads them
+    (called only when the header is a date); by default ``time.time``. The flow passes its
+    context's clock, so its decisions read no clock of their own.
+    """
     value = headers.get("retry-after")
     if not value:
         return None
@@ -33,7 +40,9 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         parsed = email.utils.parsedate_tz(value)
         if parsed is None:
             return None
-        seconds = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+        if now is None:
+            now = time.time
+        seconds = email.utils.mktime_tz(parsed) - (now() if callable(now) else now)
     if math.isnan(seconds) or math.isinf(seconds):
         return None
     return max(0.0, seconds)

@@ -67,3 +67,15 @@ def test_parse_retry_after_seconds(header: str, expected: float | None) -> None:
 def test_parse_retry_after_http_date() -> None:
     seconds = parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=1445412480.0)
     assert seconds == 10.0
+
+
+def test_parse_retry_after_reads_an_injected_wall_clock_only_for_dates() -> None:
+    reads: list[int] = []
+
+    def wall() -> float:
+        reads.append(1)
+        return 1445412480.0
+
+    assert parse_retry_after({"retry-after": "4"}, now=wall) == 4.0 and not reads
+    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=wall) == 10.0
+    assert len(reads) == 1
