@@ -19,11 +19,31 @@ SHARED = pathlib.Path(__file__).resolve().parent / "data"
 ROOT = SHARED.parents[1]
 SDK_PYTHON = ROOT / ".venv-vastai" / "bin" / "python"
 
+# `make test` sets VAST_LLM_TEST_ALL=1: the sweeps (property tests, the load test) run at full
+# size there; a plain `pytest` runs the same checks on fewer examples and requests.
+FULL = os.environ.get("VAST_LLM_TEST_ALL") == "1"
 # `make test` explores the same examples every run, so a landing never hangs on luck;
 # `make fuzz` (HYPOTHESIS_PROFILE=explore) searches anew, and longer.
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 hypothesis_settings.register_profile("explore", max_examples=5000, print_blob=True)
-hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+hypothesis_settings.load_profile(PROFILE)
+
+
+def examples(written: int) -> int:
+    """How many examples a property test runs: as written under ``make test``, a fifth of that
+    (at least 20) in a plain ``pytest``, and the explore profile's 5,000 under ``make fuzz``
+    (an explicit count would otherwise override the profile's)."""
+    if PROFILE == "explore":
+        return int(hypothesis_settings.get_profile("explore").max_examples)
+    return written if FULL else max(20, written // 5)
+
+
+def sweep(full: int, quick: int) -> int:
+    """A sweep's size: ``full`` under ``make test``, ``quick`` in a plain ``pytest``."""
+    return full if FULL else quick
+
+
 # Waits short enough that retry and polling tests take milliseconds.
 FAST = Backoff(base=0.005, cap=0.02, poll_first=0.005, poll_cap=0.02, retry_after_cap=0.02)
 
