@@ -65,6 +65,17 @@ def _missing(marker: str) -> bool:
     return not smollm2_available()
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """What ``-n auto`` (in addopts) means: a worker per core for the suite or a folder of it;
+    none for chosen files, which take less time than starting workers does. xdist's own
+    PYTEST_XDIST_AUTO_NUM_WORKERS, and ``-n N``, still decide when given."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist reads it
+    if any(pathlib.Path(arg.split("::")[0]).is_file() for arg in config.args):
+        return 0
+    return None  # xdist's default: the number of cores
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("VAST_LLM_TEST_ALL") == "1":
         return
