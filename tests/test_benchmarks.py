@@ -6,9 +6,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.vastai_sdk  # the report compares against the official SDK (make sdk)
 def test_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     out, png = tmp_path / "bench.md", tmp_path / "bench.png"
     result = subprocess.run(

@@ -129,14 +129,21 @@ Flow = Generator[Action, Any, T]
 
 
 class Context:
-    """Per-client state the flow needs: the clock, the jitter source, warn-once memory."""
+    """Per-client state the flow needs: its clocks, its jitter source, warn-once memory.
+
+    Every source of time and randomness the flow uses comes from here, so a test can drive it
+    with fakes: ``clock`` (monotonic seconds: deadlines, elapsed times), ``wall`` (epoch
+    seconds: HTTP dates in ``Retry-After``) and ``rng`` (backoff jitter).
+    """
 
     def __init__(
         self,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
+        self.wall = wall
         self.rng = rng or random.Random()
         self.memo = Memo()  # signature checks already made (see _signing.verify)
         self._warned = False
@@ -321,6 +328,7 @@ def _assign_flow(
                 endpoint=s.endpoint,
                 base_url=s.base_url,
                 api_key=s.api_key,
+                now=ctx.wall,
             )
         if isinstance(outcome, Ready):
             if outcome.request_idx is not None:
@@ -635,7 +643,7 @@ def request_flow(
             error = _worker_error(s, response.status_code, body, ready.url, attempts)
             if not retryable_status(response.status_code):
                 raise error
-            retry_after = parse_retry_after(response.headers)
+            retry_after = parse_retry_after(response.headers, now=ctx.wall)
         if attempts > s.max_retries:
             raise _annotate(error, f"after {attempts} attempts")
         delay = s.backoff.retry_delay(attempts - 1, ctx.rng, retry_after)

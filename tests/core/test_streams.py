@@ -13,7 +13,7 @@ from httpx_sse import EventSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import load_vectors
+from tests.conftest import examples, load_vectors
 from vast_llm import WorkerStreamError
 from vast_llm._answer import AnswerBuilder
 from vast_llm._apis import WorkerCall
@@ -119,7 +119,7 @@ def test_vector_split_at_every_byte(case: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(cuts=st.lists(st.integers(min_value=1, max_value=5000), max_size=12))
 def test_vector_any_chunking(case: dict[str, Any], cuts: list[int]) -> None:
     check(case, decode(case["stream"].encode(), KINDS[case["api"]], cuts))
@@ -207,7 +207,7 @@ def test_stop_sequence_cut_across_chunk_boundaries(cut: int) -> None:
     assert got["builder"].finish_reason == "stop"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     text=st.text(alphabet="abcXY ", max_size=40),
     stops=st.lists(st.text(alphabet="abcXY", min_size=1, max_size=4), max_size=3),
