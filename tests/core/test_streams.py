@@ -216,7 +216,7 @@ def test_stop_sequence_cut_across_chunk_boundaries(cut: int) -> None:
 def test_stop_cutter_matches_a_whole_string_cut(
     text: str, stops: list[str], cuts: list[int]
 ) -> None:
-    from vast_llm._stream import StopCutter
+    from vast_llm._decoders import StopCutter
 
     cutter = StopCutter(stops)
     out = ""
@@ -238,7 +238,7 @@ def _reference_cut(text: str, stops: list[str]) -> str:
 
 
 def test_overlapping_stops_cut_the_same_however_chunked() -> None:
-    from vast_llm._stream import StopCutter
+    from vast_llm._decoders import StopCutter
 
     for pieces in (["XXYX"], ["XXY", "X"], ["X", "X", "Y", "X"]):
         cutter = StopCutter(["Y", "XYX"])
@@ -330,7 +330,7 @@ def test_chat_stream_logprobs_accumulate() -> None:
 
 
 def test_completions_logprob_columns_become_entries() -> None:
-    from vast_llm._stream import parse_logprobs
+    from vast_llm._decoders import parse_logprobs
 
     columns = {"tokens": ["a", "b"], "token_logprobs": [-1.0, -2.0],
                "top_logprobs": [{"a": -1.0, "c": -3.0}, None], "text_offset": [0, 1]}  # fmt: skip

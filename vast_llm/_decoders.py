@@ -1,4 +1,6 @@
-"""Turning the data of server-sent events into chunks, and chunks into an answer. Pure.
+"""Decoders: the data of server-sent events into chunks, and chunks into an answer. Pure.
+
+(``Stream`` and ``AsyncStream``, which read a worker's answer and use these, are in ``_client``.)
 
 The bytes-to-events step is httpx-sse's (it splits lines on CR, LF and CRLF only); what is
 here starts from each event's ``data`` text:
