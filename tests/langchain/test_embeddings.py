@@ -1,5 +1,5 @@
-"""VastEmbeddings and VastRerank: LangChain's standard embeddings suites (unit, and integration
-against the emulator), retrieval in a vector store, reranking in a chain, settings and errors."""
+"""VastEmbeddings and VastRerank against the emulator: retrieval in a vector store, reranking in
+a chain, settings and errors (LangChain's standard embeddings suites: test_standard.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from langchain_core.documents import Document
 from langchain_core.exceptions import ModelInvalidRequestError
 from langchain_core.runnables import RunnableLambda
 from langchain_core.vectorstores import InMemoryVectorStore
-from langchain_tests.integration_tests import EmbeddingsIntegrationTests
-from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from langchain_vast import VastEmbeddings, VastRerank
 from tests.conftest import FAST
@@ -29,26 +27,6 @@ DOCS = [
 ]
 
 
-class TestVastEmbeddingsUnit(EmbeddingsUnitTests):
-    @property
-    def embeddings_class(self) -> type[VastEmbeddings]:
-        return VastEmbeddings
-
-    @property
-    def embedding_model_params(self) -> dict[str, Any]:
-        return {"endpoint": "my-endpoint", "api_key": "test-key", "base_url": "https://run.vast.ai"}
-
-    @property
-    def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
-        return (
-            {"VAST_API_KEY": "env-key", "VAST_ENDPOINT": "env-endpoint",
-             "VAST_BASE_URL": "https://run-alpha.vast.ai"},
-            {},
-            {"api_key": "env-key", "endpoint": "env-endpoint",
-             "base_url": "https://run-alpha.vast.ai"},
-        )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def emu() -> Iterator[Emulator]:
     with Emulator(api="openai", workers=2).serve() as emulator:
@@ -58,25 +36,6 @@ def emu() -> Iterator[Emulator]:
 def params(emu: Emulator, **extra: Any) -> dict[str, Any]:
     return {"endpoint": emu.endpoint, "api_key": emu.api_key, "base_url": emu.base_url,
             "backoff": FAST, **extra}  # fmt: skip
-
-
-class TestVastEmbeddingsIntegration(EmbeddingsIntegrationTests):
-    emu: Emulator
-
-    @pytest.fixture(scope="class", autouse=True)
-    @classmethod
-    def _emulator(cls) -> Iterator[None]:
-        with Emulator(api="openai", workers=2).serve() as emulator:
-            cls.emu = emulator
-            yield
-
-    @property
-    def embeddings_class(self) -> type[VastEmbeddings]:
-        return VastEmbeddings
-
-    @property
-    def embedding_model_params(self) -> dict[str, Any]:
-        return params(self.emu)
 
 
 def test_retrieval_in_a_vector_store_goes_through_vast(emu: Emulator) -> None:
