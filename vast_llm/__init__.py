@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._progress import Progress, observe
 from ._retry import Backoff
+from ._session import AsyncVastSession, VastSession
 from ._tls import ssl_context, worker_ssl_context
 from ._transport import AsyncVastTransport, VastTransport
 from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, ToolCallDelta, Usage
@@ -33,6 +34,7 @@ __all__ = [
     "Assignment",
     "AsyncStream",
     "AsyncVastClient",
+    "AsyncVastSession",
     "AsyncVastTransport",
     "AuthenticationError",
     "Backoff",
@@ -55,6 +57,7 @@ __all__ = [
     "VastConnectionError",
     "VastError",
     "VastSecurityWarning",
+    "VastSession",
     "VastTimeout",
     "VastTransport",
     "WorkerCertificateError",

@@ -11,11 +11,11 @@ import vast_llm
 def test_public_names_are_pinned() -> None:
     assert vast_llm.__all__ == sorted(vast_llm.__all__)
     assert set(vast_llm.__all__) == {
-        "Assignment", "AsyncStream", "AsyncVastClient", "AsyncVastTransport",
+        "Assignment", "AsyncStream", "AsyncVastClient", "AsyncVastSession", "AsyncVastTransport",
         "AuthenticationError", "Backoff", "Chunk", "ClientOptions", "Completion", "ConfigError",
         "EndpointStopped", "NoWorkerReady", "Progress", "RouteError", "RouteInfo", "Settings",
         "SignatureError", "Stream", "ToolCall", "ToolCallDelta", "Usage", "VastClient",
-        "VastConnectionError", "VastError", "VastSecurityWarning", "VastTimeout",
+        "VastConnectionError", "VastError", "VastSecurityWarning", "VastSession", "VastTimeout",
         "VastTransport", "WorkerCertificateError", "WorkerError", "WorkerStreamError",
         "__version__", "observe", "ssl_context", "worker_ssl_context",
     }  # fmt: skip
