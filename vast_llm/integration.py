@@ -11,7 +11,10 @@
   per-call models do not each open a connection pool; edit a model's settings and its next call
   gets the pair for the new ones;
 - :func:`call_params`: one call's generation parameters (model fields, then extra kwargs, then
-  the call's), with per-call settings (``timeout``...) kept apart and client settings refused.
+  the call's), with per-call settings (``timeout``...) kept apart and client settings refused;
+- :class:`ModelSession`: ``with model.session() as pinned:`` for a framework model: a worker
+  session (:class:`SessionPair`, seen from both clients of the model's pair) and a copy of the
+  model whose calls go to it.
 """
 
 from __future__ import annotations
@@ -27,11 +30,14 @@ from ._apis import chatml
 from ._client import AsyncVastClient, VastClient
 from ._config import PER_CALL, SETTINGS, Setting, resolve_settings
 from ._errors import ConfigError
+from ._session import ModelSession, SessionPair
 
 __all__ = [
     "PER_CALL",
     "SETTINGS",
     "ClientPair",
+    "ModelSession",
+    "SessionPair",
     "Setting",
     "call_params",
     "chatml",
