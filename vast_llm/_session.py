@@ -410,6 +410,18 @@ def close_flow(pin: Pin, s: Settings, ctx: Context, *, observed: bool = False) -
     return ended
 
 
+# Failures that leave no doubt the request never reached the worker.
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _outlived(lifetime: float) -> str:
+    return (
+        f"the call ran past the session's lifetime of {lifetime:g}s, and Vast's worker ends a "
+        "session that long without a new call, dropping the calls in it; it was not sent "
+        "again. Give the session a lifetime above your longest call (session(lifetime=...))"
+    )
+
+
 def call_flow(
     pin: Pin,
     s: Settings,
@@ -430,7 +442,9 @@ def call_flow(
     fails the request before answering (408, 429, 5xx: that session is ended and left). The
     first 410 of a request is routine (a session expired while idle); the other replacements
     count as attempts against ``max_retries``. A read timeout is not retried (the worker may
-    be working on it), nor is anything after the answer started.
+    be working on it), nor is anything after the answer started, nor a call dropped without
+    an answer after it ran a whole lifetime (the worker's sweep cuts such calls: raise the
+    lifetime).
     """
     started = ctx.clock()
     deadline_at = started + s.deadline
@@ -458,6 +472,7 @@ def call_flow(
         retry_after: float | None = None
         failing = False  # the worker still holds the session: end it when leaving it
         error: VastError
+        sent = ctx.clock()
         try:
             response: Any = yield Send(request)
         except _SAFE_TO_RETRY as exc:
@@ -465,6 +480,12 @@ def call_flow(
             if refused is not None:
                 raise _certificate_error(pinned.url, refused) from exc
             error = _transport_error(f"session worker {pinned.url}", exc)
+            if not isinstance(exc, _UNSENT) and ctx.clock() - sent >= pin.lifetime:
+                # Dropped without an answer after running a whole lifetime: most likely the
+                # worker's sweep ended the session under it (docs/sessions.md). The same call
+                # in a new session would be cut again, and the worker did the work: not sent
+                # again.
+                raise _annotate(error, _outlived(pin.lifetime)) from exc
             status = 0
         except httpx.TransportError as exc:
             # A read timeout: the worker may still be working on it; not sent again.

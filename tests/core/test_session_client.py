@@ -19,6 +19,7 @@ from vast_llm import (
     ConfigError,
     Progress,
     VastClient,
+    VastConnectionError,
     VastSession,
     WorkerError,
     WorkerStreamError,
@@ -272,6 +273,18 @@ async def test_a_call_longer_than_the_lifetime_is_cut_by_the_sweep(pinned: Any) 
         # The next call finds the session gone and makes a new one.
         assert (await p.generate(max_tokens=2)).text
         assert p.session.sessions_made == 2
+        await p.close()
+
+
+async def test_a_whole_answer_longer_than_the_lifetime_is_not_sent_again(pinned: Any) -> None:
+    with Emulator(api="tgi", session_gc_interval=0.05).serve() as emu:
+        p = pinned(emu)
+        await p.open(lifetime=0.2)
+        emu.inject("slow_first_token", delay=1.0)
+        # The sweep drops the call before any answer: a new session would cut it again.
+        with pytest.raises(VastConnectionError, match=r"past the session's lifetime of 0\.2s"):
+            await p.generate()
+        assert len(model_calls(emu)) == 1
         await p.close()
 
 
