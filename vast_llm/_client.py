@@ -28,6 +28,7 @@ from ._gate import Gate, acquire_async
 from ._keys import KeyStore
 from ._loops import PerLoop
 from ._progress import listening
+from ._reuse import drain, drain_async
 from ._session import DEFAULT_LIFETIME, AsyncVastSession, Pin, VastSession, pin_for, session_flow
 from ._tls import worker_ssl_context
 from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, Usage
@@ -569,6 +570,8 @@ class Stream(_StreamView, Iterator[Chunk]):
                     yield chunk
                 if builder.finished:
                     break
+            if builder.complete:  # read the end too: the connection then goes back to the pool
+                drain(events, response)
             tail = builder.end()
             if tail is not None:
                 yield tail
@@ -637,6 +640,8 @@ class AsyncStream(_StreamView, AsyncIterator[Chunk]):
                     yield chunk
                 if builder.finished:
                     break
+            if builder.complete:  # read the end too: the connection then goes back to the pool
+                await drain_async(events)
             tail = builder.end()
             if tail is not None:
                 yield tail
