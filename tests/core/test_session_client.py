@@ -191,6 +191,7 @@ async def test_a_lost_session_is_made_again_on_a_fresh_route(emu: Emulator, pinn
     assert statuses == [410, 200]
     lost = p.kinds("lost")
     assert len(lost) == 1 and "410" in (lost[0].error or "")
+    assert "lost" in lost[0].describe() and "making a new one" in lost[0].describe()
     assert len(p.kinds("created")) == 2 and p.session.sessions_made == 2
     assert [s.session_id for s in emu.sessions()] == [p.session.id]
     # The conversation goes on in the new session.
