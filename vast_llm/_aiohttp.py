@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import aiohttp
 import httpx
+import yarl
+import yarl._url
 
+from ._body import aread_body
 from ._errors import ConfigError
+from ._flow import NO_ANSWER
 from ._wire import Fetched, Req
 
 __all__ = ["AiohttpIO", "AiohttpOpened", "translate"]
@@ -39,7 +44,6 @@ _TRANSLATION: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...]
     (TimeoutError, httpx.ReadTimeout),
     (asyncio.TimeoutError, httpx.ReadTimeout),  # what aiohttp raises; not TimeoutError on 3.10
     (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS handshake
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),  # closed without an answer
     (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # body cut or malformed
     (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # not a valid HTTP answer
     (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
@@ -51,6 +55,12 @@ _TRANSLATION: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...]
 
 def translate(exc: BaseException) -> httpx.TransportError | None:
     """The httpx exception that means what ``exc`` (an aiohttp failure) means, or None."""
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        # Closed with no answer at all: said in httpcore's words, which the flow knows (the
+        # request did not run, so it may be sent again).
+        return httpx.RemoteProtocolError(
+            f"Server disconnected {NO_ANSWER} [aiohttp {type(exc).__name__}]"
+        )
     for source, target in _TRANSLATION:
         if isinstance(exc, source):
             detail = str(exc) or type(exc).__name__
@@ -85,7 +95,11 @@ def _timeout(request: Req) -> aiohttp.ClientTimeout:
 
 
 class AiohttpOpened:
-    """A response whose headers are in: what the flow and the clients read on aiohttp."""
+    """A response whose headers are in: what the flow and the clients read on aiohttp.
+
+    Its body is asked for raw (``auto_decompress=False``): the readers in ``_body`` decode it
+    under their size limits, where aiohttp would decode each chunk whole.
+    """
 
     __slots__ = ("_done", "_response", "headers", "status_code")
 
@@ -95,36 +109,22 @@ class AiohttpOpened:
         self.status_code = response.status
         self.headers = response.headers
 
-    async def aread(self) -> bytes:
-        """The whole body (failures as httpx exceptions)."""
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The body's raw bytes as they arrive (failures as httpx exceptions)."""
+        content = self._response.content
         try:
-            content = await self._response.read()
-        except BaseException as exc:
-            _reraise(exc)
-        self._done = True
-        return content
-
-    async def read_limited(self, limit: int) -> bytes:
-        parts: list[bytes] = []
-        size = 0
-        try:
-            while size < limit:
-                part = await self._response.content.read(limit - size)
-                if not part:
-                    self._done = True
-                    break
-                parts.append(part)
-                size += len(part)
-        except BaseException as exc:
-            _reraise(exc)
-        finally:
-            await self.aclose()
-        return b"".join(parts)
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self._response.content.iter_any():
+            async for part in content.iter_any():
                 yield part
+        except aiohttp.ClientPayloadError as exc:
+            # aiohttp raises a cut as soon as it sees it, even with bytes that arrived before
+            # it still buffered: hand those out first (the tokens before a cut are the
+            # caller's), then the cut.
+            buffered = getattr(content, "_buffer", None)
+            if buffered:
+                held = b"".join(buffered)
+                buffered.clear()
+                yield held
+            _reraise(exc)
         except BaseException as exc:
             _reraise(exc)
         self._done = True
@@ -137,24 +137,6 @@ class AiohttpOpened:
         else:
             self._response.close()
 
-    def as_httpx(self) -> httpx.Response:
-        """The same open response as an ``httpx.Response`` (for httpx-sse and the transport)."""
-        return httpx.Response(
-            self.status_code, headers=list(self.headers.items()), stream=_Body(self)
-        )
-
-
-class _Body(httpx.AsyncByteStream):
-    def __init__(self, opened: AiohttpOpened) -> None:
-        self._opened = opened
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._opened.aiter_bytes():
-            yield part
-
-    async def aclose(self) -> None:
-        await self._opened.aclose()
-
 
 class AiohttpIO:
     """The flow's :class:`~vast_llm._drive.AsyncIO` on an ``aiohttp.ClientSession``.
@@ -164,7 +146,7 @@ class AiohttpIO:
     reach workers.
     """
 
-    __slots__ = ("session", "worker_ssl")
+    __slots__ = ("_netrc", "session", "worker_ssl")
 
     def __init__(self, session: Any, worker_ssl: ssl.SSLContext) -> None:
         if not isinstance(session, aiohttp.ClientSession):
@@ -174,6 +156,7 @@ class AiohttpIO:
             )
         self.session = session
         self.worker_ssl = worker_ssl
+        self._netrc: dict[str, bool] = {}  # host -> netrc holds credentials for it
         self._check()
 
     def _check(self) -> None:
@@ -187,33 +170,76 @@ class AiohttpIO:
                 "Give the client a session without them (the API key goes in api_key=)."
             )
 
+    async def _check_request(self, request: Req, url: yarl.URL) -> None:
+        """Refuse to send what this session would add credentials to (checked per request:
+        a session's jar and its netrc can change at any time)."""
+        session = self.session
+        jar = session.cookie_jar
+        if not isinstance(jar, aiohttp.DummyCookieJar) and len(jar) and jar.filter_cookies(url):
+            raise ConfigError(
+                f"this aiohttp.ClientSession would send cookies to {url.host}: vast-llm sends no "
+                "cookies to the autoscaler or to workers. Give the client a session that keeps "
+                "none: aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())"
+            )
+        if session.trust_env and url.host is not None:
+            known = self._netrc.get(url.host)
+            if known is None:
+                loop = asyncio.get_running_loop()
+                known = await loop.run_in_executor(None, _netrc_has, url.host)
+                self._netrc[url.host] = known
+            if known:
+                raise ConfigError(
+                    f"this aiohttp.ClientSession has trust_env=True and ~/.netrc holds "
+                    f"credentials for {url.host}: aiohttp would send them. Use a session with "
+                    "trust_env=False (give proxies with proxy=), or remove the netrc entry."
+                )
+
     async def _send(self, request: Req) -> aiohttp.ClientResponse:
+        url = _yarl(request.url)
+        await self._check_request(request, url)
         try:
-            return await self.session.request(
+            sending = self.session.request(
                 request.method,
-                request.url,
+                url,
                 data=request.content or None,
                 headers=request.headers,
                 timeout=_timeout(request),
                 allow_redirects=False,
                 raise_for_status=False,
+                auto_decompress=False,  # the readers decode, under their limits
                 # Workers are trusted through the worker CA only, whatever the session's own
                 # TLS settings (which stay in force for the autoscaler).
                 **({"ssl": self.worker_ssl} if request.worker else {}),
             )
+            if request.budget is None:
+                response = await sending
+            else:
+                # The whole exchange until the headers: a peer dripping them cannot hold it.
+                response = await asyncio.wait_for(sending, request.budget)
         except BaseException as exc:
             _reraise(exc)
+        if response.cookies:
+            self._forget(response)
+        return response
+
+    def _forget(self, response: aiohttp.ClientResponse) -> None:
+        """Take out of the session's jar the cookies this answer just put in: nothing a
+        router or a worker sets is kept (so nothing goes back, to it or to anyone)."""
+        names = set(response.cookies)
+        host = response.url.host or ""
+        self.session.cookie_jar.clear(
+            lambda morsel: morsel.key in names and morsel["domain"].lstrip(".") in ("", host)
+        )
 
     async def fetch(self, request: Req, limit: int) -> Fetched:
+        started = time.monotonic()
         opened = AiohttpOpened(await self._send(request))
-        length = opened.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) <= limit:
-            try:
-                content = await opened.aread()
-            finally:
-                await opened.aclose()
-        else:
-            content = await opened.read_limited(limit)
+        left = (
+            float("inf")
+            if request.budget is None
+            else request.budget - (time.monotonic() - started)
+        )
+        content = await aread_body(opened, limit, left)
         return Fetched(opened.status_code, opened.headers, content)
 
     async def open(self, request: Req) -> AiohttpOpened:
@@ -228,6 +254,30 @@ class AiohttpIO:
                 protocol.read_timeout = request.read_after_start
         return AiohttpOpened(response)
 
-    async def read(self, response: Any, limit: int) -> bytes:
-        opened: AiohttpOpened = response
-        return await opened.read_limited(limit)
+    async def read(self, response: Any, limit: int, seconds: float) -> bytes:
+        return await aread_body(response, limit, seconds, truncate=True)
+
+
+_YARL_CACHED_LEN = 2048
+
+
+def _yarl(url: str) -> yarl.URL:
+    """``url`` parsed for aiohttp. yarl remembers the last 128 strings it parsed: fine for the
+    autoscaler's and the workers' short addresses, not for a hostile 60 KB one, which is
+    parsed past the cache."""
+    if len(url) <= _YARL_CACHED_LEN:
+        return yarl.URL(url)
+    parse = getattr(yarl._url.encode_url, "__wrapped__", None)  # lru_cache keeps the original
+    parsed = parse(url) if parse is not None else yarl.URL(url)
+    assert isinstance(parsed, yarl.URL)
+    return parsed
+
+
+def _netrc_has(host: str) -> bool:
+    """True when ~/.netrc (or $NETRC) holds credentials aiohttp would send to ``host``."""
+    from aiohttp.helpers import basicauth_from_netrc, netrc_from_env
+
+    try:
+        return basicauth_from_netrc(netrc_from_env(), host) is not None
+    except (LookupError, ValueError, OSError):
+        return False

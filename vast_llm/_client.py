@@ -16,13 +16,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from ._answer import AnswerBuilder, whole_answer
 from ._apis import WorkerCall, chat_call, completion_call
+from ._body import EventReader, StreamTooLong, aread_body, aread_events, read_body, read_events
+from ._budget import async_pools, pools
 from ._config import PER_CALL, ClientOptions, Settings, resolve_settings
-from ._drive import AsyncIO, HttpxIO, as_httpx, run_async, run_sync
-from ._errors import ConfigError, WorkerStreamError
+from ._decode import DecodeError
+from ._drive import AsyncIO, HttpxIO, run_async, run_sync
+from ._errors import ConfigError, WorkerError, WorkerStreamError, abbreviate
 from ._flow import Context, request_flow, route_flow
 from ._gate import Gate, acquire_async
 from ._keys import KeyStore
@@ -30,6 +32,7 @@ from ._loops import PerLoop
 from ._progress import listening
 from ._reuse import drain, drain_async
 from ._session import DEFAULT_LIFETIME, AsyncVastSession, Pin, VastSession, pin_for, session_flow
+from ._sse import StreamError
 from ._tls import worker_ssl_context
 from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, Usage
 
@@ -43,16 +46,47 @@ Message = Mapping[str, Any]
 
 
 def _cut(exc: httpx.TransportError, url: str) -> WorkerStreamError:
+    where = abbreviate(url)
     if isinstance(exc, httpx.TimeoutException):
         return WorkerStreamError(
-            f"worker {url} went silent for longer than the timeout mid-answer "
-            f"({type(exc).__name__}: idle timeout); raise timeout= if the model is slow",
+            f"worker {where} went silent mid-answer: no progress within the idle timeout "
+            f"({exc or type(exc).__name__}); raise timeout= if the model is slow",
             worker_url=url,
         )
     return WorkerStreamError(
-        f"the answer from worker {url} was cut ({type(exc).__name__}: {exc or 'no detail'}); "
-        "it is not retried because the worker may already have done the work",
+        f"the answer from worker {where} was cut ({type(exc).__name__}: "
+        f"{exc or 'no detail'}); it is not retried because the worker may already have done "
+        "the work",
         worker_url=url,
+    )
+
+
+def _unreadable(exc: Exception, url: str, *, stream: bool) -> WorkerError:
+    """An answer whose bytes broke a bound or their own encoding: a typed, final error."""
+    kind = WorkerStreamError if stream else WorkerError
+    return kind(
+        f"the answer from worker {abbreviate(url)} could not be read: {exc}; it is not retried "
+        "because the worker may already have done the work (raise max_answer_bytes or "
+        "max_event_bytes if the answer is legitimately that large)",
+        status_code=200,
+        worker_url=url,
+    )
+
+
+def _max_events(call: WorkerCall) -> int:
+    # A worker sends about one event per token; far more than the budget is a worker lying.
+    return 4 * call.max_tokens + 64
+
+
+def _reader(call: _Call, response: Any, clock: Any) -> EventReader:
+    s = call.settings
+    return EventReader(
+        response,
+        max_bytes=s.max_answer_bytes,
+        max_event=s.max_event_bytes,
+        max_events=_max_events(call.worker),
+        idle=s.timeout.read or float("inf"),
+        clock=clock,
     )
 
 
@@ -230,11 +264,9 @@ class VastClient(_BaseClient):
             if self._closed:
                 raise ConfigError(f"this {type(self).__name__} is closed")
             s = self._settings
-            if self._router is None:
-                self._router = httpx.Client(limits=s.limits, timeout=s.timeout)
-            if self._worker is None:
-                self._worker = httpx.Client(
-                    limits=s.limits, timeout=s.timeout, verify=worker_ssl_context(s.worker_ca)
+            if self._router is None or self._worker is None:
+                self._router, self._worker = pools(
+                    s.limits, s.timeout, worker_ssl_context(s.worker_ca)
                 )
             return self._router, self._worker
 
@@ -285,12 +317,13 @@ class VastClient(_BaseClient):
         try:
             started = self._ctx.clock()
             response, route = self._run(self._flow(call))
+            s = call.settings
             try:
-                content = response.read()
+                content = read_body(response, s.max_answer_bytes, s.timeout.read or float("inf"))
             except httpx.TransportError as exc:
                 raise _cut(exc, route.worker_url) from exc
-            finally:
-                response.close()
+            except DecodeError as exc:
+                raise _unreadable(exc, route.worker_url, stream=False) from None
         finally:
             self._gate.release()
         return whole_answer(call.worker, content, route, started, self._ctx.clock)
@@ -397,10 +430,7 @@ class AsyncVastClient(_BaseClient):
         if self._closed:
             raise ConfigError(f"this {type(self).__name__} is closed")
         if self._user_io is None:
-            router = httpx.AsyncClient(limits=s.limits, timeout=s.timeout)
-            worker = httpx.AsyncClient(
-                limits=s.limits, timeout=s.timeout, verify=worker_ssl_context(s.worker_ca)
-            )
+            router, worker = async_pools(s.limits, s.timeout, worker_ssl_context(s.worker_ca))
             io: AsyncIO = HttpxIO(router, worker)
             owned = (router, worker)
         else:
@@ -460,12 +490,15 @@ class AsyncVastClient(_BaseClient):
         try:
             started = self._ctx.clock()
             response, route = await self._run(self._flow(call), state)
+            s = call.settings
             try:
-                content = await response.aread()
+                content = await aread_body(
+                    response, s.max_answer_bytes, s.timeout.read or float("inf")
+                )
             except httpx.TransportError as exc:
                 raise _cut(exc, route.worker_url) from exc
-            finally:
-                await response.aclose()
+            except DecodeError as exc:
+                raise _unreadable(exc, route.worker_url, stream=False) from None
         finally:
             state.gate.release()
         return whole_answer(call.worker, content, route, started, self._ctx.clock)
@@ -492,6 +525,16 @@ class AsyncVastClient(_BaseClient):
 async def _close_state(state: _LoopState) -> None:
     for client in state.owned:
         await client.aclose()
+
+
+def _check_event_stream(response: Any, url: str) -> None:
+    kind = response.headers.get("content-type", "")
+    if "text/event-stream" not in kind:
+        raise WorkerStreamError(
+            f"worker {abbreviate(url)} did not answer with a stream: expected a "
+            f"text/event-stream, got {kind or 'no content type'!r}",
+            worker_url=url,
+        )
 
 
 class _StreamView:
@@ -562,8 +605,9 @@ class Stream(_StreamView, Iterator[Chunk]):
         client, builder = self._client, self._builder
         builder.restart(client._ctx.clock())
         response, builder.route = client._run(client._flow(self._call))
-        events = cast(Generator[ServerSentEvent, None, None], EventSource(response).iter_sse())
+        events = read_events(response, _reader(self._call, response, client._ctx.clock))
         try:
+            _check_event_stream(response, builder.route.worker_url)
             for sse in events:
                 chunk = builder.feed(sse.event, sse.data)
                 if chunk is not None:
@@ -577,10 +621,8 @@ class Stream(_StreamView, Iterator[Chunk]):
                 yield tail
         except httpx.TransportError as exc:
             raise _cut(exc, builder.route.worker_url) from exc
-        except SSEError as exc:
-            raise WorkerStreamError(
-                f"not a stream: {exc}", worker_url=builder.route.worker_url
-            ) from exc
+        except (DecodeError, StreamError, StreamTooLong) as exc:
+            raise _unreadable(exc, builder.route.worker_url, stream=True) from None
         finally:
             events.close()
             response.close()
@@ -632,8 +674,9 @@ class AsyncStream(_StreamView, AsyncIterator[Chunk]):
         client, builder = self._client, self._builder
         builder.restart(client._ctx.clock())
         response, builder.route = await client._run(client._flow(self._call), state)
-        events = EventSource(as_httpx(response)).aiter_sse()
+        events = aread_events(response, _reader(self._call, response, client._ctx.clock))
         try:
+            _check_event_stream(response, builder.route.worker_url)
             async for sse in events:
                 chunk = builder.feed(sse.event, sse.data)
                 if chunk is not None:
@@ -647,10 +690,8 @@ class AsyncStream(_StreamView, AsyncIterator[Chunk]):
                 yield tail
         except httpx.TransportError as exc:
             raise _cut(exc, builder.route.worker_url) from exc
-        except SSEError as exc:
-            raise WorkerStreamError(
-                f"not a stream: {exc}", worker_url=builder.route.worker_url
-            ) from exc
+        except (DecodeError, StreamError, StreamTooLong) as exc:
+            raise _unreadable(exc, builder.route.worker_url, stream=True) from None
         finally:
             await events.aclose()
             await response.aclose()

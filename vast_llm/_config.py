@@ -30,7 +30,7 @@ from ._apis import ChatTemplate, chatml
 from ._errors import ConfigError, VastSecurityWarning
 from ._progress import ProgressListener
 from ._retry import Backoff
-from ._signing import RECIPES, Recipe, load_public_key
+from ._signing import RECIPES, Recipe, check_key_size, load_public_key
 from ._tls import WorkerCA, load_worker_ca
 
 if typing.TYPE_CHECKING:
@@ -167,6 +167,16 @@ class ClientOptions(TypedDict, total=False):
         Doc("requests in flight per client; more wait their turn (their deadline starts after)",
             shown="the pool size, 256"),
     ]  # fmt: skip
+    max_answer_bytes: Annotated[
+        int,
+        Doc("the most bytes (decoded) one answer may have, a stream's included; more is a "
+            "typed error", default=32 << 20, shown="32 MiB"),
+    ]  # fmt: skip
+    max_event_bytes: Annotated[
+        int,
+        Doc("the most bytes one line or one event of a stream may have", default=8 << 20,
+            shown="8 MiB"),
+    ]  # fmt: skip
     on_progress: Annotated[
         ProgressListener | None,
         Doc("called with each `vast_llm.Progress` event of the client's requests (waiting for "
@@ -245,6 +255,8 @@ class Settings:
     chat_template: ChatTemplate = field(default=chatml, repr=False)
     limits: httpx.Limits = field(default_factory=lambda: DEFAULT_LIMITS, repr=False)
     max_concurrency: int = 256
+    max_answer_bytes: int = 32 << 20
+    max_event_bytes: int = 8 << 20
     on_progress: ProgressListener | None = field(default=None, repr=False)
 
     def cost_of(self, payload: Mapping[str, Any], max_tokens: int) -> float:
@@ -388,11 +400,10 @@ def resolve_settings(endpoint: str | None = None, **options: Unpack[ClientOption
             stacklevel=3,
         )
     key_source = given.get("public_key") or env.get("VAST_PUBLIC_KEY") or None
-    key = (
-        key_source
-        if isinstance(key_source, rsa.RSAPublicKey) or key_source is None
-        else load_public_key(key_source)
-    )
+    if isinstance(key_source, rsa.RSAPublicKey):
+        key: rsa.RSAPublicKey | None = check_key_size(key_source)
+    else:
+        key = None if key_source is None else load_public_key(key_source)
 
     recipes = given.get("recipes", RECIPES)
     if (
@@ -440,5 +451,7 @@ def resolve_settings(endpoint: str | None = None, **options: Unpack[ClientOption
         chat_template=template,
         limits=limits,
         max_concurrency=_count("max_concurrency", max_concurrency, 1),
+        max_answer_bytes=_count("max_answer_bytes", given.get("max_answer_bytes", 32 << 20), 1024),
+        max_event_bytes=_count("max_event_bytes", given.get("max_event_bytes", 8 << 20), 1024),
         on_progress=listener,
     )

@@ -8,17 +8,21 @@ the four operations the flow needs from an async HTTP stack: :class:`HttpxIO` fo
 from __future__ import annotations
 
 import asyncio
+import builtins
+import sys
 import time
 from typing import Any, Protocol, TypeVar
 
 import httpx
 
+from ._body import aread_body, read_body
+from ._budget import budget
 from ._flow import Flow, Notify, ReadBody, Send, Sleep
 from ._keys import KeyStore
 from ._progress import ProgressListener, adeliver, deliver
 from ._wire import Fetched, Opened, Req
 
-__all__ = ["AsyncIO", "HttpxIO", "as_httpx", "run_async", "run_sync", "to_httpx"]
+__all__ = ["AsyncIO", "HttpxIO", "run_async", "run_sync", "to_httpx"]
 
 T = TypeVar("T")
 
@@ -26,14 +30,17 @@ T = TypeVar("T")
 # autoscaler's, each worker's) come back on every call, and httpx.URL is immutable.
 _URLS: dict[str, httpx.URL] = {}
 _URLS_MAX = 1024
+_URL_CACHED_LEN = 2048  # a longer URL is parsed each time, never kept
 
 
 def _url(url: str) -> httpx.URL:
     parsed = _URLS.get(url)
     if parsed is None:
-        if len(_URLS) >= _URLS_MAX:
-            _URLS.clear()
-        parsed = _URLS[url] = httpx.URL(url)
+        parsed = httpx.URL(url)
+        if len(url) <= _URL_CACHED_LEN:
+            if len(_URLS) >= _URLS_MAX:
+                _URLS.clear()
+            _URLS[url] = parsed
     return parsed
 
 
@@ -48,56 +55,33 @@ def to_httpx(request: Req) -> httpx.Request:
     )
 
 
-def as_httpx(response: Any) -> httpx.Response:
-    """An opened response as an ``httpx.Response`` (what httpx-sse and transports read)."""
-    if isinstance(response, httpx.Response):
-        return response
-    converted: httpx.Response = response.as_httpx()
-    return converted
+def _unusable(exc: Exception) -> httpx.TransportError:
+    """An exception an HTTP stack raised outside its transport vocabulary (a URL it cannot
+    parse, an exception group from its task machinery), as one the flow can decide on."""
+    return httpx.UnsupportedProtocol(f"the request could not be sent ({type(exc).__name__}: {exc})")
 
 
-def _fits(response: httpx.Response, limit: int) -> bool:
-    # A declared length within the limit can be read in one go (the common, fast case).
-    length = response.headers.get("content-length", "")
-    return length.isdigit() and int(length) <= limit
-
-
-def _read_limited_sync(response: httpx.Response, limit: int) -> bytes:
-    if _fits(response, limit):
-        try:
-            return response.read()
-        finally:
-            response.close()
-    parts: list[bytes] = []
-    size = 0
+# Exception groups (anyio raises them from its task machinery on some failures): a builtin from
+# Python 3.11, anyio's backport before.
+_GROUPS: tuple[type[BaseException], ...]
+if sys.version_info >= (3, 11):
+    _GROUPS = (builtins.BaseExceptionGroup,)
+else:  # pragma: no cover - Python 3.10: anyio's backport, when installed
     try:
-        for part in response.iter_bytes():
-            parts.append(part)
-            size += len(part)
-            if size >= limit:
-                break
-    finally:
-        response.close()
-    return b"".join(parts)[:limit]
+        from exceptiongroup import BaseExceptionGroup as _Group  # type: ignore[import-not-found]
+
+        _GROUPS = (_Group,)
+    except ImportError:
+        _GROUPS = ()
+
+# Raised while sending, as something other than an httpx transport error.
+_ODD = (httpx.InvalidURL, httpx.HTTPError, ValueError, OverflowError, UnicodeError)
 
 
-async def _read_limited_async(response: httpx.Response, limit: int) -> bytes:
-    if _fits(response, limit):
-        try:
-            return await response.aread()
-        finally:
-            await response.aclose()
-    parts: list[bytes] = []
-    size = 0
-    try:
-        async for part in response.aiter_bytes():
-            parts.append(part)
-            size += len(part)
-            if size >= limit:
-                break
-    finally:
-        await response.aclose()
-    return b"".join(parts)[:limit]
+def _seconds_left(request: Req, started: float) -> float:
+    if request.budget is None:
+        return float("inf")
+    return request.budget - (time.monotonic() - started)
 
 
 # auth=None: a user-supplied client's auth must never be applied to these requests.
@@ -136,16 +120,25 @@ def run_sync(
             value, error = None, None
             try:
                 if isinstance(action, Send):
-                    client = worker if action.request.worker else router
-                    response = client.send(to_httpx(action.request), **_SEND)
+                    request = action.request
+                    client = worker if request.worker else router
+                    started = time.monotonic()
+                    try:
+                        with budget(request.budget):
+                            response = client.send(to_httpx(request), **_SEND)
+                    except _ODD as exc:
+                        if isinstance(exc, httpx.TransportError):
+                            raise
+                        raise _unusable(exc) from exc
                     if action.read_limit is None:
-                        _started(action.request)
+                        _started(request)
                         value = response
                     else:
-                        content = _read_limited_sync(response, action.read_limit)
+                        left = _seconds_left(request, started)
+                        content = read_body(response, action.read_limit, left)
                         value = Fetched(response.status_code, response.headers, content)
                 elif isinstance(action, ReadBody):
-                    value = _read_limited_sync(action.response, action.limit)
+                    value = read_body(action.response, action.limit, action.seconds, truncate=True)
                 elif isinstance(action, Sleep):
                     time.sleep(action.seconds)
                 elif isinstance(action, Notify):
@@ -168,8 +161,9 @@ class AsyncIO(Protocol):
     async def open(self, request: Req) -> Opened:
         """Send and answer once the headers are in; the body stays unread."""
 
-    async def read(self, response: Any, limit: int) -> bytes:
-        """Read up to ``limit`` bytes of an opened response and close it."""
+    async def read(self, response: Any, limit: int, seconds: float) -> bytes:
+        """Read up to ``limit`` decoded bytes of an opened response within ``seconds`` and
+        close it (cut at the limit, not refused)."""
 
 
 class HttpxIO:
@@ -182,20 +176,33 @@ class HttpxIO:
         self.router = router
         self.worker = worker or router
 
-    async def fetch(self, request: Req, limit: int) -> Fetched:
+    async def _send(self, request: Req) -> httpx.Response:
         client = self.worker if request.worker else self.router
-        response = await client.send(to_httpx(request), **_SEND)
-        content = await _read_limited_async(response, limit)
+        try:
+            with budget(request.budget):
+                return await client.send(to_httpx(request), **_SEND)
+        except _ODD as exc:
+            if isinstance(exc, httpx.TransportError):
+                raise
+            raise _unusable(exc) from exc
+        except _GROUPS as group:
+            if group.subgroup(lambda e: not isinstance(e, Exception)) is not None:  # type: ignore[attr-defined]
+                raise  # a cancellation or an interrupt travels as it is
+            raise _unusable(group) from group  # type: ignore[arg-type]
+
+    async def fetch(self, request: Req, limit: int) -> Fetched:
+        started = time.monotonic()
+        response = await self._send(request)
+        content = await aread_body(response, limit, _seconds_left(request, started))
         return Fetched(response.status_code, response.headers, content)
 
     async def open(self, request: Req) -> httpx.Response:
-        client = self.worker if request.worker else self.router
-        response = await client.send(to_httpx(request), **_SEND)
+        response = await self._send(request)
         _started(request)
         return response
 
-    async def read(self, response: Any, limit: int) -> bytes:
-        return await _read_limited_async(response, limit)
+    async def read(self, response: Any, limit: int, seconds: float) -> bytes:
+        return await aread_body(response, limit, seconds, truncate=True)
 
 
 async def run_async(
@@ -226,7 +233,7 @@ async def run_async(
                     else:
                         value = await io.fetch(action.request, action.read_limit)
                 elif isinstance(action, ReadBody):
-                    value = await io.read(action.response, action.limit)
+                    value = await io.read(action.response, action.limit, action.seconds)
                 elif isinstance(action, Sleep):
                     await asyncio.sleep(action.seconds)
                 elif isinstance(action, Notify):

@@ -25,7 +25,6 @@ import hashlib
 import json
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 __all__ = [
     "AuthenticationError",
@@ -67,6 +66,11 @@ def excerpt(
 
 
 _URL_LIMIT = 120
+# scheme://[user[:password]@]host[:port]: the part of a URL worth keeping when it is shortened.
+_ORIGIN = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:[^/@?#]*@)?(?P<host>\[[^\]/]*\]|[^:/?#@]*)"
+    r"(?P<port>:[0-9]{1,5})?"
+)
 
 
 def abbreviate(url: str, *, limit: int = _URL_LIMIT) -> str:
@@ -80,16 +84,12 @@ def abbreviate(url: str, *, limit: int = _URL_LIMIT) -> str:
     if len(url) <= limit and "@" not in url and not _CONTROL.search(url):
         return url
     digest = hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:  # an unbalanced IPv6 bracket, a port out of range
-        parts, host, port = None, "", None
-    if parts is not None and parts.scheme and host:
-        if ":" in host:
-            host = f"[{host}]"
-        head = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "") + "/"
+    # Not urllib's urlsplit: it caches what it splits, and a cache of 60 KB URLs is the problem.
+    found = _ORIGIN.match(url)
+    if found is not None:
+        head = (
+            f"{found.group('scheme')}://{found.group('host')}" + (found.group("port") or "") + "/"
+        )
     else:
         head = url
     head = _CONTROL.sub("?", head)

@@ -32,6 +32,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ._config import Settings
+from ._decode import DecodeError, accept_encoding
 from ._errors import (
     EndpointStopped,
     NoWorkerReady,
@@ -42,6 +43,7 @@ from ._errors import (
     VastTimeout,
     WorkerCertificateError,
     WorkerError,
+    abbreviate,
     excerpt,
 )
 from ._progress import Progress
@@ -68,23 +70,14 @@ __all__ = [
 ]
 
 logger = logging.getLogger("vast_llm")
+# What the client can decode under its size limits (see _decode); sent to workers.
+ACCEPT_ENCODING = accept_encoding()
 
 T = TypeVar("T")
 
 ROUTE_READ_LIMIT = 1 << 20  # a route answer is a few hundred bytes; refuse to buffer more
 ERROR_READ_LIMIT = 64 << 10  # enough of an error body to quote
-# Worker request headers that could carry a credential: never forwarded to a worker.
-_SECRET_HEADERS = frozenset(
-    {
-        "authorization",
-        "proxy-authorization",
-        "cookie",
-        "x-api-key",
-        "api-key",
-        "openai-organization",
-    }
-)
-_HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+ERROR_READ_SECONDS = 10.0  # an error body comes at once; a slower one is cut, not waited for
 
 
 # -- actions: what the flow asks its driver to do -------------------------------------------
@@ -101,10 +94,12 @@ class Send:
 
 @dataclass(slots=True)
 class ReadBody:
-    """Read up to ``limit`` bytes of an open response, then close it; answers ``bytes``."""
+    """Read up to ``limit`` decoded bytes of an open response within ``seconds``, then close it;
+    answers ``bytes`` (what came, cut at the limit)."""
 
     response: Any  # what this driver's Send answered
     limit: int = ERROR_READ_LIMIT
+    seconds: float = 10.0
 
 
 @dataclass(slots=True)
@@ -170,9 +165,18 @@ def fetch_key_flow(s: Settings, ctx: Context) -> Flow[rsa.RSAPublicKey]:
             {"Accept": "text/plain, */*", "User-Agent": USER_AGENT},
             b"",
             httpx.Timeout(s.route_timeout).as_dict(),
+            budget=s.route_timeout,
         )
         try:
             got: Fetched = yield Send(request, read_limit=64 << 10)
+        except DecodeError as exc:
+            if attempt + 1 < tries:
+                yield Sleep(s.backoff.retry_delay(attempt, ctx.rng))
+                continue
+            raise SignatureError(
+                f"{url} answered with a body that could not be read ({exc}), so no worker "
+                "assignment can be verified." + hint
+            ) from None
         except httpx.TransportError as exc:
             if attempt + 1 < tries:
                 yield Sleep(s.backoff.retry_delay(attempt, ctx.rng))
@@ -181,9 +185,10 @@ def fetch_key_flow(s: Settings, ctx: Context) -> Flow[rsa.RSAPublicKey]:
         if got.status_code == 200:
             try:
                 return load_public_key(got.content.strip())
-            except VastError:
+            except VastError as exc:
                 raise SignatureError(
-                    f"{url} did not serve a PEM public key (got {excerpt(got.content)!r}), "
+                    f"{url} did not serve a usable public key ({exc.message}; got "
+                    f"{excerpt(got.content, secret=s.api_key)!r}), "
                     "so no worker assignment can be verified." + hint
                 ) from None
         if retryable_status(got.status_code) and attempt + 1 < tries:
@@ -247,7 +252,7 @@ def _signature_flow(s: Settings, ctx: Context, body: Mapping[str, Any]) -> Flow[
             return recipe
         missing = not body.get("signature")
         problem = (
-            f"the route answer for worker {body.get('url')!r} "
+            f"the route answer for worker {abbreviate(str(body.get('url')))!r} "
             + ("carries no signature" if missing else "has a signature that does not verify")
             + f" under the autoscaler's key (recipes tried: {', '.join(s.recipes)})"
         )
@@ -295,6 +300,13 @@ def _assign_flow(
         outcome: Ready | Waiting | Rejected
         try:
             got: Fetched = yield Send(request, read_limit=ROUTE_READ_LIMIT)
+        except DecodeError as exc:
+            outcome = Rejected(
+                RouteError(
+                    f"the autoscaler at {s.base_url} sent an answer that could not be read ({exc})"
+                ),
+                retryable=True,
+            )
         except httpx.TransportError as exc:
             if isinstance(exc, httpx.TimeoutException) and remaining < s.route_timeout:
                 # The call ran out of the deadline, not of its own time: the deadline
@@ -325,26 +337,27 @@ def _assign_flow(
             failures, last_error = 0, None
             if outcome.request_idx is not None:
                 state.request_idx = outcome.request_idx
-            state.last_status = outcome.status
-            state.saw(outcome.status)
+            status = _mask(outcome.status, s.api_key)  # a router's text may echo the request
+            state.last_status = status
+            state.saw(status)
             if outcome.stopped:
                 raise EndpointStopped(
                     f"endpoint {s.endpoint!r} is stopped (router status: "
-                    f"{excerpt(str(outcome.status))!r}): it manages no workers until it is "
+                    f"{excerpt(str(status))!r}): it manages no workers until it is "
                     "started again in the Vast.ai console",
-                    status=outcome.status,
+                    status=status,
                 )
             delay = s.backoff.poll_delay(polls, ctx.rng)
             polls += 1
             logger.debug(
                 "waiting for a worker of %r: %s (re-poll in %.1fs)",
                 s.endpoint,
-                excerpt(str(outcome.status)),
+                excerpt(str(status)),
                 delay,
             )
             if state.observed:
                 yield state.progress(
-                    ctx, s, "waiting", status=outcome.status, retry_in=delay, attempt=attempt
+                    ctx, s, "waiting", status=status, retry_in=delay, attempt=attempt
                 )
         else:
             if not outcome.retryable:
@@ -361,6 +374,17 @@ def _assign_flow(
                     attempt=attempt,
                 )  # fmt: skip
         yield Sleep(max(0.0, min(delay, state.deadline_at - ctx.clock())))
+
+
+def _mask(value: Any, secret: str) -> Any:
+    """``value`` (a router's status: text, or JSON data) with ``secret`` masked out."""
+    if isinstance(value, str):
+        return value.replace(secret, "***") if secret in value else value
+    if isinstance(value, dict):
+        return {_mask(k, secret): _mask(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, secret) for v in value]
+    return value
 
 
 def _route_transport_error(s: Settings, exc: httpx.TransportError) -> RouteError:
@@ -428,11 +452,11 @@ def _worker_request(
     request_headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream" if stream else "application/json",
+        "Accept-Encoding": ACCEPT_ENCODING,
         "User-Agent": USER_AGENT,
     }
     for name, value in (headers or {}).items():
-        lowered = name.lower()
-        if lowered not in _SECRET_HEADERS and lowered not in _HOP_HEADERS:
+        if worker_header_allowed(name):
             request_headers[name] = value
     timeout = s.timeout.as_dict()
     # Connecting and the wait for the answer's first byte count against the deadline (the
@@ -449,6 +473,7 @@ def _worker_request(
         timeout,
         worker=True,
         read_after_start=idle,
+        budget=max(0.001, remaining),  # until the answer starts: the deadline's rest
     )
 
 
@@ -459,9 +484,46 @@ _SAFE_TO_RETRY = (
     httpx.PoolTimeout,
     httpx.WriteError,
     httpx.WriteTimeout,
-    httpx.RemoteProtocolError,  # the worker dropped the connection without any answer
     httpx.ReadError,
 )
+# httpcore's words when a server closes the connection without a single byte of an answer
+# (the aiohttp driver says the same): the request did not run, so it may be sent again. Any
+# other protocol error means the worker answered something malformed: it got the request.
+NO_ANSWER = "without sending a response"
+
+
+def _no_answer(exc: httpx.RemoteProtocolError) -> bool:
+    return NO_ANSWER in str(exc)
+
+
+# Headers a worker may receive from a caller (an SDK under VastTransport, per-call headers):
+# what describes the request and the client; never anything that can carry a credential.
+_WORKER_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-language"})
+_WORKER_HEADER_PREFIXES = ("x-vast-", "x-request-id", "openai-beta", "x-stainless-")
+_CREDENTIAL_WORDS = ("auth", "cookie", "key", "token", "secret", "password", "session", "signature")
+
+
+def worker_header_allowed(name: str) -> bool:
+    """True for a header a worker may see: on the allow-list, and naming no credential."""
+    lowered = name.lower()
+    if any(word in lowered for word in _CREDENTIAL_WORDS):
+        return False
+    return lowered in _WORKER_HEADERS or lowered.startswith(_WORKER_HEADER_PREFIXES)
+
+
+class _Where:
+    """'worker <url>' for a message, the URL shortened only when a message needs it."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __str__(self) -> str:
+        return f"worker {abbreviate(self.url)}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
 
 
 def _certificate_error(url: str, cause: Any) -> WorkerCertificateError:
@@ -489,7 +551,8 @@ def _worker_error(
     }
     hint = hints.get(status_code, "the worker failed" if status_code >= 500 else "refused")
     error = WorkerError(
-        f"HTTP {status_code} from worker {url}: {hint}" + (f": {quoted}" if quoted else ""),
+        f"HTTP {status_code} from worker {abbreviate(url)}: {hint}"
+        + (f": {quoted}" if quoted else ""),
         status_code=status_code,
         body=quoted,
         worker_url=url,
@@ -527,6 +590,7 @@ def request_flow(
         )
         retry_after: float | None = None
         error: VastError
+        where = _Where(ready.url)
         try:
             response: Opened = yield Send(request)
         except _SAFE_TO_RETRY as exc:
@@ -534,12 +598,22 @@ def request_flow(
             if refused is not None:
                 # Not retried: the handshake failed before any byte of the request was sent,
                 # and a certificate outside the worker CA is a setting to fix or an attack.
-                raise _certificate_error(ready.url, refused) from exc
-            error = _transport_error(f"worker {ready.url}", exc)
+                raise _certificate_error(abbreviate(ready.url), refused) from exc
+            error = _transport_error(str(where), exc)
+        except httpx.RemoteProtocolError as exc:
+            if not _no_answer(exc):
+                # The worker got the request and answered with something that is not HTTP:
+                # sending it again could run it twice.
+                raise WorkerError(
+                    f"{where} answered with a malformed response ({exc}); it is not retried "
+                    "because the worker may already have done the work",
+                    worker_url=ready.url,
+                ) from exc
+            error = _transport_error(str(where), exc)
         except httpx.TransportError as exc:
             # A read timeout: the worker may still be working on it. Sending it again could
             # run it twice, so this one is not retried.
-            raise _transport_error(f"worker {ready.url}", exc) from exc
+            raise _transport_error(str(where), exc) from exc
         else:
             if 200 <= response.status_code < 300:
                 if state.observed:
@@ -547,7 +621,15 @@ def request_flow(
                         ctx, s, "answering", worker_url=ready.url, attempt=attempts
                     )
                 return response, info
-            body: bytes = yield ReadBody(response)
+            try:
+                body: bytes = yield ReadBody(
+                    response, ERROR_READ_LIMIT, min(s.timeout.read or ERROR_READ_SECONDS,
+                                                    ERROR_READ_SECONDS)
+                )  # fmt: skip
+            except DecodeError as exc:
+                body = f"(an error body that could not be decoded: {exc})".encode()
+            except httpx.TransportError:
+                body = b"(the error body did not arrive in time)"
             error = _worker_error(s, response.status_code, body, ready.url, attempts)
             if not retryable_status(response.status_code):
                 raise error

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import AuthenticationError, RouteError, excerpt, json_excerpt
+import httpx
+
+from ._errors import AuthenticationError, RouteError, abbreviate, excerpt, json_excerpt
 from ._retry import parse_retry_after, retryable_status
 from ._version import __version__
 from ._wire import Req
@@ -73,7 +76,44 @@ def build_route_request(
         },
         json.dumps(body).encode(),
         {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout},
+        budget=timeout,  # one bound for the whole call, however the router drips its answer
     )
+
+
+# Route answer fields never forwarded to a worker (compared lower-case).
+_CREDENTIALS = frozenset(
+    {"api_key", "apikey", "api-key", "key", "token", "access_token", "secret", "password",
+     "authorization", "cookie"}
+)  # fmt: skip
+_URL_MAX = 65536  # httpx's own limit; a real worker address is an IP and a port
+_URL_CACHED = 2048  # only addresses this short are remembered (a cache of 60 KB URLs is not)
+
+
+def _url_problem(url: str) -> str | None:
+    """Why a worker URL from a route answer cannot be used, or None."""
+    if len(url) > _URL_CACHED:
+        if len(url) > _URL_MAX:
+            return f"(an address of {len(url)} characters)"
+        return _check_url(url)
+    return _checked_url(url)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_url(url: str) -> str | None:
+    return _check_url(url)  # parsed once per URL: the same few come back on every call
+
+
+def _check_url(url: str) -> str | None:
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return "(not a valid URL)"
+    if not parsed.host:
+        return "(no host)"
+    if port is not None and not 0 < port < 65536:
+        return f"(port {port} is out of range)"
+    return None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -146,6 +186,25 @@ def parse_route_answer(
         url = body.get("url") if isinstance(body, dict) else None
         if isinstance(url, str) and url.startswith(("http://", "https://")):
             # The common case, kept short: an assignment (checked further by its signature).
+            assert isinstance(body, dict)
+            problem = _url_problem(url)
+            if problem is None and body.get("endpoint", endpoint) != endpoint:
+                problem = (
+                    f"is for endpoint {excerpt(str(body.get('endpoint')))!r}, not {endpoint!r}"
+                )
+            if problem is not None:
+                return Rejected(
+                    RouteError(
+                        f"{where} assigned a worker that cannot be used: {abbreviate(url)} "
+                        f"{problem}",
+                        status_code=status_code,
+                    ),
+                    retryable=False,
+                )
+            if not _CREDENTIALS.isdisjoint(k.lower() for k in body):
+                # Forwarded to a rented machine as auth_data: never a field that looks like a
+                # credential (none is signed, so the signature is unaffected).
+                body = {k: v for k, v in body.items() if k.lower() not in _CREDENTIALS}
             return Ready(body=body, url=url, request_idx=_int_or_none(body.get("request_idx")))
     # Only what is not a plain assignment is quoted (an error message may need it).
     quoted = excerpt(content, secret=api_key)

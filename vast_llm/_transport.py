@@ -24,8 +24,11 @@ The route facts ride along in ``response.extensions["vast_route"]``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
+import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,7 +36,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ._apis import DEFAULT_MAX_TOKENS, max_tokens_of
+from ._body import EventReader, StreamTooLong
+from ._budget import async_pools, budget, pools
+from ._client import _cut, _unreadable
 from ._config import ClientOptions, Settings, resolve_settings
+from ._decode import BoundedDecoder, DecodeError
 from ._drive import HttpxIO, run_async, run_sync
 from ._errors import ConfigError, WorkerError, WorkerStreamError
 from ._flow import Context, request_flow
@@ -41,6 +48,7 @@ from ._gate import Gate, acquire_async
 from ._keys import KeyStore
 from ._loops import PerLoop
 from ._progress import listening
+from ._sse import StreamError
 from ._tls import worker_ssl_context
 from ._types import RouteInfo
 
@@ -60,7 +68,8 @@ def _incoming(s: Settings, request: httpx.Request) -> tuple[str, Any, float, boo
         ) from None
     if request.method != "POST":
         raise ConfigError(f"VastTransport carries POST requests only, got {request.method}")
-    path = request.url.raw_path.decode("ascii")
+    # The path only: an SDK's query string (e.g. ?api_key=...) never reaches a worker.
+    path = request.url.path
     budget = max_tokens_of(payload) if isinstance(payload, dict) else None
     cost = s.cost_of(payload if isinstance(payload, dict) else {}, budget or DEFAULT_MAX_TOKENS)
     stream = isinstance(payload, dict) and payload.get("stream") is True
@@ -95,6 +104,15 @@ class _Common:
         self._ctx = Context()
         self._keys = KeyStore(self._settings, self._ctx)
 
+    @staticmethod
+    def _max_tokens(request: httpx.Request) -> int:
+        try:
+            payload = json.loads(request.content)
+        except (ValueError, RecursionError):
+            return DEFAULT_MAX_TOKENS
+        found = max_tokens_of(payload) if isinstance(payload, dict) else None
+        return found or DEFAULT_MAX_TOKENS
+
     def _flow(self, request: httpx.Request) -> Any:
         s = self._settings
         path, payload, cost, stream, headers = _incoming(s, request)
@@ -110,45 +128,139 @@ class _Common:
         )
 
 
+class _Relay:
+    """The bounds on a relayed answer, for an SDK that reads it as plain bytes.
+
+    The body is decoded here, under ``max_answer_bytes`` (the SDK gets it without its
+    ``Content-Encoding``, so its own HTTP stack never decodes a bomb); an event stream must make
+    progress (complete events) within the idle timeout and carry no more events than the token
+    budget allows; any other body must arrive whole within the idle timeout.
+    """
+
+    def __init__(self, response: httpx.Response, s: Settings, max_tokens: int) -> None:
+        self.url = str(response.request.url) if response.request else "the worker"
+        idle = s.timeout.read or float("inf")
+        if "text/event-stream" in response.headers.get("content-type", ""):
+            self.reader: EventReader | None = EventReader(
+                response, max_bytes=s.max_answer_bytes, max_event=s.max_event_bytes,
+                max_events=4 * max_tokens + 64, idle=idle,
+            )  # fmt: skip
+            self.decoder: BoundedDecoder | None = None
+        else:
+            self.reader = None
+            self.decoder = BoundedDecoder(
+                response.headers.get("content-encoding"), s.max_answer_bytes
+            )
+        self.end = time.monotonic() + idle
+
+    def left(self) -> float:
+        return self.reader.left() if self.reader is not None else self.end - time.monotonic()
+
+    def feed(self, raw: bytes) -> Iterator[bytes]:
+        """The decoded pieces of ``raw``, each checked against the bounds before it goes on."""
+        try:
+            if self.reader is not None:
+                # The reader decodes and parses; the SDK gets the decoded bytes as they are.
+                for piece in self.reader.decode(raw):
+                    self.reader.feed_decoded(piece)
+                    yield piece
+                self.reader.feed_decoded(b"")
+                return
+            assert self.decoder is not None
+            yield from self.decoder.decode(raw)
+            if time.monotonic() > self.end:
+                raise httpx.ReadTimeout("the answer did not arrive within the idle timeout")
+        except httpx.TimeoutException as exc:
+            raise _cut(exc, self.url) from None
+        except (DecodeError, StreamError, StreamTooLong) as exc:
+            raise _unreadable(exc, self.url, stream=True) from None
+
+    def flush(self) -> bytes:
+        try:
+            if self.reader is not None:
+                self.reader.end()
+                return b""
+            assert self.decoder is not None
+            return self.decoder.flush()
+        except (DecodeError, StreamError) as exc:
+            raise _unreadable(exc, self.url, stream=True) from None
+
+
+def _relayed_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
+    # Decoded here, so neither the encoding nor the raw length applies; cookies stay out.
+    dropped = {"content-encoding", "content-length", "set-cookie", "transfer-encoding"}
+    return [(k, v) for k, v in headers.multi_items() if k.lower() not in dropped]
+
+
 class _SyncBody(httpx.SyncByteStream):
-    def __init__(self, response: httpx.Response, gate: Gate) -> None:
+    def __init__(self, response: httpx.Response, relay: _Relay, gate: Gate) -> None:
         self._response = response
-        self._gate: Gate | None = gate
+        self._relay = relay
+        # The request's turn ends with its body: when it is closed, or, if an SDK drops it
+        # unclosed, when it is collected (else the transport would run out of turns).
+        self._release = weakref.finalize(self, gate.release)
 
     def __iter__(self) -> Iterator[bytes]:
+        relay = self._relay
+        pieces = self._response.iter_raw()
         try:
-            yield from self._response.iter_raw()
+            while True:
+                with budget(relay.left()):
+                    raw = next(pieces, None)
+                if raw is None:
+                    break
+                yield from relay.feed(raw)
         except httpx.TransportError as exc:
-            raise httpx.ReadError(f"the worker's answer was cut: {exc}") from exc
+            raise _cut(exc, relay.url) from exc
+        tail = relay.flush()
+        if tail:
+            yield tail
 
     def close(self) -> None:
         try:
             self._response.close()
         finally:
-            if self._gate is not None:  # the request's turn ends with its body
-                self._gate.release()
-                self._gate = None
+            self._release()
+
+
+def _release_in_loop(loop: asyncio.AbstractEventLoop, gate: asyncio.Semaphore) -> None:
+    # A finalizer may run in any thread (the collector's); the semaphore is its loop's.
+    if loop.is_closed():
+        return
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        loop.call_soon_threadsafe(gate.release)
 
 
 class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, response: httpx.Response, gate: asyncio.Semaphore) -> None:
+    def __init__(self, response: httpx.Response, relay: _Relay, gate: asyncio.Semaphore) -> None:
         self._response = response
-        self._gate: asyncio.Semaphore | None = gate
+        self._relay = relay
+        self._gate = gate
+        self._release = weakref.finalize(self, _release_in_loop, asyncio.get_running_loop(), gate)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        relay = self._relay
+        pieces = self._response.aiter_raw()
         try:
-            async for part in self._response.aiter_raw():
-                yield part
+            while True:
+                with budget(relay.left()):
+                    raw = await anext(pieces, None)
+                if raw is None:
+                    break
+                for piece in relay.feed(raw):
+                    yield piece
         except httpx.TransportError as exc:
-            raise httpx.ReadError(f"the worker's answer was cut: {exc}") from exc
+            raise _cut(exc, relay.url) from exc
+        tail = relay.flush()
+        if tail:
+            yield tail
 
     async def aclose(self) -> None:
         try:
             await self._response.aclose()
         finally:
-            if self._gate is not None:
+            if self._release.detach() is not None:
                 self._gate.release()
-                self._gate = None
 
 
 def _relay(
@@ -156,7 +268,7 @@ def _relay(
 ) -> httpx.Response:
     return httpx.Response(
         response.status_code,
-        headers=response.headers,
+        headers=_relayed_headers(response.headers),
         stream=stream,
         extensions={"vast_route": route, "http_version": b"HTTP/1.1"},
     )
@@ -184,10 +296,10 @@ class VastTransport(_Common, httpx.BaseTransport):
         self._gate = Gate(self._settings.max_concurrency)
         self._owns_http = http_client is None
         s = self._settings
-        self._router = http_client or httpx.Client(limits=s.limits, timeout=s.timeout)
-        self._worker = http_client or httpx.Client(
-            limits=s.limits, timeout=s.timeout, verify=worker_ssl_context(s.worker_ca)
-        )
+        if http_client is not None:
+            self._router = self._worker = http_client
+        else:
+            self._router, self._worker = pools(s.limits, s.timeout, worker_ssl_context(s.worker_ca))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()
@@ -202,7 +314,8 @@ class VastTransport(_Common, httpx.BaseTransport):
             if isinstance(error, WorkerError) and not isinstance(error, WorkerStreamError):
                 return _error_response(error, request)
             raise
-        return _relay(response, route, _SyncBody(response, self._gate))
+        relay = _Relay(response, s, self._max_tokens(request))
+        return _relay(response, route, _SyncBody(response, relay, self._gate))
 
     def close(self) -> None:
         if self._owns_http:
@@ -241,10 +354,7 @@ class AsyncVastTransport(_Common, httpx.AsyncBaseTransport):
                     "leave http_client out and the transport keeps a pool per event loop"
                 )
             return _TransportLoop(HttpxIO(self._user_http), gate, asyncio.Lock(), ())
-        router = httpx.AsyncClient(limits=s.limits, timeout=s.timeout)
-        worker = httpx.AsyncClient(
-            limits=s.limits, timeout=s.timeout, verify=worker_ssl_context(s.worker_ca)
-        )
+        router, worker = async_pools(s.limits, s.timeout, worker_ssl_context(s.worker_ca))
         return _TransportLoop(HttpxIO(router, worker), gate, asyncio.Lock(), (router, worker))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -262,7 +372,8 @@ class AsyncVastTransport(_Common, httpx.AsyncBaseTransport):
             if isinstance(error, WorkerError) and not isinstance(error, WorkerStreamError):
                 return _error_response(error, request)
             raise
-        return _relay(response, route, _AsyncBody(response, state.gate))
+        relay = _Relay(response, s, self._max_tokens(request))
+        return _relay(response, route, _AsyncBody(response, relay, state.gate))
 
     async def aclose(self) -> None:
         await self._loops.aclose_current()

@@ -19,6 +19,9 @@ class Req:
     given credentials) or the autoscaler (public TLS trust). Drivers keep the two apart.
     ``read_after_start``, when set, replaces the ``read`` timeout once the answer's headers are
     in (the wait for them is bounded by the deadline, the rest by the idle timeout).
+    ``budget`` bounds the whole exchange in seconds: until the headers for an answer that stays
+    open, until the end of the body for one read whole (:class:`~vast_llm._flow.Send` with a
+    ``read_limit``).
     """
 
     method: str
@@ -28,6 +31,7 @@ class Req:
     timeout: dict[str, float | None]
     worker: bool = False
     read_after_start: float | None = None
+    budget: float | None = None
 
     def __repr__(self) -> str:
         # Headers and body can carry the API key (the route call): never shown.

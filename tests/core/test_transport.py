@@ -122,7 +122,8 @@ def test_plain_httpx_to_a_tgi_endpoint(tgi: Emulator) -> None:
     with httpx.Client(transport=transport, base_url="http://vast.invalid") as client:
         response = client.post(
             "/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 3}},
-            headers={"Authorization": "Bearer should-be-dropped", "X-Trace": "kept"},
+            headers={"Authorization": "Bearer should-be-dropped", "X-Request-Id": "kept",
+                     "X-Trace": "not on the allow-list"},
         )  # fmt: skip
         assert response.status_code == 200 and response.json()["generated_text"]
         with client.stream(
@@ -131,6 +132,7 @@ def test_plain_httpx_to_a_tgi_endpoint(tgi: Emulator) -> None:
             body = stream.read().decode()
         assert body.count("data:") == 3
     worker = tgi.worker_requests[0]
-    assert worker.headers["x-trace"] == "kept" and "authorization" not in worker.headers
+    assert worker.headers["x-request-id"] == "kept" and "authorization" not in worker.headers
+    assert "x-trace" not in worker.headers  # workers get only what describes the request
     assert tgi.route_requests[0].json["cost"] == 3.0
     assert FAST.base < 1
