@@ -46,9 +46,12 @@ import httpx
 
 from ._apis import DEFAULT_MAX_TOKENS, WorkerCall
 from ._config import Settings
-from ._errors import ConfigError, VastError, WorkerError, excerpt
+from ._decode import DecodeError
+from ._errors import ConfigError, VastError, WorkerError, abbreviate, excerpt
 from ._flow import (
     _SAFE_TO_RETRY,
+    ERROR_READ_LIMIT,
+    ERROR_READ_SECONDS,
     Context,
     Flow,
     Notify,
@@ -58,9 +61,11 @@ from ._flow import (
     _annotate,
     _assign_flow,
     _certificate_error,
+    _no_answer,
     _route_info,
     _RouteState,
     _transport_error,
+    _Where,
     _worker_error,
     _worker_request,
     worker_body,
@@ -228,6 +233,7 @@ def _manage_request(url: str, body: bytes, timeout: float) -> Req:
         body,
         {"connect": bound, "read": bound, "write": bound, "pool": bound},
         worker=True,
+        budget=bound,  # one bound for the whole exchange, however the worker drips it
     )  # fmt: skip
 
 
@@ -243,9 +249,9 @@ def _session_id(content: bytes) -> str | None:
 def _no_sessions(url: str, body: bytes) -> WorkerError:
     quoted = excerpt(body)
     error = WorkerError(
-        f"HTTP 404 from worker {url}: it has no /session/create route, so it cannot keep "
-        "sessions (a worker framework from before sessions, or a legacy template); call the "
-        "client directly instead" + (f": {quoted}" if quoted else ""),
+        f"HTTP 404 from worker {abbreviate(url)}: it has no /session/create route, so it "
+        "cannot keep sessions (a worker framework from before sessions, or a legacy "
+        "template); call the client directly instead" + (f": {quoted}" if quoted else ""),
         status_code=404,
         body=quoted,
         worker_url=url,
@@ -292,24 +298,29 @@ def create_flow(
         sent = ctx.clock()
         retry_after: float | None = None
         error: VastError
+        where = _Where(ready.url)
         try:
             got: Fetched = yield Send(request, read_limit=_READ_LIMIT)
+        except DecodeError as exc:
+            error = WorkerError(f"{where} answered /session/create with a body that could not "
+                                f"be read ({exc})", worker_url=ready.url)  # fmt: skip
         except httpx.TransportError as exc:
             refused = certificate_error(exc)
             if refused is not None:
-                raise _certificate_error(ready.url, refused) from exc
-            # Even a timed-out create is safe to make again: at worst the first one made a
-            # session nobody uses, which its worker ends when its lifetime runs out.
-            error = _transport_error(f"worker {ready.url}", exc)
+                raise _certificate_error(abbreviate(ready.url), refused) from exc
+            # Even a timed-out or garbled create is safe to make again: at worst the first one
+            # made a session nobody uses, which its worker ends when its lifetime runs out.
+            error = _transport_error(str(where), exc)
         else:
             status = got.status_code
             if 200 <= status < 300:
                 session_id = _session_id(got.content)
                 if session_id is None:
                     raise WorkerError(
-                        f"worker {ready.url} answered /session/create with "
-                        f"{excerpt(got.content)!r}, which names no session",
-                        status_code=status, body=excerpt(got.content), worker_url=ready.url,
+                        f"{where} answered /session/create with "
+                        f"{excerpt(got.content, secret=s.api_key)!r}, which names no session",
+                        status_code=status, body=excerpt(got.content, secret=s.api_key),
+                        worker_url=ready.url,
                     )  # fmt: skip
                 info = _route_info(s, ready, recipe, state, attempts, ctx)
                 pinned = Pinned(
@@ -346,12 +357,14 @@ def end_flow(s: Settings, ctx: Context, pinned: Pinned, *, observed: bool = Fals
     started = ctx.clock()
     body = json.dumps({"session_id": pinned.session_id, "session_auth": pinned.auth}).encode()
     request = _manage_request(pinned.url + "/session/end", body, s.route_timeout)
+    where = _Where(pinned.url)
     try:
         got: Fetched = yield Send(request, read_limit=_READ_LIMIT)
-    except httpx.TransportError as exc:
+    except (httpx.TransportError, DecodeError) as exc:
+        cause = _transport_error(str(where), exc) if isinstance(exc, httpx.TransportError) else exc
         logger.warning(
             "could not end the session on %s (%s); its worker ends it once it expires",
-            pinned.url, _transport_error(f"worker {pinned.url}", exc),
+            abbreviate(pinned.url), cause,
         )  # fmt: skip
         return False
     if got.status_code == 200:
@@ -359,11 +372,11 @@ def end_flow(s: Settings, ctx: Context, pinned: Pinned, *, observed: bool = Fals
             yield _progress(s, ctx, started, "ended", pinned.url)
         return True
     if got.status_code in (400, 410):  # not found: expired and swept, or ended already
-        logger.debug("session on %s was already gone", pinned.url)
+        logger.debug("session on %s was already gone", abbreviate(pinned.url))
         return False
     logger.warning(
         "could not end the session on %s (HTTP %d: %s); its worker ends it once it expires",
-        pinned.url, got.status_code, excerpt(got.content),
+        abbreviate(pinned.url), got.status_code, excerpt(got.content, secret=s.api_key),
     )  # fmt: skip
     return False
 
@@ -473,13 +486,22 @@ def call_flow(
         failing = False  # the worker still holds the session: end it when leaving it
         error: VastError
         sent = ctx.clock()
+        where = f"session {_Where(pinned.url)}"
         try:
             response: Any = yield Send(request)
-        except _SAFE_TO_RETRY as exc:
+        except (*_SAFE_TO_RETRY, httpx.RemoteProtocolError) as exc:
+            if isinstance(exc, httpx.RemoteProtocolError) and not _no_answer(exc):
+                # The worker got the request and answered with something that is not HTTP:
+                # sending it again could run it twice.
+                raise WorkerError(
+                    f"{where} answered with a malformed response ({exc}); it is not retried "
+                    "because the worker may already have done the work",
+                    worker_url=pinned.url,
+                ) from exc
             refused = certificate_error(exc)
             if refused is not None:
-                raise _certificate_error(pinned.url, refused) from exc
-            error = _transport_error(f"session worker {pinned.url}", exc)
+                raise _certificate_error(abbreviate(pinned.url), refused) from exc
+            error = _transport_error(where, exc)
             if not isinstance(exc, _UNSENT) and ctx.clock() - sent >= pin.lifetime:
                 # Dropped without an answer after running a whole lifetime: most likely the
                 # worker's sweep ended the session under it (docs/sessions.md). The same call
@@ -489,7 +511,7 @@ def call_flow(
             status = 0
         except httpx.TransportError as exc:
             # A read timeout: the worker may still be working on it; not sent again.
-            raise _transport_error(f"session worker {pinned.url}", exc) from exc
+            raise _transport_error(where, exc) from exc
         else:
             status = response.status_code
             if 200 <= status < 300:
@@ -504,7 +526,15 @@ def call_flow(
                     route_calls=route_calls, route_latency=route_latency,
                     signature=pinned.route.signature, session_id=pinned.session_id,
                 )  # fmt: skip
-            content: bytes = yield ReadBody(response)
+            try:
+                content: bytes = yield ReadBody(
+                    response, ERROR_READ_LIMIT, min(s.timeout.read or ERROR_READ_SECONDS,
+                                                    ERROR_READ_SECONDS)
+                )  # fmt: skip
+            except DecodeError as exc:
+                content = f"(an error body that could not be decoded: {exc})".encode()
+            except httpx.TransportError:
+                content = b"(the error body did not arrive in time)"
             error = _worker_error(s, status, content, pinned.url, attempts)
             if status != 410 and not retryable_status(status):
                 raise error
@@ -521,7 +551,7 @@ def call_flow(
             raise _annotate(error, f"no time left before the {s.deadline:g}s deadline")
         with pin._lock:
             pin.lost += 1
-        logger.info("session on %s lost (%s); making a new one", pinned.url, error)
+        logger.info("session on %s lost (%s); making a new one", abbreviate(pinned.url), error)
         if observed:
             yield _progress(s, ctx, started, "lost", pinned.url, error.message)
         if failing:
