@@ -22,6 +22,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from benchmarks import embed as embed_bench
 from benchmarks import latency
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -341,16 +342,24 @@ def main() -> int:
     )  # fmt: skip
     rounds = 1 if args.smoke else args.rounds
     raw_path = pathlib.Path(args.out).with_suffix(".json")
+    embed_texts = 256 if args.smoke else 10_000
     if args.report_only:
         saved = json.loads(raw_path.read_text())
         results, sizes, rounds = saved["results"], saved["sizes"], saved["rounds"]
+        embeddings = saved.get("embeddings", {})
     else:
         results = measure(sizes, rounds)
+        # Embeddings (benchmarks/embed.py): their own emulator, three rounds at most.
+        embeddings = embed_bench.measure(embed_texts, min(rounds, 3))
         raw_path.write_text(
-            json.dumps({"results": results, "sizes": sizes, "rounds": rounds}, indent=1)
-        )
+            json.dumps({"results": results, "sizes": sizes, "rounds": rounds,
+                        "embeddings": embeddings}, indent=1)
+        )  # fmt: skip
+    embed_lines, embed_checks = (
+        embed_bench.report(embeddings, embed_texts, min(rounds, 3)) if embeddings else ([], [])
+    )
     lines, ratios = table(results)
-    checks = targets(results)
+    checks = targets(results) + embed_checks
     # Latency on a realistic network (benchmarks/latency.py): its own emulator and process.
     latency_png = pathlib.Path(args.png).with_name("benchmarks-latency.png")
     latency_lines = latency.report_section(
@@ -429,6 +438,7 @@ def main() -> int:
         f"({stream_core['per_token_us'] / stream_raw['per_token_us']:.2f}×).",
         "",
         *sdk_note,
+        *embed_lines,
         "## Where the core could lose",
         "",
         f"- Signature verification (RSA-2048 PKCS#1 v1.5, trying g3 first): "

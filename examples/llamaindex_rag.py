@@ -1,15 +1,21 @@
-"""A LlamaIndex RAG query engine on a Vast endpoint, streaming its answer with sources.
+"""A LlamaIndex RAG query engine where every model call goes through Vast: embeddings
+(VastEmbedding), reranking (VastRerank) and the streamed answer (Vast), with sources.
 
 python examples/llamaindex_rag.py
+
+Against Vast.ai, VAST_ENDPOINT serves the chat model; VAST_EMBED_ENDPOINT and
+VAST_RERANK_ENDPOINT name the endpoints of the embedding model and the reranker (each defaults
+to VAST_ENDPOINT).
 """
 
 from __future__ import annotations
 
+import os
+
 from _common import vast_endpoint
 from llama_index.core import Document, Settings, VectorStoreIndex
-from llama_index.core.embeddings import MockEmbedding
 
-from llamaindex_vast import Vast
+from llamaindex_vast import Vast, VastEmbedding, VastRerank
 
 DOCS = [
     "Vast.ai Serverless routes each request to a GPU worker through an autoscaler.",
@@ -21,11 +27,14 @@ DOCS = [
 
 def main() -> str:
     with vast_endpoint(api="openai"):
+        chat_endpoint = os.environ["VAST_ENDPOINT"]
         Settings.llm = Vast(api="openai", max_new_tokens=64, temperature=0)
-        # Deterministic embeddings keep the example offline; use a real model in production.
-        Settings.embed_model = MockEmbedding(embed_dim=32)
+        Settings.embed_model = VastEmbedding(os.environ.get("VAST_EMBED_ENDPOINT", chat_endpoint))
+        reranker = VastRerank(os.environ.get("VAST_RERANK_ENDPOINT", chat_endpoint), top_n=2)
         index = VectorStoreIndex.from_documents([Document(text=t) for t in DOCS])
-        engine = index.as_query_engine(streaming=True, similarity_top_k=2)
+        engine = index.as_query_engine(
+            streaming=True, similarity_top_k=3, node_postprocessors=[reranker]
+        )
         response = engine.query("How does a client know a worker is genuine?")
         answer = ""
         for token in response.response_gen:
@@ -33,7 +42,9 @@ def main() -> str:
             answer += token
         print()
         for source in response.source_nodes:
-            print(f"  source: {source.node.get_content()}")
+            print(f"  source ({source.score:.2f}): {source.node.get_content()}")
+        route = reranker.last_routes[-1]
+        print(f"  reranked on worker {route.worker_url} (signature {route.signature})")
         return answer
 
 

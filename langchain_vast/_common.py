@@ -7,18 +7,6 @@ import difflib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.exceptions import (
-    ContextOverflowError,
-    ModelAPIError,
-    ModelAuthenticationError,
-    ModelConnectionError,
-    ModelError,
-    ModelInvalidRequestError,
-    ModelNotFoundError,
-    ModelPermissionDeniedError,
-    ModelRateLimitError,
-    ModelTimeoutError,
-)
 from langchain_core.language_models import LangSmithParams
 from langchain_core.utils import secret_from_env
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
@@ -49,14 +37,39 @@ from vast_llm.integration import (
     SessionPair,
     call_params,
     clients_for,
+    common_finish_reason,
     config_error,
     settings_of,
 )
 
+from . import errors
+
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["VastFields", "lc_errors", "route_metadata"]
+__all__ = ["SAMPLING", "VastFields", "estimate_tokens", "lc_errors", "route_metadata"]
+
+SAMPLING = ("temperature", "top_p", "top_k", "repetition_penalty", "seed")
+# Headers a worker must never see (they would carry credentials).
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key",
+                            "api-key"})  # fmt: skip
+
+
+def estimate_tokens(text: str) -> int:
+    """About how many tokens ``text`` is: a token per four ASCII characters, one per other."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return -(-ascii_chars // 4) + (len(text) - ascii_chars)
+
+
+def checked_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
+    """``default_headers`` as given, refusing credentials (workers must never see them)."""
+    for name in headers or {}:
+        if name.lower() in SECRET_HEADERS:
+            raise ConfigError(
+                f"default_headers may not carry {name!r}: these headers go to workers, which "
+                "must never see credentials (the API key goes to the autoscaler only)"
+            )
+    return headers
 
 
 class VastFields(ClientFields):
@@ -182,7 +195,11 @@ class VastFields(ClientFields):
             self._clients = None
 
     def _params(
-        self, stop: list[str] | None, kwargs: dict[str, Any], max_tokens: int
+        self,
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+        max_tokens: int,
+        fields: tuple[str, ...] = SAMPLING,
     ) -> dict[str, Any]:
         """Parameters for one call: fields, then model_kwargs, then call kwargs; per-call
         settings (``timeout``...) ride along for the client, which keeps them out of the
@@ -196,7 +213,22 @@ class VastFields(ClientFields):
             model_name=self.model_name,
             openai=self.api == "openai",
             aliases={"request_timeout": "timeout"},
+            fields=fields,
         )
+
+    def get_num_tokens(self, text: str) -> int:
+        """About how many tokens ``text`` is (no tokenizer download, no network).
+
+        The served model's tokenizer is not known here, so this is an estimate: a token per
+        four ASCII characters and one per other character (CJK text, emoji and accented
+        letters take a token or more each in common tokenizers), rounded up. It errs high on
+        English prose. For exact counts pass ``custom_get_token_ids`` (e.g. a ``tokenizers``
+        or ``tiktoken`` encoder's ``encode``).
+        """
+        custom = getattr(self, "custom_get_token_ids", None)  # a LangChain model's field
+        if custom is not None:
+            return len(custom(text))
+        return estimate_tokens(text)
 
     @property
     def lc_secrets(self) -> dict[str, str]:
@@ -253,9 +285,18 @@ def usage_dict(usage: Usage | None) -> dict[str, int]:
     return {} if usage is None else usage.to_dict()
 
 
+def finish_info(reason: str | None) -> dict[str, Any]:
+    """``finish_reason`` in OpenAI's words whatever the worker; TGI's own word kept aside."""
+    common = common_finish_reason(reason)
+    info: dict[str, Any] = {"finish_reason": common}
+    if reason != common:
+        info["native_finish_reason"] = reason
+    return info
+
+
 def completion_info(answer: Completion) -> dict[str, Any]:
     return {
-        "finish_reason": answer.finish_reason,
+        **finish_info(answer.finish_reason),
         "model_name": answer.model,
         "vast": route_metadata(answer.route, answer.time_to_first_token),
     }
@@ -263,60 +304,57 @@ def completion_info(answer: Completion) -> dict[str, Any]:
 
 # -- errors ---------------------------------------------------------------------------------
 
-_BY_STATUS: dict[int, type[ModelError]] = {
-    400: ModelInvalidRequestError,
-    401: ModelAuthenticationError,
-    403: ModelPermissionDeniedError,
-    404: ModelNotFoundError,
-    413: ModelInvalidRequestError,
-    422: ModelInvalidRequestError,
-    429: ModelRateLimitError,
+_INVALID = {400, 413, 422}
+_ROUTE_BY_STATUS: dict[int, type[VastError]] = {
+    **dict.fromkeys(_INVALID, errors.RouteInvalidRequestError),
+    403: errors.RoutePermissionDeniedError,
+    404: errors.RouteNotFoundError,
+    429: errors.RouteRateLimitError,
+}
+_WORKER_BY_STATUS: dict[int, type[VastError]] = {
+    **dict.fromkeys(_INVALID, errors.WorkerInvalidRequestError),
+    401: errors.WorkerAPIError,  # the worker refused the assignment: not the user's key
+    403: errors.WorkerPermissionDeniedError,
+    404: errors.WorkerNotFoundError,
+    429: errors.WorkerRateLimitError,
 }
 
 
-def _model_error_for(exc: VastError) -> type[ModelError] | None:
-    if isinstance(exc, (EndpointStopped, WorkerStreamError)):
-        return ModelAPIError
+def _model_error_for(exc: VastError) -> type[VastError] | None:
+    """The class of :mod:`langchain_vast.errors` that stands for ``exc`` (None: raise as is)."""
+    if isinstance(exc, EndpointStopped):
+        return errors.EndpointStoppedError
+    if isinstance(exc, WorkerStreamError):
+        return errors.WorkerStreamAPIError
     if isinstance(exc, NoWorkerReady):
-        return ModelTimeoutError
+        return errors.NoWorkerReadyError
     if isinstance(exc, AuthenticationError):
-        return ModelPermissionDeniedError if exc.status_code == 403 else ModelAuthenticationError
-    if isinstance(exc, VastTimeout) or isinstance(exc.__cause__, VastTimeout):
-        return ModelTimeoutError
-    if isinstance(exc, VastConnectionError) or isinstance(exc.__cause__, VastConnectionError):
-        return ModelConnectionError
-    if isinstance(exc, (RouteError, WorkerError)):
-        status = exc.status_code or 0
-        if isinstance(exc, WorkerError) and status == 401:
-            return ModelAPIError  # the worker refused the assignment: not the user's key
+        if exc.status_code == 403:
+            return errors.VastModelPermissionDeniedError
+        return errors.VastModelAuthenticationError
+    if isinstance(exc, VastTimeout):
+        return errors.VastModelTimeoutError
+    if isinstance(exc, VastConnectionError):
+        return errors.VastModelConnectionError
+    status = getattr(exc, "status_code", None) or 0
+    if isinstance(exc, RouteError):
+        if isinstance(exc.__cause__, VastTimeout):
+            return errors.RouteTimeoutError
+        if isinstance(exc.__cause__, VastConnectionError):
+            return errors.RouteConnectionError
+        return _ROUTE_BY_STATUS.get(status, errors.RouteAPIError if status >= 500 else None)
+    if isinstance(exc, WorkerError):
         if status in (400, 422) and "context" in exc.message.lower():
-            return ContextOverflowError
-        return _BY_STATUS.get(status, ModelAPIError if status >= 500 else None)
+            return errors.WorkerContextOverflowError
+        return _WORKER_BY_STATUS.get(status, errors.WorkerAPIError if status >= 500 else None)
     return None
-
-
-_COMBINED: dict[tuple[type[ModelError], type[VastError]], type[Exception]] = {}
-
-
-def _combined(model_error: type[ModelError], vast_error: type[VastError]) -> type[Exception]:
-    # One class that is both: code catching LangChain's model errors or ours keeps working.
-    known = _COMBINED.get((model_error, vast_error))
-    if known is not None:
-        return known
-    name = f"Vast{model_error.__name__}"
-    attrs: dict[str, Any] = {"__module__": __name__, "__doc__": model_error.__doc__}
-    if issubclass(vast_error, (EndpointStopped, WorkerStreamError)):
-        attrs["is_retryable"] = False  # a stopped endpoint, or output already handed out
-    combined = _COMBINED[(model_error, vast_error)] = type(name, (model_error, vast_error), attrs)
-    return combined
 
 
 def to_model_error(exc: VastError) -> Exception:
     """The LangChain model error for a core error (the core error stays its cause)."""
-    model_error = _model_error_for(exc)
-    if model_error is None:
+    cls = _model_error_for(exc)
+    if cls is None:
         return exc
-    cls = _combined(model_error, type(exc))
     mapped = cls.__new__(cls)
     mapped.__dict__.update(exc.__dict__)
     mapped.args = exc.args

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal, cast
 
+import httpx
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import (
@@ -13,6 +14,7 @@ from langchain_core.language_models.chat_models import (
     agenerate_from_stream,
     generate_from_stream,
 )
+from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -27,25 +29,66 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, field_validator
 
-from vast_llm import AsyncStream, Completion, Stream, Usage
+from vast_llm import AsyncStream, Chunk, Completion, Stream, Usage
+from vast_llm.fields import setting_field
 
-from ._common import VastFields, completion_info, lc_errors, route_metadata, usage_dict
+from ._common import (
+    SAMPLING,
+    VastFields,
+    checked_headers,
+    completion_info,
+    finish_info,
+    lc_errors,
+    route_metadata,
+    usage_dict,
+)
 
 __all__ = ["ChatVast"]
+
+
+# Generation parameters that are ChatVast fields (sent when set, overridable per call).
+_FIELDS = (*SAMPLING, "frequency_penalty", "presence_penalty", "n", "logprobs", "top_logprobs")
+# What only OpenAI-compatible workers understand.
+_OPENAI_ONLY = ("logprobs", "top_logprobs")
 
 
 def _usage_metadata(usage: Usage | None) -> UsageMetadata | None:
     if usage is None or usage.prompt_tokens is None or usage.completion_tokens is None:
         return None
     total = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
-    counts = {
+    counts: dict[str, Any] = {
         "input_tokens": usage.prompt_tokens,
         "output_tokens": usage.completion_tokens,
         "total_tokens": total,
     }
+    if usage.cached_tokens is not None:
+        counts["input_token_details"] = {"cache_read": usage.cached_tokens}
+    if usage.reasoning_tokens is not None:
+        counts["output_token_details"] = {"reasoning": usage.reasoning_tokens}
     return cast(UsageMetadata, counts)
+
+
+def _reasoning(text: str | None) -> dict[str, Any]:
+    return {"reasoning_content": text} if text else {}
+
+
+def _logprobs(entries: list[dict[str, Any]] | None) -> dict[str, Any]:
+    return {"logprobs": {"content": entries}} if entries is not None else {}
+
+
+class _Request:
+    """One call's parameters, split into what goes to the worker and what does not."""
+
+    __slots__ = ("headers", "params", "stream_usage")
+
+    def __init__(
+        self, params: dict[str, Any], headers: dict[str, str] | None, stream_usage: bool
+    ) -> None:
+        self.params = params
+        self.headers = headers
+        self.stream_usage = stream_usage
 
 
 class ChatVast(VastFields, BaseChatModel):
@@ -69,6 +112,18 @@ class ChatVast(VastFields, BaseChatModel):
             Sampling parameters; ``stop`` is also enforced on the client.
         model: str | None
             Model name for OpenAI-compatible workers (optional: vLLM serves one model).
+
+    Key init args — what ChatOpenAI users know:
+        extra_body: dict
+            Merged into the top level of the request (vLLM's ``guided_json``...).
+        max_completion_tokens, request_timeout
+            Other names of ``max_tokens`` and ``timeout``.
+        logprobs, top_logprobs, n, frequency_penalty, presence_penalty
+            Sent to OpenAI-compatible workers; logprobs in ``response_metadata["logprobs"]``.
+        stream_usage: bool
+            Usage on the last streamed chunk (default True).
+        default_headers: dict
+            Sent to workers (never to the autoscaler; credential headers are refused).
 
     Key init args — client params:
         endpoint, api_key, base_url
@@ -119,6 +174,11 @@ class ChatVast(VastFields, BaseChatModel):
 
             llm.with_structured_output(GetWeather).invoke("Weather in Paris?")
 
+    Reasoning models:
+        vLLM's ``reasoning_content`` / ``reasoning`` (or a leading ``<think>...</think>``) is
+        ``additional_kwargs["reasoning_content"]`` of messages and chunks, and a reasoning block
+        in ``content_blocks``.
+
     Route facts:
         ``response_metadata["vast"]`` holds the worker, reqnum, request_idx, attempts, route
         latency, signature recipe and time to first token of each answer.
@@ -126,14 +186,41 @@ class ChatVast(VastFields, BaseChatModel):
 
     api: Literal["tgi", "openai"] = "openai"
     """The worker template's API: ``openai`` (vLLM) or ``tgi``."""
-    max_tokens: int = Field(
-        default=256, validation_alias=AliasChoices("max_tokens", "max_new_tokens")
+    timeout: float | httpx.Timeout | None = setting_field(
+        "timeout", validation_alias=AliasChoices("timeout", "request_timeout")
     )
-    """Most tokens to generate (also the cost sent to the router)."""
+    max_tokens: int = Field(
+        default=256,
+        validation_alias=AliasChoices("max_tokens", "max_new_tokens", "max_completion_tokens"),
+    )
+    """Most tokens to generate (also the cost sent to the router); ``max_completion_tokens``
+    and ``max_new_tokens`` are other names for it."""
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    n: int | None = None
+    """Answers to generate per call (OpenAI-compatible workers; not when streaming)."""
+    logprobs: bool | None = None
+    """Return the answer's token log probabilities (``response_metadata["logprobs"]``)."""
+    top_logprobs: int | None = None
+    """With ``logprobs``: how many most likely tokens to give for each position."""
+    extra_body: dict[str, Any] | None = None
+    """Parameters merged into the top level of the model request, as the OpenAI SDK does:
+    vLLM's own (``guided_json``, ``guided_choice``, ``chat_template_kwargs``...)."""
+    stream_usage: bool = True
+    """Report token usage at the end of a stream (``usage_metadata`` on the last chunk)."""
+    default_headers: dict[str, str] | None = None
+    """Headers sent with every worker request (never to the autoscaler; credentials such as
+    ``Authorization`` are refused: workers must not see them). Whether a worker passes them
+    on to its model server is up to the worker's template."""
     chat_template: Callable[[Sequence[Mapping[str, Any]]], str] | None = Field(
         default=None, exclude=True
     )
     """For ``api="tgi"``: renders OpenAI-style messages into a prompt (default: ChatML)."""
+
+    @field_validator("default_headers")
+    @classmethod
+    def _no_credentials(cls, headers: dict[str, str] | None) -> dict[str, str] | None:
+        return checked_headers(headers)
 
     @property
     def _llm_type(self) -> str:
@@ -145,7 +232,27 @@ class ChatVast(VastFields, BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {**self._sampling_identity(), "max_tokens": self.max_tokens}
+        extra = {name: getattr(self, name) for name in _FIELDS if name not in SAMPLING}
+        return {
+            **self._sampling_identity(),
+            "max_tokens": self.max_tokens,
+            **{k: v for k, v in extra.items() if v is not None},
+            **({"extra_body": self.extra_body} if self.extra_body else {}),
+        }
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """What the endpoint can do, as LangChain reads it (``create_agent`` picks its
+        structured-output strategy from it): vLLM chat workers call tools and follow JSON
+        schemas (guided decoding); TGI's ``/generate`` does neither."""
+        openai = self.api == "openai"
+        return ModelProfile(
+            text_inputs=True,
+            text_outputs=True,
+            tool_calling=openai,
+            tool_choice=openai,
+            tool_call_streaming=openai,
+            structured_output=openai,
+        )
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self._ls_params("chat", kwargs.get("max_tokens", self.max_tokens), stop, kwargs)
@@ -156,15 +263,58 @@ class ChatVast(VastFields, BaseChatModel):
         converted = convert_to_openai_messages(messages)
         return [dict(m) for m in converted]
 
-    def _call_params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, stop: list[str] | None, kwargs: dict[str, Any]) -> _Request:
+        """One call's worker parameters, headers and stream-usage choice."""
         kwargs = dict(kwargs)
         kwargs.pop("stream", None)
-        return self._params(stop, kwargs, self.max_tokens)
+        stream_usage = kwargs.pop("stream_usage", None)
+        extra_body = kwargs.pop("extra_body", None)
+        headers = {**(self.default_headers or {}), **(kwargs.pop("extra_headers", None) or {})}
+        if "max_completion_tokens" in kwargs:
+            kwargs["max_tokens"] = kwargs.pop("max_completion_tokens")
+        params = self._params(stop, kwargs, self.max_tokens, _FIELDS)
+        # As the OpenAI SDK does: extra_body's keys go to the top level of the request.
+        for body in (self.extra_body, params.pop("extra_body", None), extra_body):
+            if body:
+                params.update(body)
+        if self.api != "openai":
+            asked = [name for name in _OPENAI_ONLY if params.get(name)]
+            if asked:
+                raise ValueError(
+                    f"{asked[0]} needs an OpenAI-compatible worker (api='openai'); TGI's "
+                    "/generate does not return them in the same form"
+                )
+            for name in _OPENAI_ONLY:
+                params.pop(name, None)
+        if stream_usage is None:
+            stream_usage = self.stream_usage
+        return _Request(params, checked_headers(headers) or None, bool(stream_usage))
+
+    def _call_params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return self._request(stop, kwargs).params
+
+    def _for_stream(self, request: _Request) -> dict[str, Any]:
+        params = dict(request.params)
+        if int(params.get("n") or 1) > 1:
+            raise ValueError("n must be 1 when streaming (ask for several answers with invoke)")
+        if not request.stream_usage and self.api == "openai":
+            params["stream_options"] = {"include_usage": False}
+        return params
 
     def _model_name(self, reported: str | None, params: Mapping[str, Any]) -> str:
         return reported or params.get("model") or self.model_name or self._endpoint() or "vast"
 
     def _chat_result(self, answer: Completion, params: Mapping[str, Any]) -> ChatResult:
+        model_name = self._model_name(answer.model, params)
+        generations = [
+            self._generation(choice, model_name) for choice in (answer, *answer.alternatives)
+        ]
+        return ChatResult(
+            generations=generations,
+            llm_output={"token_usage": usage_dict(answer.usage), "model_name": model_name},
+        )
+
+    def _generation(self, answer: Completion, model_name: str) -> ChatGeneration:
         calls, invalid = [], []
         for call in answer.tool_calls:
             try:
@@ -176,51 +326,52 @@ class ChatVast(VastFields, BaseChatModel):
                     )
                 )
         info = completion_info(answer)
-        info["model_name"] = self._model_name(answer.model, params)
+        info.update(finish_info(answer.finish_reason))
+        info.update(_logprobs(answer.logprobs))
+        info["model_name"] = model_name
         info["model_provider"] = "vast"
         message = AIMessage(
             content=answer.text,
+            additional_kwargs=_reasoning(answer.reasoning),
             tool_calls=calls,
             invalid_tool_calls=invalid,
             usage_metadata=_usage_metadata(answer.usage),
             response_metadata=info,
         )
-        generation = ChatGeneration(
-            message=message, generation_info={"finish_reason": answer.finish_reason}
-        )
-        return ChatResult(
-            generations=[generation],
-            llm_output={"token_usage": usage_dict(answer.usage), "model_name": info["model_name"]},
+        return ChatGeneration(
+            message=message,
+            generation_info={**finish_info(answer.finish_reason), **_logprobs(answer.logprobs)},
         )
 
-    def _chunk(self, text: str, deltas: list[Any]) -> ChatGenerationChunk:
+    def _chunk(self, piece: Chunk) -> ChatGenerationChunk:
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content=text,
+                content=piece.text,
+                additional_kwargs=_reasoning(piece.reasoning),
                 tool_call_chunks=[
                     tool_call_chunk(name=d.name, args=d.arguments or None, id=d.id, index=d.index)
-                    for d in deltas
+                    for d in piece.tool_calls
                 ],
-            )
+            ),
+            generation_info=_logprobs(piece.logprobs) or None,
         )
 
-    def _last_chunk(
-        self, stream: Stream | AsyncStream, params: Mapping[str, Any]
-    ) -> ChatGenerationChunk:
+    def _last_chunk(self, stream: Stream | AsyncStream, request: _Request) -> ChatGenerationChunk:
         info: dict[str, Any] = {
-            "finish_reason": stream.finish_reason,
-            "model_name": self._model_name(stream.model, params),
+            **finish_info(stream.finish_reason),
+            "model_name": self._model_name(stream.model, request.params),
             "model_provider": "vast",
             "vast": route_metadata(stream.route, stream.time_to_first_token),
         }
+        usage = _usage_metadata(stream.usage) if request.stream_usage else None
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
-                usage_metadata=_usage_metadata(stream.usage),
+                usage_metadata=usage,
                 response_metadata=info,
                 chunk_position="last",
             ),
-            generation_info={"finish_reason": stream.finish_reason},
+            generation_info=finish_info(stream.finish_reason),
         )
 
     # -- sync ------------------------------------------------------------------------------
@@ -234,10 +385,19 @@ class ChatVast(VastFields, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-        params = self._call_params(stop, kwargs)
+        request = self._request(stop, kwargs)
         with lc_errors():
-            answer = self.client.chat(self._messages(messages), **params)
-        return self._chat_result(answer, params)
+            if self.api == "tgi":
+                # TGI's /generate reports no prompt token count; its stream's last event does.
+                with self.client.stream_chat(
+                    self._messages(messages), headers=request.headers, **request.params
+                ) as stream:
+                    answer = stream.completion()
+            else:
+                answer = self.client.chat(
+                    self._messages(messages), headers=request.headers, **request.params
+                )
+        return self._chat_result(answer, request.params)
 
     def _stream(
         self,
@@ -246,16 +406,22 @@ class ChatVast(VastFields, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        params = self._call_params(stop, kwargs)
-        with lc_errors(), self.client.stream_chat(self._messages(messages), **params) as stream:
+        request = self._request(stop, kwargs)
+        params = self._for_stream(request)
+        with (
+            lc_errors(),
+            self.client.stream_chat(
+                self._messages(messages), headers=request.headers, **params
+            ) as stream,
+        ):
             for piece in stream:
-                if not (piece.text or piece.tool_calls):
+                if not (piece.text or piece.tool_calls or piece.reasoning or piece.logprobs):
                     continue
-                chunk = self._chunk(piece.text, piece.tool_calls)
+                chunk = self._chunk(piece)
                 if run_manager:
-                    run_manager.on_llm_new_token(piece.text, chunk=chunk)
+                    run_manager.on_llm_new_token(piece.text, chunk=chunk, logprobs=piece.logprobs)
                 yield chunk
-            last = self._last_chunk(stream, params)
+            last = self._last_chunk(stream, request)
             if run_manager:
                 run_manager.on_llm_new_token("", chunk=last)
             yield last
@@ -271,10 +437,18 @@ class ChatVast(VastFields, BaseChatModel):
     ) -> ChatResult:
         if self.streaming:
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
-        params = self._call_params(stop, kwargs)
+        request = self._request(stop, kwargs)
         with lc_errors():
-            answer = await self.async_client.chat(self._messages(messages), **params)
-        return self._chat_result(answer, params)
+            if self.api == "tgi":
+                async with self.async_client.stream_chat(
+                    self._messages(messages), headers=request.headers, **request.params
+                ) as stream:
+                    answer = await stream.completion()
+            else:
+                answer = await self.async_client.chat(
+                    self._messages(messages), headers=request.headers, **request.params
+                )
+        return self._chat_result(answer, request.params)
 
     async def _astream(
         self,
@@ -283,17 +457,22 @@ class ChatVast(VastFields, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        params = self._call_params(stop, kwargs)
+        request = self._request(stop, kwargs)
+        params = self._for_stream(request)
         with lc_errors():
-            async with self.async_client.stream_chat(self._messages(messages), **params) as stream:
+            async with self.async_client.stream_chat(
+                self._messages(messages), headers=request.headers, **params
+            ) as stream:
                 async for piece in stream:
-                    if not (piece.text or piece.tool_calls):
+                    if not (piece.text or piece.tool_calls or piece.reasoning or piece.logprobs):
                         continue
-                    chunk = self._chunk(piece.text, piece.tool_calls)
+                    chunk = self._chunk(piece)
                     if run_manager:
-                        await run_manager.on_llm_new_token(piece.text, chunk=chunk)
+                        await run_manager.on_llm_new_token(
+                            piece.text, chunk=chunk, logprobs=piece.logprobs
+                        )
                     yield chunk
-                last = self._last_chunk(stream, params)
+                last = self._last_chunk(stream, request)
                 if run_manager:
                     await run_manager.on_llm_new_token("", chunk=last)
                 yield last
@@ -336,7 +515,9 @@ class ChatVast(VastFields, BaseChatModel):
             kwargs["tool_choice"] = tool_choice
         if parallel_tool_calls is not None:
             kwargs["parallel_tool_calls"] = parallel_tool_calls
-        return super().bind(tools=formatted, **kwargs)
+        if formatted:  # an empty list is no tools (some servers refuse "tools": [])
+            kwargs["tools"] = formatted
+        return super().bind(**kwargs)
 
     def with_structured_output(
         self,

@@ -16,7 +16,14 @@ from pydantic import AliasChoices, Field
 
 from vast_llm import AsyncStream, Completion, Stream
 
-from ._common import VastFields, completion_info, lc_errors, route_metadata, usage_dict
+from ._common import (
+    VastFields,
+    completion_info,
+    finish_info,
+    lc_errors,
+    route_metadata,
+    usage_dict,
+)
 
 __all__ = ["VastLLM"]
 
@@ -27,18 +34,25 @@ _BATCH_DEFAULT = 16
 
 def _final_info(stream: Stream | AsyncStream) -> dict[str, Any]:
     return {
-        "finish_reason": stream.finish_reason,
+        **finish_info(stream.finish_reason),
         "model_name": stream.model,
         "usage": usage_dict(stream.usage),
         "vast": route_metadata(stream.route, stream.time_to_first_token),
     }
 
 
-def _sum_usage(infos: Sequence[dict[str, Any]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for info in infos:
-        for name, count in (info.get("usage") or {}).items():
+def _add_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:
+    for name, count in counts.items():
+        if isinstance(count, dict):  # prompt_tokens_details, completion_tokens_details
+            _add_counts(total.setdefault(name, {}), count)
+        else:
             total[name] = total.get(name, 0) + count
+
+
+def _sum_usage(infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for info in infos:
+        _add_counts(total, info.get("usage") or {})
     return total
 
 
@@ -85,7 +99,8 @@ class VastLLM(VastFields, LLM):
             chain = PromptTemplate.from_template("Q: {q}\\nA:") | llm | StrOutputParser()
             chain.invoke({"q": "Why is the sky blue?"})
 
-    ``generation_info`` carries ``finish_reason``, token usage and ``vast`` (the route facts:
+    ``generation_info`` carries ``finish_reason`` (OpenAI's words for both APIs; TGI's own in
+    ``native_finish_reason``), token usage and ``vast`` (the route facts:
     worker, reqnum, request_idx, attempts, route latency, signature, time to first token);
     ``llm_output`` carries ``token_usage`` and ``model_name``.
     """

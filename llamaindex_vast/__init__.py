@@ -1,6 +1,8 @@
-"""A LlamaIndex LLM for Vast.ai Serverless endpoints: :class:`Vast`.
+"""LlamaIndex models for Vast.ai Serverless endpoints: the LLM :class:`Vast`, the embedding
+model :class:`VastEmbedding` and the reranker :class:`VastRerank`.
 
-Also importable as ``from llama_index.llms.vast import Vast``.
+Also importable as ``from llama_index.llms.vast import Vast``, ``from llama_index.embeddings.vast
+import VastEmbedding`` and ``from llama_index.postprocessor.vast_rerank import VastRerank``.
 """
 
 try:
@@ -11,5 +13,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 from .base import Vast, chatml_messages_to_prompt
+from .embeddings import VastEmbedding
+from .rerank import VastRerank
 
-__all__ = ["Vast", "chatml_messages_to_prompt"]
+__all__ = ["Vast", "VastEmbedding", "VastRerank", "chatml_messages_to_prompt"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import difflib
 import json
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llama_index.core.base.llms.types import (
+    CachePoint,
     ChatMessage,
     ChatResponse,
     ChatResponseAsyncGen,
@@ -16,9 +17,11 @@ from llama_index.core.base.llms.types import (
     CompletionResponse,
     CompletionResponseAsyncGen,
     CompletionResponseGen,
+    ImageBlock,
     LLMMetadata,
     MessageRole,
     TextBlock,
+    ThinkingBlock,
     ToolCallBlock,
 )
 from llama_index.core.bridge.pydantic import (
@@ -26,12 +29,14 @@ from llama_index.core.bridge.pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.llms.utils import parse_partial_json
+from pydantic import AliasChoices, BaseModel
 
 from vast_llm import (
     AsyncStream,
@@ -42,6 +47,7 @@ from vast_llm import (
     ConfigError,
     RouteInfo,
     Stream,
+    ToolCall,
     Usage,
     VastClient,
     VastSession,
@@ -51,9 +57,11 @@ from vast_llm.integration import (
     ClientPair,
     ModelSession,
     SessionPair,
+    ThinkSplitter,
     call_params,
     chatml,
     clients_for,
+    common_finish_reason,
     config_error,
     settings_of,
 )
@@ -69,10 +77,52 @@ def _env(name: str) -> Any:
     return lambda: os.environ.get(name) or None
 
 
+def _image_part(block: ImageBlock) -> dict[str, Any]:
+    """An image as an OpenAI content part: its URL as given, else its bytes inline."""
+    if block.url is not None and block.image is None and block.path is None:
+        url = str(block.url)
+    else:
+        url = block.inline_url()
+    part: dict[str, Any] = {"type": "image_url", "image_url": {"url": url}}
+    if block.detail:
+        part["image_url"]["detail"] = block.detail
+    return part
+
+
+def _content(message: ChatMessage) -> str | list[dict[str, Any]]:
+    """A message's content for an OpenAI-compatible worker: its text, or text and image parts
+    in block order when it holds images. Blocks a worker cannot take are an error, never
+    dropped; reasoning (ThinkingBlock) is not sent back, as vLLM's own chat UI does not."""
+    if not any(isinstance(b, ImageBlock) for b in message.blocks):
+        unsupported = [
+            b for b in message.blocks
+            if not isinstance(b, (TextBlock, ToolCallBlock, ThinkingBlock, CachePoint))
+        ]  # fmt: skip
+        if unsupported:
+            raise ValueError(_unsupported(unsupported[0]))
+        return message.content or ""
+    parts: list[dict[str, Any]] = []
+    for block in message.blocks:
+        if isinstance(block, TextBlock):
+            parts.append({"type": "text", "text": block.text})
+        elif isinstance(block, ImageBlock):
+            parts.append(_image_part(block))
+        elif not isinstance(block, (ToolCallBlock, ThinkingBlock, CachePoint)):
+            raise ValueError(_unsupported(block))
+    return parts
+
+
+def _unsupported(block: Any) -> str:
+    return (
+        f"a {type(block).__name__} cannot be sent to the worker: OpenAI-compatible workers "
+        "take text and images (ImageBlock) in chat messages"
+    )
+
+
 def _openai_message(message: ChatMessage) -> dict[str, Any]:
-    """A LlamaIndex message in the OpenAI chat format (text, tool calls, tool results)."""
+    """A LlamaIndex message in the OpenAI chat format (text, images, tool calls, results)."""
     role = message.role.value
-    out: dict[str, Any] = {"role": role, "content": message.content or ""}
+    out: dict[str, Any] = {"role": role, "content": _content(message)}
     calls = [
         {
             "id": block.tool_call_id or f"call_{index}",
@@ -87,13 +137,17 @@ def _openai_message(message: ChatMessage) -> dict[str, Any]:
         for index, block in enumerate(message.blocks)
         if isinstance(block, ToolCallBlock)
     ]
-    # Messages made by other integrations keep OpenAI-format calls in additional_kwargs.
+    # Messages made by other integrations (and ours) keep OpenAI-format calls in
+    # additional_kwargs too: each call is sent once.
+    known = {call["id"] for call in calls}
     calls += [
-        dict(c) for c in message.additional_kwargs.get("tool_calls") or () if isinstance(c, dict)
+        dict(c)
+        for c in message.additional_kwargs.get("tool_calls") or ()
+        if isinstance(c, dict) and c.get("id") not in known
     ]
     if calls:
         out["tool_calls"] = calls
-        out["content"] = message.content or None
+        out["content"] = out["content"] or None
     if role == "tool":
         out["tool_call_id"] = message.additional_kwargs.get("tool_call_id")
     if message.additional_kwargs.get("name"):
@@ -101,9 +155,158 @@ def _openai_message(message: ChatMessage) -> dict[str, Any]:
     return out
 
 
+def _tgi_text(message: ChatMessage) -> ChatMessage:
+    """A message a TGI chat template can render: text only (images are an error)."""
+    for block in message.blocks:
+        if not isinstance(block, (TextBlock, ToolCallBlock, ThinkingBlock, CachePoint)):
+            raise ValueError(
+                f"a {type(block).__name__} cannot go through a TGI chat template (text only): "
+                "use an OpenAI-compatible vision worker (api='openai')"
+            )
+    return message
+
+
+def _openai_calls(calls: Sequence[Any]) -> list[dict[str, Any]]:
+    """Tool calls in OpenAI's format (as LlamaIndex's OpenAI integration keeps them in
+    ``additional_kwargs["tool_calls"]``, which its structured streaming reads)."""
+    return [
+        {"id": call.id, "type": "function",
+         "function": {"name": call.name or "", "arguments": call.arguments}}
+        for call in calls
+    ]  # fmt: skip
+
+
 def chatml_messages_to_prompt(messages: Sequence[ChatMessage]) -> str:
-    """Render LlamaIndex messages as ChatML (SmolLM2, Qwen and many other instruct models)."""
-    return chatml([_openai_message(m) for m in messages])
+    """Render LlamaIndex messages as ChatML (SmolLM2, Qwen and many other instruct models):
+    the default chat template of ``Vast(api="tgi")`` (pass ``messages_to_prompt=`` for
+    another)."""
+    return chatml([_openai_message(_tgi_text(m)) for m in messages])
+
+
+# Headers a worker must never see (they would carry credentials).
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key",
+                             "api-key"})  # fmt: skip
+
+
+def _tool_choice(choice: str | dict[str, Any] | None, required: bool) -> str | dict[str, Any]:
+    """LlamaIndex's ``tool_choice`` as OpenAI's: a tool's name, a function dict, "none",
+    "auto" and "required" are kept (a name becomes a function dict)."""
+    if choice is None:
+        return "required" if required else "auto"
+    if isinstance(choice, str) and choice not in ("none", "auto", "required"):
+        return {"type": "function", "function": {"name": choice}}
+    return choice
+
+
+_M = TypeVar("_M", bound=BaseModel)
+_set = object.__setattr__
+
+
+def _made(cls: type[_M], defaults: dict[str, Any], values: dict[str, Any]) -> _M:
+    """A model instance from trusted values, without validation and without pydantic's
+    Python-level ``model_construct`` (which costs more per call than validating): what a
+    stream does thousands of times per answer. ``defaults`` holds the fields left out."""
+    model = cls.__new__(cls)
+    _set(model, "__dict__", {**defaults, **values})
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
+
+
+def _maker(cls: type[_M], **required: Any) -> Callable[..., _M]:
+    """``cls(**values)`` for a stream's pieces: fast when this pydantic builds instances as
+    :func:`_made` does (checked once against ``model_construct``), else ``model_construct``."""
+    defaults = dict(cls.model_construct(**required).__dict__)
+    for name in required:
+        defaults.pop(name)
+    probe = cls.model_construct(**required)
+    fast = _made(cls, defaults, dict(required))
+    same = (
+        not cls.__private_attributes__
+        and fast.model_dump() == probe.model_dump()
+        and fast.model_fields_set == probe.model_fields_set
+    )
+    if not same:  # pragma: no cover - another pydantic's internals
+        return cls.model_construct
+    return lambda **values: _made(cls, defaults, values)
+
+
+_text_block = _maker(TextBlock, text="")
+_thinking_block = _maker(ThinkingBlock)
+_tool_call_block = _maker(ToolCallBlock, tool_name="")
+_chat_message = _maker(ChatMessage)
+_chat_response = _maker(ChatResponse, message=ChatMessage())
+_completion_response = _maker(CompletionResponse, text="")
+
+
+def _completion_piece(text: str, chunk: Chunk) -> CompletionResponse:
+    # Built without validation: the text is the one the stream already holds.
+    return _completion_response(text=text, delta=chunk.text, raw=chunk.raw)
+
+
+class _Assembler:
+    """Turns a stream's chunks into LlamaIndex chat responses in time linear in the answer.
+
+    Each response carries the message so far (LlamaIndex's agents read ``message.content``
+    per chunk), but the message is built without validating the whole text again, and tool
+    calls and reasoning are extended, not re-joined from all pieces, at each chunk.
+    """
+
+    __slots__ = ("_calls", "_reasoning", "_text", "_think")
+
+    def __init__(self, think: bool) -> None:
+        self._text = ""
+        self._reasoning = ""
+        self._calls: dict[int, list[Any]] = {}  # index -> [id, name, arguments]
+        self._think = ThinkSplitter() if think else None
+
+    def piece(self, chunk: Chunk) -> ChatResponse | None:
+        text, thought = chunk.text, chunk.reasoning
+        if self._think is not None and self._think.active and text:
+            more_thought, text = self._think.feed(text)
+            thought += more_thought
+        for delta in chunk.tool_calls:
+            call = self._calls.setdefault(delta.index, [None, None, ""])
+            call[0] = call[0] or delta.id
+            call[1] = call[1] or delta.name
+            call[2] += delta.arguments
+        if not (text or thought or chunk.tool_calls):
+            return None
+        self._text += text
+        self._reasoning += thought
+        extra = {"thinking_delta": thought} if thought else {}
+        return _chat_response(
+            message=self._message(), delta=text, raw=chunk.raw, additional_kwargs=extra
+        )
+
+    def last(self, stream: Stream | AsyncStream) -> ChatResponse:
+        if self._think is not None:
+            thought, text = self._think.flush()
+            self._reasoning += thought
+            self._text += text
+        raw = _raw(stream.raw, stream.usage, stream.route,
+                   stream.time_to_first_token, stream.finish_reason)  # fmt: skip
+        return _chat_response(message=self._message(), delta="", raw=raw, additional_kwargs={})
+
+    def _message(self) -> ChatMessage:
+        blocks: list[Any] = []
+        if self._reasoning:
+            blocks.append(_thinking_block(content=self._reasoning))
+        if self._text or not self._calls:
+            blocks.append(_text_block(text=self._text))
+        extra: dict[str, Any] = {}
+        if self._calls:
+            calls = [
+                ToolCall(id=c[0] or f"call_{i}", name=c[1] or "", arguments=c[2])
+                for i, c in sorted(self._calls.items())
+            ]
+            blocks += [
+                _tool_call_block(tool_call_id=c.id, tool_name=c.name, tool_kwargs=c.arguments)
+                for c in calls
+            ]
+            extra["tool_calls"] = _openai_calls(calls)
+        return _chat_message(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra)
 
 
 def _raw(answer: Any, usage: Usage | None, route: RouteInfo | None, ttft: float | None,
@@ -112,7 +315,10 @@ def _raw(answer: Any, usage: Usage | None, route: RouteInfo | None, ttft: float 
     if usage is not None:
         # TokenCountingHandler reads raw["usage"]; TGI answers carry none of their own.
         raw["usage"] = usage.to_dict()
-    raw["finish_reason"] = finish_reason
+    # OpenAI's words whatever the worker's API; TGI's own word kept beside it.
+    raw["finish_reason"] = common_finish_reason(finish_reason)
+    if raw["finish_reason"] != finish_reason:
+        raw["native_finish_reason"] = finish_reason
     raw["vast"] = route.to_dict(ttft) if route is not None else {}
     return raw
 
@@ -146,12 +352,50 @@ class Vast(ClientFields, FunctionCallingLLM):
     ``http_client`` (an ``httpx.Client``) and ``http_async_client`` (an ``httpx.AsyncClient``,
     or an ``aiohttp.ClientSession`` to run the async calls on aiohttp directly) replace the
     clients' own connection pools; without them the model keeps a pool per event loop.
+
+    OpenAILike's names work: ``max_tokens`` (= ``max_new_tokens``), ``is_chat_model`` and
+    ``is_function_calling_model`` (override what ``api`` implies; ``is_chat_model=True`` also
+    sends ``complete()`` through the chat route, as OpenAILike does), ``additional_kwargs``,
+    ``default_headers`` (sent to workers only; credentials are refused), ``timeout`` and
+    ``max_retries``. ``context_window`` is not read from the server (the routed worker's
+    ``/v1/models`` is not reachable through the autoscaler's route today): set it to your
+    model's ``max_model_len``; the default, 4096, is a safe floor for current chat models.
+
+    Reasoning models: vLLM's ``reasoning_content`` / ``reasoning`` (or a chat answer's
+    leading ``<think>...</think>``) becomes a ``ThinkingBlock`` before the text; while
+    streaming, each reasoning piece is also ``additional_kwargs["thinking_delta"]`` of its
+    response. Finish reasons are OpenAI's words for every API (``raw["finish_reason"]``; TGI's
+    own in ``raw["native_finish_reason"]``).
     """
 
     api_key: SecretStr | None = Field(default=None, exclude=True, description="Vast.ai API key.")
     model: str | None = Field(default=None, description="Model name for OpenAI-compatible workers.")
-    max_new_tokens: int = Field(default=256, gt=0, description="Most tokens to generate.")
-    context_window: int = Field(default=4096, gt=0, description="The served model's context.")
+    max_new_tokens: int = Field(
+        default=256,
+        gt=0,
+        validation_alias=AliasChoices("max_new_tokens", "max_tokens"),
+        description="Most tokens to generate (also the cost sent to the router); alias max_tokens.",
+    )
+    context_window: int = Field(
+        default=4096,
+        gt=0,
+        description="The served model's context window (vLLM's max_model_len; not read from "
+        "the server: set it for your model).",
+    )
+    is_chat_model: bool | None = Field(
+        default=None,
+        description="Override: whether LlamaIndex should chat with this model (default: "
+        "api='openai'). True also sends complete() through the chat route.",
+    )
+    is_function_calling_model: bool | None = Field(
+        default=None,
+        description="Override: whether the model calls tools (default: api='openai').",
+    )
+    default_headers: dict[str, str] | None = Field(
+        default=None,
+        description="Headers sent with every worker request (never to the autoscaler; no "
+        "credentials).",
+    )
     temperature: float | None = Field(default=None)
     top_p: float | None = Field(default=None)
     top_k: int | None = Field(default=None)
@@ -197,6 +441,8 @@ class Vast(ClientFields, FunctionCallingLLM):
         for field in cls.model_fields.values():
             if field.alias:
                 known.add(field.alias)
+            choices = getattr(field.validation_alias, "choices", None)
+            known.update(str(c) for c in choices or ())
         unknown = [name for name in values if name not in known]
         if unknown:
             close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
@@ -206,6 +452,17 @@ class Vast(ClientFields, FunctionCallingLLM):
                 "that are not fields go in additional_kwargs={...}."
             )
         return values
+
+    @field_validator("default_headers")
+    @classmethod
+    def _no_credentials(cls, headers: dict[str, str] | None) -> dict[str, str] | None:
+        for name in headers or {}:
+            if name.lower() in _SECRET_HEADERS:
+                raise ConfigError(
+                    f"default_headers may not carry {name!r}: these headers go to workers, "
+                    "which must never see credentials (the API key goes to the autoscaler only)"
+                )
+        return headers
 
     @model_validator(mode="after")
     def _check_settings(self) -> Any:
@@ -249,8 +506,10 @@ class Vast(ClientFields, FunctionCallingLLM):
         return LLMMetadata(
             context_window=self.context_window,
             num_output=self.max_new_tokens,
-            is_chat_model=openai,
-            is_function_calling_model=openai,
+            is_chat_model=openai if self.is_chat_model is None else self.is_chat_model,
+            is_function_calling_model=openai
+            if self.is_function_calling_model is None
+            else self.is_function_calling_model,
             model_name=self.model or self.endpoint or "vast",
         )
 
@@ -291,8 +550,14 @@ class Vast(ClientFields, FunctionCallingLLM):
 
     # -- shared, undecorated ---------------------------------------------------------------
 
+    @property
+    def _headers(self) -> dict[str, str] | None:
+        return self.default_headers or None
+
     def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs = {k: v for k, v in kwargs.items() if k not in ("formatted",)}
+        if "max_tokens" in kwargs:  # OpenAILike's name for one call's limit
+            kwargs["max_new_tokens"] = kwargs.pop("max_tokens")
         return call_params(
             self,
             self.max_new_tokens,
@@ -321,34 +586,58 @@ class Vast(ClientFields, FunctionCallingLLM):
         return CompletionResponse(text=answer.text, raw=raw)
 
     @staticmethod
-    def _message(text: str, calls: Sequence[Any], partial: bool = False) -> ChatMessage:
-        blocks: list[Any] = [TextBlock(text=text)] if text or not calls else []
+    def _message(text: str, calls: Sequence[Any], reasoning: str | None = None) -> ChatMessage:
+        blocks: list[Any] = [ThinkingBlock(content=reasoning)] if reasoning else []
+        if text or not calls:
+            blocks.append(TextBlock(text=text))
         for call in calls:
-            arguments = call.arguments
             blocks.append(
                 ToolCallBlock(
-                    tool_call_id=call.id, tool_name=call.name or "", tool_kwargs=arguments
+                    tool_call_id=call.id, tool_name=call.name or "", tool_kwargs=call.arguments
                 )
             )
-        return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks)
+        extra = {"tool_calls": _openai_calls(calls)} if calls else {}
+        return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra)
 
     def _chat(self, answer: Completion) -> ChatResponse:
         raw = _raw(answer.raw, answer.usage, answer.route, answer.time_to_first_token,
                    answer.finish_reason)  # fmt: skip
-        return ChatResponse(message=self._message(answer.text, answer.tool_calls), raw=raw)
+        return ChatResponse(
+            message=self._message(answer.text, answer.tool_calls, answer.reasoning), raw=raw
+        )
 
     # -- completion ------------------------------------------------------------------------
 
+    @property
+    def _complete_by_chat(self) -> bool:
+        return self.is_chat_model is True
+
+    def _as_chat(self, prompt: str) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": prompt}]
+
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        answer = self.client.generate(self._prompt(prompt, formatted), **self._params(kwargs))
+        params = self._params(kwargs)
+        if self._complete_by_chat:
+            answer = self.client.chat(self._as_chat(prompt), headers=self._headers, **params)
+        else:
+            answer = self.client.generate(
+                self._prompt(prompt, formatted), headers=self._headers, **params
+            )
         return self._completion(answer)
 
     @llm_completion_callback()
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
-        stream = self.client.stream(self._prompt(prompt, formatted), **self._params(kwargs))
+        params = self._params(kwargs)
+        stream = (
+            self.client.stream_chat(self._as_chat(prompt), headers=self._headers, **params)
+            if self._complete_by_chat
+            else self.client.stream(
+                self._prompt(prompt, formatted), headers=self._headers, **params
+            )
+        )
 
         def gen() -> CompletionResponseGen:
             text = ""
@@ -356,7 +645,7 @@ class Vast(ClientFields, FunctionCallingLLM):
                 for chunk in stream:
                     if chunk.text:
                         text += chunk.text
-                        yield CompletionResponse(text=text, delta=chunk.text, raw=chunk.raw)
+                        yield _completion_piece(text, chunk)
                 # One last item: the totals (and an item even for an empty answer).
                 raw = _raw(stream.raw, stream.usage, stream.route,
                            stream.time_to_first_token, stream.finish_reason)  # fmt: skip
@@ -368,16 +657,28 @@ class Vast(ClientFields, FunctionCallingLLM):
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        answer = await self.async_client.generate(
-            self._prompt(prompt, formatted), **self._params(kwargs)
-        )
+        params = self._params(kwargs)
+        if self._complete_by_chat:
+            answer = await self.async_client.chat(
+                self._as_chat(prompt), headers=self._headers, **params
+            )
+        else:
+            answer = await self.async_client.generate(
+                self._prompt(prompt, formatted), headers=self._headers, **params
+            )
         return self._completion(answer)
 
     @llm_completion_callback()
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        stream = self.async_client.stream(self._prompt(prompt, formatted), **self._params(kwargs))
+        params = self._params(kwargs)
+        client = self.async_client
+        stream = (
+            client.stream_chat(self._as_chat(prompt), headers=self._headers, **params)
+            if self._complete_by_chat
+            else client.stream(self._prompt(prompt, formatted), headers=self._headers, **params)
+        )
 
         async def gen() -> CompletionResponseAsyncGen:
             text = ""
@@ -385,7 +686,7 @@ class Vast(ClientFields, FunctionCallingLLM):
                 async for chunk in stream:
                     if chunk.text:
                         text += chunk.text
-                        yield CompletionResponse(text=text, delta=chunk.text, raw=chunk.raw)
+                        yield _completion_piece(text, chunk)
                 raw = _raw(stream.raw, stream.usage, stream.route,
                            stream.time_to_first_token, stream.finish_reason)  # fmt: skip
                 yield CompletionResponse(text=text, delta="", raw=raw)
@@ -398,69 +699,78 @@ class Vast(ClientFields, FunctionCallingLLM):
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         params = self._params(kwargs)
         if self._api == "tgi":
-            answer = self.client.generate(self._chat_prompt(messages), **params)
+            answer = self.client.generate(
+                self._chat_prompt(messages), headers=self._headers, **params
+            )
         else:
-            answer = self.client.chat(self._messages(messages), **params)
-        return self._chat(answer)
+            answer = self.client.chat(self._messages(messages), headers=self._headers, **params)
+        return self._chat(self._tgi_think(answer))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         params = self._params(kwargs)
         stream = (
-            self.client.stream(self._chat_prompt(messages), **params)
+            self.client.stream(self._chat_prompt(messages), headers=self._headers, **params)
             if self._api == "tgi"
-            else self.client.stream_chat(self._messages(messages), **params)
+            else self.client.stream_chat(self._messages(messages), headers=self._headers, **params)
         )
 
         def gen() -> ChatResponseGen:
+            answer = _Assembler(think=self._api == "tgi")
             with stream:
                 for chunk in stream:
-                    if chunk.text or chunk.tool_calls:
-                        yield self._chat_piece(stream, chunk)
-                yield self._chat_last(stream)
+                    piece = answer.piece(chunk)
+                    if piece is not None:
+                        yield piece
+                yield answer.last(stream)
 
         return gen()
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         params = self._params(kwargs)
+        client = self.async_client
         if self._api == "tgi":
-            answer = await self.async_client.generate(self._chat_prompt(messages), **params)
+            answer = await client.generate(
+                self._chat_prompt(messages), headers=self._headers, **params
+            )
         else:
-            answer = await self.async_client.chat(self._messages(messages), **params)
-        return self._chat(answer)
+            answer = await client.chat(self._messages(messages), headers=self._headers, **params)
+        return self._chat(self._tgi_think(answer))
 
     @llm_chat_callback()
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
         params = self._params(kwargs)
+        client = self.async_client
         stream = (
-            self.async_client.stream(self._chat_prompt(messages), **params)
+            client.stream(self._chat_prompt(messages), headers=self._headers, **params)
             if self._api == "tgi"
-            else self.async_client.stream_chat(self._messages(messages), **params)
+            else client.stream_chat(self._messages(messages), headers=self._headers, **params)
         )
 
         async def gen() -> ChatResponseAsyncGen:
+            answer = _Assembler(think=self._api == "tgi")
             async with stream:
                 async for chunk in stream:
-                    if chunk.text or chunk.tool_calls:
-                        yield self._chat_piece(stream, chunk)
-                yield self._chat_last(stream)
+                    piece = answer.piece(chunk)
+                    if piece is not None:
+                        yield piece
+                yield answer.last(stream)
 
         return gen()
 
-    def _chat_piece(self, stream: Stream | AsyncStream, chunk: Chunk) -> ChatResponse:
-        return ChatResponse(
-            message=self._message(stream.text, stream.tool_calls), delta=chunk.text, raw=chunk.raw
-        )
-
-    def _chat_last(self, stream: Stream | AsyncStream) -> ChatResponse:
-        raw = _raw(stream.raw, stream.usage, stream.route,
-                   stream.time_to_first_token, stream.finish_reason)  # fmt: skip
-        return ChatResponse(
-            message=self._message(stream.text, stream.tool_calls), delta="", raw=raw
-        )
+    @staticmethod
+    def _tgi_think(answer: Completion) -> Completion:
+        """A TGI chat goes through generate(): split a leading <think> as chat answers are."""
+        if answer.reasoning is not None or not answer.text.lstrip().startswith("<think>"):
+            return answer
+        splitter = ThinkSplitter()
+        thought, text = splitter.feed(answer.text)
+        more_thought, more_text = splitter.flush()
+        answer.reasoning, answer.text = (thought + more_thought) or None, text + more_text
+        return answer
 
     # -- tools -----------------------------------------------------------------------------
 
@@ -472,6 +782,7 @@ class Vast(ClientFields, FunctionCallingLLM):
         verbose: bool = False,
         allow_parallel_tool_calls: bool = False,
         tool_required: bool = False,
+        tool_choice: str | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
         if self._api != "openai":
@@ -488,7 +799,7 @@ class Vast(ClientFields, FunctionCallingLLM):
         prepared: dict[str, Any] = {"messages": messages, **kwargs}
         if specs:
             prepared["tools"] = specs
-            prepared["tool_choice"] = "required" if tool_required else "auto"
+            prepared["tool_choice"] = _tool_choice(tool_choice, tool_required)
         return prepared
 
     def _validate_chat_with_tools_response(

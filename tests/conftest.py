@@ -16,14 +16,78 @@ from vast_llm import AsyncVastClient, Backoff, Chunk, VastClient
 from vast_llm.emulator import Emulator
 
 SHARED = pathlib.Path(__file__).resolve().parent / "data"
+ROOT = SHARED.parents[1]
+SDK_PYTHON = ROOT / ".venv-vastai" / "bin" / "python"
 
+# `make test` sets VAST_LLM_TEST_ALL=1: the sweeps (property tests, the load test) run at full
+# size there; a plain `pytest` runs the same checks on fewer examples and requests.
+FULL = os.environ.get("VAST_LLM_TEST_ALL") == "1"
 # `make test` explores the same examples every run, so a landing never hangs on luck;
 # `make fuzz` (HYPOTHESIS_PROFILE=explore) searches anew, and longer.
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 hypothesis_settings.register_profile("explore", max_examples=5000, print_blob=True)
-hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+hypothesis_settings.load_profile(PROFILE)
+
+
+def examples(written: int) -> int:
+    """How many examples a property test runs: as written under ``make test``, a fifth of that
+    (at least 20) in a plain ``pytest``, and the explore profile's 5,000 under ``make fuzz``
+    (an explicit count would otherwise override the profile's)."""
+    if PROFILE == "explore":
+        return int(hypothesis_settings.get_profile("explore").max_examples)
+    return written if FULL else max(20, written // 5)
+
+
+def sweep(full: int, quick: int) -> int:
+    """A sweep's size: ``full`` under ``make test``, ``quick`` in a plain ``pytest``."""
+    return full if FULL else quick
+
+
 # Waits short enough that retry and polling tests take milliseconds.
 FAST = Backoff(base=0.005, cap=0.02, poll_first=0.005, poll_cap=0.02, retry_after_cap=0.02)
+
+
+# What the environment-bound markers need, and how to get it. A plain `pytest` skips those tests
+# when it is missing; `make test` builds both first and sets VAST_LLM_TEST_ALL=1, which turns a
+# missing piece back into a failure (the tests' own message says what to run).
+_NEEDS = {
+    "model": "needs the real SmolLM2 model: run `make model` (make test does)",
+    "vastai_sdk": "needs the official vastai SDK in .venv-vastai: run `make sdk` (make test does)",
+}
+
+
+def _missing(marker: str) -> bool:
+    if marker == "vastai_sdk":
+        return not SDK_PYTHON.exists()
+    from vast_llm.emulator import smollm2_available
+
+    return not smollm2_available()
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """What ``-n auto`` (in addopts) means: a worker per core for the suite or a folder of it;
+    none for chosen files, which take less time than starting workers does. xdist's own
+    PYTEST_XDIST_AUTO_NUM_WORKERS, and ``-n N``, still decide when given."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist reads it
+    if any(pathlib.Path(arg.split("::")[0]).is_file() for arg in config.args):
+        return 0
+    return None  # xdist's default: the number of cores
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("VAST_LLM_TEST_ALL") == "1":
+        return
+    missing: dict[str, bool] = {}
+    for item in items:
+        for marker, reason in _NEEDS.items():
+            if item.get_closest_marker(marker) is None:
+                continue
+            if marker not in missing:
+                missing[marker] = _missing(marker)
+            if missing[marker]:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def load_vectors(name: str) -> dict[str, Any]:

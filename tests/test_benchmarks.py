@@ -6,9 +6,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.vastai_sdk  # the report compares against the official SDK (make sdk)
 def test_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     out, png = tmp_path / "bench.md", tmp_path / "bench.png"
     result = subprocess.run(
@@ -19,12 +22,24 @@ def test_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     report = out.read_text()
     rows = ("floor: raw httpx", "core: AsyncVastClient.generate", "langchain: ChatVast.invoke",
             "llamaindex: Vast.astream_complete", "official vastai SDK", "## Targets",
-            "floor on aiohttp: raw aiohttp", "on an aiohttp.ClientSession",
-            "## Latency on a realistic network")  # fmt: skip
+            "floor on aiohttp: raw aiohttp", "on an aiohttp.ClientSession", "## Embeddings",
+            "core: embed", "## Latency on a realistic network")  # fmt: skip
     for row in rows:
         assert row in report
     assert "not measured" not in report  # the official SDK's venv is part of make test
     assert png.stat().st_size > 10_000
+
+
+def test_embedding_benchmark_smoke_run() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.embed", "--smoke"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for row in ("| floor: raw httpx", "| core: embed | sync", "| core: embed | async",
+                "VastEmbeddings.embed_documents", "OpenAIEmbeddings over VastTransport",
+                "for `iter_embed` over a generator", "embed (async) client CPU"):  # fmt: skip
+        assert row in result.stdout
 
 
 def test_tail_trace_runs() -> None:

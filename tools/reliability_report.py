@@ -94,7 +94,8 @@ def main() -> int:
         f"Measured by `tools/reliability_report.py` on {datetime.date.today()} "
         f"({platform.python_implementation()} {platform.python_version()}, {platform.machine()}, "
         f"{__import__('os').cpu_count()} CPUs) in {time.monotonic() - started:.0f} s. The same "
-        "scenarios run in `make test` (`tests/reliability/`).",
+        "scenarios run in the tests (`tests/reliability/`; the matrix there spread over four "
+        "HTTP stacks).",
         "",
         "## The fault matrix",
         "",
@@ -108,11 +109,12 @@ def main() -> int:
         "",
         "Streamed answers that fail after tokens were handed out raise `WorkerStreamError` after "
         "exactly the two tokens sent, with one worker request: the work is never sent twice. "
-        "Signature faults contact no worker. The once-striking half of the matrix also runs on "
-        "aiohttp both ways (`tests/reliability/test_aiohttp.py`: the flow on an "
-        "`aiohttp.ClientSession` directly, and httpx over `httpx-aiohttp`; 104 cases each, plus "
-        "the retried faults striking every time on the native driver), whose exceptions must "
-        "map onto the same decisions.",
+        "Signature faults contact no worker. In the test suite the decisions are proven "
+        "without sockets (`tests/core/test_flow.py`) and the matrix runs on four HTTP stacks "
+        "(`tests/reliability/test_fault_matrix.py`: sync and async httpx, the flow on an "
+        "`aiohttp.ClientSession` directly, and httpx over `httpx-aiohttp`): the faults whose "
+        "shape is the stack's own (timeouts, refused or dropped connections, bodies cut or "
+        "malformed) on every stack, whole and streamed, each other row on one stack in turn.",
         "",
         "| fault | strikes | whole answer (sync/async × tgi/openai) | streamed answer | what the emulator does |",
         "|---|---|---|---|---|",

@@ -7,6 +7,7 @@ tokens, retries what is safe to retry and raises typed errors (see :mod:`vast_ll
 
 from ._client import AsyncStream, AsyncVastClient, Stream, VastClient
 from ._config import ClientOptions, Settings
+from ._embed import EmbeddingBatch, Embeddings, Ranked, Reranking, Scores
 from ._errors import (
     AuthenticationError,
     ConfigError,
@@ -23,6 +24,7 @@ from ._errors import (
     WorkerStreamError,
 )
 from ._progress import Progress, observe
+from ._raw import AsyncEventStream, Event, EventStream, WorkerAnswer
 from ._retry import Backoff
 from ._session import AsyncVastSession, VastSession
 from ._tls import ssl_context, worker_ssl_context
@@ -32,6 +34,7 @@ from ._version import __version__
 
 __all__ = [
     "Assignment",
+    "AsyncEventStream",
     "AsyncStream",
     "AsyncVastClient",
     "AsyncVastSession",
@@ -42,11 +45,18 @@ __all__ = [
     "ClientOptions",
     "Completion",
     "ConfigError",
+    "EmbeddingBatch",
+    "Embeddings",
     "EndpointStopped",
+    "Event",
+    "EventStream",
     "NoWorkerReady",
     "Progress",
+    "Ranked",
+    "Reranking",
     "RouteError",
     "RouteInfo",
+    "Scores",
     "Settings",
     "SignatureError",
     "Stream",
@@ -60,6 +70,7 @@ __all__ = [
     "VastSession",
     "VastTimeout",
     "VastTransport",
+    "WorkerAnswer",
     "WorkerCertificateError",
     "WorkerError",
     "WorkerStreamError",

@@ -11,16 +11,23 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ._apis import WorkerCall, parse_answer
+from ._apis import Choice, WorkerCall, parse_answer
 from ._errors import WorkerError, WorkerStreamError, excerpt
-from ._stream import Accumulator, StopCutter
+from ._stream import Accumulator, StopCutter, ThinkSplitter
 from ._types import Chunk, Completion, RouteInfo, ToolCall, Usage
 
 __all__ = ["AnswerBuilder", "whole_answer"]
 
 
 def _has_payload(chunk: Chunk) -> bool:
-    return bool(chunk.text or chunk.finish_reason or chunk.usage or chunk.tool_calls)
+    return bool(
+        chunk.text
+        or chunk.reasoning
+        or chunk.finish_reason
+        or chunk.usage
+        or chunk.tool_calls
+        or chunk.logprobs
+    )
 
 
 class AnswerBuilder:
@@ -29,6 +36,7 @@ class AnswerBuilder:
     def __init__(self, call: WorkerCall, started: float, clock: Callable[[], float]) -> None:
         self._decoder = call.decoder()
         self._cutter = StopCutter(call.stop)
+        self._think = ThinkSplitter() if call.think else None
         self._acc = Accumulator()
         self._started = started
         self._clock = clock
@@ -60,10 +68,19 @@ class AnswerBuilder:
         chunk = self._decoder.feed(data)
         if chunk is None:
             return None
+        final = bool(chunk.finish_reason) or self._decoder.done
+        think = self._think
+        if think is not None and think.active:
+            thought, chunk.text = think.feed(chunk.text)
+            if final:
+                more_thought, more_text = think.flush()
+                thought, chunk.text = thought + more_thought, chunk.text + more_text
+            if thought:
+                chunk.reasoning += thought
         chunk.text = self._cutter.feed(chunk.text)
         if self._stop_cut():
             chunk.finish_reason = "stop"
-        elif chunk.finish_reason or self._decoder.done:
+        elif final:
             # The final event: whatever was held back for a possible stop was not one.
             chunk.text += self._cutter.flush()
         return self._emit(chunk)
@@ -72,21 +89,40 @@ class AnswerBuilder:
         """The body ended (or reading stopped): raise if the answer is incomplete."""
         if not self._cutter.stopped:
             self._decoder.finish()
-        tail = self._cutter.flush()
-        return self._emit(Chunk(text=tail)) if tail else None
+        thought, text = self._think.flush() if self._think is not None else ("", "")
+        if text and not self._cutter.stopped:
+            text = self._cutter.feed(text)
+        tail = text + self._cutter.flush()
+        if not (tail or thought):
+            return None
+        return self._emit(Chunk(text=tail, reasoning=thought))
 
     def _stop_cut(self) -> bool:
         return self._cutter.stopped
 
     def _emit(self, chunk: Chunk) -> Chunk | None:
         self._acc.add(chunk)
-        if self.time_to_first_token is None and (chunk.text or chunk.tool_calls):
+        if self.time_to_first_token is None and (chunk.text or chunk.tool_calls or chunk.reasoning):
             self.time_to_first_token = self._clock() - self._started
         return chunk if _has_payload(chunk) else None
 
     @property
+    def started(self) -> bool:
+        """True once output (text, reasoning or a tool call) was handed out: from then on a
+        failure cuts an answer the caller has partly seen."""
+        return self.time_to_first_token is not None
+
+    @property
     def text(self) -> str:
         return self._acc.text
+
+    @property
+    def reasoning(self) -> str | None:
+        return self._acc.reasoning
+
+    @property
+    def logprobs(self) -> list[dict[str, Any]] | None:
+        return self._acc.logprobs
 
     @property
     def finish_reason(self) -> str | None:
@@ -122,6 +158,8 @@ class AnswerBuilder:
             latency=self._clock() - self._started,
             time_to_first_token=self.time_to_first_token,
             raw=self._acc.last_raw,
+            reasoning=self._acc.reasoning,
+            logprobs=self._acc.logprobs,
         )
 
 
@@ -144,20 +182,38 @@ def whole_answer(
             worker_url=route.worker_url,
         ) from None
     parsed = parse_answer(call.kind, body)
-    text, finish = parsed.text, parsed.finish_reason
+    elapsed = clock() - started
+    first, *others = [
+        _choice(call, choice, route, elapsed, body) for choice in parsed.choices or [parsed]
+    ]
+    first.alternatives = others
+    return first
+
+
+def _choice(
+    call: WorkerCall, choice: Choice, route: RouteInfo, elapsed: float, body: Any
+) -> Completion:
+    text, finish, reasoning = choice.text, choice.finish_reason, choice.reasoning
+    if call.think and reasoning is None:
+        splitter = ThinkSplitter()
+        thought, text = splitter.feed(text)
+        more_thought, more_text = splitter.flush()
+        thought, text = thought + more_thought, text + more_text
+        reasoning = thought or None
     cutter = StopCutter(call.stop)
     cut = cutter.feed(text)
     if cutter.stopped:
         text, finish = cut, "stop"
-    elapsed = clock() - started
     return Completion(
         text=text,
         finish_reason=finish,
-        usage=parsed.usage,
+        usage=choice.usage,
         route=route,
-        model=parsed.model,
-        tool_calls=parsed.tool_calls,
+        model=choice.model,
+        tool_calls=choice.tool_calls,
         latency=elapsed,
         time_to_first_token=elapsed,
         raw=body,
+        reasoning=reasoning,
+        logprobs=choice.logprobs,
     )

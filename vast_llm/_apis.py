@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import WorkerError, excerpt, json_excerpt
-from ._stream import OpenAIStreamDecoder, StreamDecoder, TGIStreamDecoder
+from ._stream import (
+    OpenAIStreamDecoder,
+    StreamDecoder,
+    TGIStreamDecoder,
+    parse_logprobs,
+    parse_usage,
+    reasoning_of,
+)
 from ._types import ToolCall, Usage
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
+    "Choice",
     "Parsed",
     "WorkerCall",
     "chat_call",
@@ -47,6 +55,7 @@ class WorkerCall:
     max_tokens: int
     stream: bool
     stop: tuple[str, ...]
+    think: bool = False  # a chat answer: a leading <think>...</think> is reasoning
 
     def decoder(self) -> StreamDecoder:
         if self.kind == "tgi":
@@ -55,14 +64,24 @@ class WorkerCall:
 
 
 @dataclass(slots=True)
-class Parsed:
-    """A whole (non-streamed) answer, parsed."""
+class Choice:
+    """One choice of a whole answer, parsed."""
 
     text: str
     finish_reason: str | None
     usage: Usage | None
     model: str | None
     tool_calls: list[ToolCall]
+    reasoning: str | None = None
+    logprobs: list[dict[str, Any]] | None = None
+
+
+@dataclass(slots=True)
+class Parsed(Choice):
+    """A whole (non-streamed) answer, parsed: the first choice, and all of them in order
+    (more than one when the request asked for ``n > 1``)."""
+
+    choices: list[Choice] = field(default_factory=list)
 
 
 def _stops(value: Any) -> tuple[str, ...]:
@@ -145,14 +164,27 @@ def chat_call(
     if api == "tgi":
         if params.get("tools"):
             raise ValueError("tools need an OpenAI-compatible chat worker (api='openai')")
-        return completion_call("tgi", template(messages), params, stream)
+        if int(params.get("n") or 1) > 1:
+            raise ValueError("n > 1 needs an OpenAI-compatible chat worker (api='openai')")
+        templated = completion_call("tgi", template(messages), params, stream)
+        return WorkerCall(**{**_fields(templated), "think": True})
     limit, stops, rest = _split_params(params)
     payload = {"messages": [dict(m) for m in messages], "max_tokens": limit, **rest}
-    return _openai_call("chat", "/v1/chat/completions", payload, limit, stops, stream)
+    return _openai_call("chat", "/v1/chat/completions", payload, limit, stops, stream, think=True)
+
+
+def _fields(call: WorkerCall) -> dict[str, Any]:
+    return {name: getattr(call, name) for name in WorkerCall.__dataclass_fields__}
 
 
 def _openai_call(
-    kind: str, path: str, payload: dict[str, Any], limit: int, stops: tuple[str, ...], stream: bool
+    kind: str,
+    path: str,
+    payload: dict[str, Any],
+    limit: int,
+    stops: tuple[str, ...],
+    stream: bool,
+    think: bool = False,
 ) -> WorkerCall:
     if stops:
         payload["stop"] = list(stops)
@@ -165,7 +197,7 @@ def _openai_call(
     else:
         payload.pop("stream", None)
         payload.pop("stream_options", None)
-    return WorkerCall(kind, path, payload, limit, stream, stops)
+    return WorkerCall(kind, path, payload, limit, stream, stops, think)
 
 
 def _content_text(content: Any) -> str:
@@ -225,26 +257,35 @@ def parse_answer(kind: str, body: Any) -> Parsed:
         return Parsed(body["generated_text"], finish, usage, None, [])
     if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
         raise _malformed(f"OpenAI {kind}", body)
-    choice = next(
-        (c for c in body["choices"] if isinstance(c, dict) and _int(c.get("index", 0)) == 0),
-        None,
-    )
-    if choice is None:
-        raise _malformed(f"OpenAI {kind}", body)
-    usage = None
     raw_usage = body.get("usage")
-    if isinstance(raw_usage, dict):
-        usage = Usage(
-            _int(raw_usage.get("prompt_tokens")),
-            _int(raw_usage.get("completion_tokens")),
-            _int(raw_usage.get("total_tokens")),
-        )
+    usage = parse_usage(raw_usage) if isinstance(raw_usage, dict) else None
+    model = _str_or_none(body.get("model"))
+    by_index: dict[int, dict[str, Any]] = {}
+    for choice in body["choices"]:
+        index = _int(choice.get("index", 0)) if isinstance(choice, dict) else None
+        if index is not None:
+            by_index.setdefault(index, choice)
+    if 0 not in by_index:
+        raise _malformed(f"OpenAI {kind}", body)
+    choices = [_choice(kind, by_index[i], usage, model, body) for i in sorted(by_index)]
+    first = choices[0]
+    return Parsed(
+        first.text, first.finish_reason, usage, model, first.tool_calls, first.reasoning,
+        first.logprobs, choices,
+    )  # fmt: skip
+
+
+def _choice(
+    kind: str, choice: dict[str, Any], usage: Usage | None, model: str | None, body: Any
+) -> Choice:
     calls: list[ToolCall] = []
+    reasoning: str | None = None
     if kind == "chat":
         message = choice.get("message")
         if not isinstance(message, dict):
             raise _malformed("OpenAI chat", body)
         text = _content_text(message.get("content"))
+        reasoning = reasoning_of(message) or None
         raw_calls = message.get("tool_calls") or []
         if not isinstance(raw_calls, list):
             raise _malformed("OpenAI chat", body)
@@ -270,7 +311,12 @@ def parse_answer(kind: str, body: Any) -> Parsed:
         if not isinstance(raw_text, str):
             raise _malformed("OpenAI completions", body)
         text = raw_text
-    return Parsed(
-        text, _str_or_none(choice.get("finish_reason")), usage, _str_or_none(body.get("model")),
+    return Choice(
+        text,
+        _str_or_none(choice.get("finish_reason")),
+        usage,
+        model,
         calls,
-    )  # fmt: skip
+        reasoning,
+        parse_logprobs(choice.get("logprobs")),
+    )

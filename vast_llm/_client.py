@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import httpx
 
+from . import _embed
 from ._answer import AnswerBuilder, whole_answer
 from ._apis import WorkerCall, chat_call, completion_call
 from ._body import EventReader, StreamTooLong, aread_body, aread_events, read_body, read_events
@@ -24,12 +33,17 @@ from ._budget import async_pools, pools
 from ._config import PER_CALL, ClientOptions, Settings, resolve_settings
 from ._decode import DecodeError
 from ._drive import AsyncIO, HttpxIO, run_async, run_sync
-from ._errors import ConfigError, WorkerError, WorkerStreamError, abbreviate
+from ._errors import ConfigError
+from ._failures import check_event_stream as _check_event_stream
+from ._failures import cut as _cut
+from ._failures import event_reader
+from ._failures import unreadable as _unreadable
 from ._flow import Context, request_flow, route_flow
 from ._gate import Gate, acquire_async
 from ._keys import KeyStore
 from ._loops import PerLoop
 from ._progress import listening
+from ._raw import AsyncEventStream, EventStream, WorkerAnswer, fetch_async, fetch_sync, raw_call
 from ._reuse import drain, drain_async
 from ._session import DEFAULT_LIFETIME, AsyncVastSession, Pin, VastSession, pin_for, session_flow
 from ._sse import StreamError
@@ -45,49 +59,13 @@ __all__ = ["AsyncStream", "AsyncVastClient", "Stream", "VastClient"]
 Message = Mapping[str, Any]
 
 
-def _cut(exc: httpx.TransportError, url: str) -> WorkerStreamError:
-    where = abbreviate(url)
-    if isinstance(exc, httpx.TimeoutException):
-        return WorkerStreamError(
-            f"worker {where} went silent mid-answer: no progress within the idle timeout "
-            f"({exc or type(exc).__name__}); raise timeout= if the model is slow",
-            worker_url=url,
-        )
-    return WorkerStreamError(
-        f"the answer from worker {where} was cut ({type(exc).__name__}: "
-        f"{exc or 'no detail'}); it is not retried because the worker may already have done "
-        "the work",
-        worker_url=url,
-    )
-
-
-def _unreadable(exc: Exception, url: str, *, stream: bool) -> WorkerError:
-    """An answer whose bytes broke a bound or their own encoding: a typed, final error."""
-    kind = WorkerStreamError if stream else WorkerError
-    return kind(
-        f"the answer from worker {abbreviate(url)} could not be read: {exc}; it is not retried "
-        "because the worker may already have done the work (raise max_answer_bytes or "
-        "max_event_bytes if the answer is legitimately that large)",
-        status_code=200,
-        worker_url=url,
-    )
-
-
 def _max_events(call: WorkerCall) -> int:
     # A worker sends about one event per token; far more than the budget is a worker lying.
     return 4 * call.max_tokens + 64
 
 
 def _reader(call: _Call, response: Any, clock: Any) -> EventReader:
-    s = call.settings
-    return EventReader(
-        response,
-        max_bytes=s.max_answer_bytes,
-        max_event=s.max_event_bytes,
-        max_events=_max_events(call.worker),
-        idle=s.timeout.read or float("inf"),
-        clock=clock,
-    )
+    return event_reader(call.settings, response, _max_events(call.worker), clock)
 
 
 def _split(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -163,22 +141,37 @@ class _BaseClient:
     def _call_settings(self, overrides: Mapping[str, Any]) -> Settings:
         return self._settings.for_call(overrides) if overrides else self._settings
 
-    def _completion(self, prompt: str, params: Mapping[str, Any], stream: bool) -> _Call:
+    def _completion(
+        self,
+        prompt: str,
+        params: Mapping[str, Any],
+        stream: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Call:
         overrides, rest = _split(params)
         return _Call(
             completion_call(self._settings.api, prompt, rest, stream),
             self._call_settings(overrides),
+            headers,
         )
 
-    def _chat(self, messages: Sequence[Message], params: Mapping[str, Any], stream: bool) -> _Call:
+    def _chat(
+        self,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        stream: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Call:
         overrides, rest = _split(params)
         call = chat_call(self._settings.api, messages, rest, stream, self._settings.chat_template)
-        return _Call(call, self._call_settings(overrides))
+        return _Call(call, self._call_settings(overrides), headers)
 
     def _flow(self, call: _Call) -> Any:
         s = call.settings
         if call.session is not None:  # a worker session's call: no route (vast_llm._session)
-            return session_flow(call.session, call.worker, s, self._ctx, listening(s.on_progress))
+            return session_flow(
+                call.session, call.worker, s, self._ctx, listening(s.on_progress), call.headers
+            )
         return request_flow(
             s,
             self._ctx,
@@ -187,6 +180,7 @@ class _BaseClient:
             cost=s.cost_of(call.worker.payload, call.worker.max_tokens),
             stream=call.worker.stream,
             observed=listening(s.on_progress),
+            headers=call.headers,
         )
 
     def _route_flow(self, cost: float) -> Any:
@@ -200,6 +194,7 @@ class _Call:
 
     worker: WorkerCall
     settings: Settings
+    headers: Mapping[str, str] | None = None  # extra worker request headers (no credentials)
     session: Pin | None = None  # set by a worker session's view: the call goes there
 
 
@@ -278,23 +273,40 @@ class VastClient(_BaseClient):
         """One verified worker assignment, waiting (up to the deadline) for a ready worker."""
         return cast(Assignment, self._run(self._route_flow(cost)))
 
-    def generate(self, prompt: str, **params: Any) -> Completion:
+    def generate(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Completion:
         """Complete ``prompt``; ``params`` are generation parameters (``max_tokens``,
         ``stop``...) and per-call settings (``timeout``, ``deadline``, ``max_retries``,
-        ``cost``)."""
-        return self._whole(self._completion(prompt, params, stream=False))
+        ``cost``). ``headers`` are added to the worker request (never to the autoscaler's;
+        credential headers such as ``Authorization`` are dropped)."""
+        return self._whole(self._completion(prompt, params, stream=False, headers=headers))
 
-    def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Completion:
         """Answer a chat (OpenAI-style messages); on TGI workers through ``chat_template``."""
-        return self._whole(self._chat(messages, params, stream=False))
+        return self._whole(self._chat(messages, params, stream=False, headers=headers))
 
-    def stream(self, prompt: str, **params: Any) -> Stream:
+    def stream(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Stream:
         """Stream a completion of ``prompt`` chunk by chunk (use it in a ``with`` block)."""
-        return Stream(self, self._completion(prompt, params, stream=True))
+        return Stream(self, self._completion(prompt, params, stream=True, headers=headers))
 
-    def stream_chat(self, messages: Sequence[Message], **params: Any) -> Stream:
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Stream:
         """Stream a chat answer chunk by chunk (use it in a ``with`` block)."""
-        return Stream(self, self._chat(messages, params, stream=True))
+        return Stream(self, self._chat(messages, params, stream=True, headers=headers))
 
     def session(
         self, *, lifetime: float = DEFAULT_LIFETIME, cost: float | None = None,
@@ -321,7 +333,7 @@ class VastClient(_BaseClient):
             try:
                 content = read_body(response, s.max_answer_bytes, s.timeout.read or float("inf"))
             except httpx.TransportError as exc:
-                raise _cut(exc, route.worker_url) from exc
+                raise _cut(exc, route.worker_url, started=False) from exc
             except DecodeError as exc:
                 raise _unreadable(exc, route.worker_url, stream=False) from None
         finally:
@@ -349,6 +361,70 @@ class VastClient(_BaseClient):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- any worker route; embeddings, rerank, score (vast_llm._raw, vast_llm._embed) ----
+
+    @overload
+    def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[False] = False,
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> WorkerAnswer: ...
+    @overload
+    def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[True],
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> EventStream: ...
+    def request(
+        self, path: str, payload: Any, *, stream: bool = False,
+        headers: Mapping[str, str] | None = None, **settings: Any,
+    ) -> WorkerAnswer | EventStream:  # fmt: skip
+        """Send ``payload`` (any JSON value) to any worker route, routed, verified and retried
+        like every call: ``request("/generate/sync", workflow)`` for ComfyUI,
+        ``request("/v1/audio/speech", {...})``... Returns the whole answer (parsed when it is
+        JSON, with the route facts), or with ``stream=True`` an :class:`EventStream` of the
+        worker's server-sent events (use it in a ``with`` block). ``settings``: ``timeout``,
+        ``deadline``, ``max_retries``, ``cost`` for this call (the default cost: what Vast's
+        worker counts for the embeddings, rerank and score routes, else the payload's max
+        tokens, else 256)."""
+        call = raw_call(self._settings, path, payload, stream=stream, headers=headers,
+                        overrides=settings)  # fmt: skip
+        return EventStream(self, call) if stream else fetch_sync(self, call).answer()
+
+    def embed(self, texts: Sequence[str], **params: Any) -> _embed.Embeddings:
+        """Embed ``texts`` through ``/v1/embeddings``: one vector per text, in order, with
+        usage and the route facts of every request. Long inputs go in batches of
+        ``batch_size`` (the ``embed_batch_size`` setting, 64); a batch a worker refuses as too
+        large is halved. ``params``: ``model``, ``dimensions``, ``batch_size``, per-call
+        settings (``timeout``...), anything else for the model server
+        (``truncate_prompt_tokens``...). Rules and errors: :mod:`vast_llm._embed`."""
+        return _embed.embed_sync(self, texts, params)
+
+    def iter_embed(self, texts: Iterable[str], **params: Any) -> Iterator[_embed.EmbeddingBatch]:
+        """:meth:`embed`, batch by batch: reads ``texts`` (any iterable) one batch at a time and
+        yields each batch's vectors, so memory stays that of one batch."""
+        return _embed.iter_embed_sync(self, texts, params)
+
+    def rerank(
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None, **params: Any
+    ) -> _embed.Reranking:
+        """Rank ``documents`` by relevance to ``query`` through ``/v1/rerank``: the best
+        ``top_n`` (all by default), each with its input index and score; batched like
+        :meth:`embed`."""
+        return _embed.rerank_sync(self, query, documents, {**params, "top_n": top_n})
+
+    def score(self, query: str, documents: Sequence[str], **params: Any) -> _embed.Scores:
+        """One relevance score per document, in input order, through ``/v1/score``."""
+        return _embed.score_sync(self, query, documents, params)
 
 
 @dataclass(slots=True)
@@ -459,23 +535,40 @@ class AsyncVastClient(_BaseClient):
     def _run(self, flow: Any, state: _LoopState) -> Any:
         return run_async(flow, state.io, self._keys, state.key_lock, self._settings.on_progress)
 
-    async def generate(self, prompt: str, **params: Any) -> Completion:
+    async def generate(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Completion:
         """Complete ``prompt``; ``params`` are generation parameters (``max_tokens``,
         ``stop``...) and per-call settings (``timeout``, ``deadline``, ``max_retries``,
-        ``cost``)."""
-        return await self._whole(self._completion(prompt, params, stream=False))
+        ``cost``). ``headers`` are added to the worker request (never to the autoscaler's;
+        credential headers such as ``Authorization`` are dropped)."""
+        return await self._whole(self._completion(prompt, params, stream=False, headers=headers))
 
-    async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Completion:
         """Answer a chat (OpenAI-style messages); on TGI workers through ``chat_template``."""
-        return await self._whole(self._chat(messages, params, stream=False))
+        return await self._whole(self._chat(messages, params, stream=False, headers=headers))
 
-    def stream(self, prompt: str, **params: Any) -> AsyncStream:
+    def stream(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> AsyncStream:
         """Stream a completion chunk by chunk (``async for``; ``async with`` closes it early)."""
-        return AsyncStream(self, self._completion(prompt, params, stream=True))
+        return AsyncStream(self, self._completion(prompt, params, stream=True, headers=headers))
 
-    def stream_chat(self, messages: Sequence[Message], **params: Any) -> AsyncStream:
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> AsyncStream:
         """Stream a chat answer chunk by chunk."""
-        return AsyncStream(self, self._chat(messages, params, stream=True))
+        return AsyncStream(self, self._chat(messages, params, stream=True, headers=headers))
 
     def session(
         self, *, lifetime: float = DEFAULT_LIFETIME, cost: float | None = None,
@@ -496,7 +589,7 @@ class AsyncVastClient(_BaseClient):
                     response, s.max_answer_bytes, s.timeout.read or float("inf")
                 )
             except httpx.TransportError as exc:
-                raise _cut(exc, route.worker_url) from exc
+                raise _cut(exc, route.worker_url, started=False) from exc
             except DecodeError as exc:
                 raise _unreadable(exc, route.worker_url, stream=False) from None
         finally:
@@ -521,20 +614,74 @@ class AsyncVastClient(_BaseClient):
     ) -> None:
         await self.aclose()
 
+    # -- any worker route; embeddings, rerank, score (vast_llm._raw, vast_llm._embed) ----
+
+    @overload
+    async def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[False] = False,
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> WorkerAnswer: ...
+    @overload
+    async def request(
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: Literal[True],
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> AsyncEventStream: ...
+    async def request(
+        self, path: str, payload: Any, *, stream: bool = False,
+        headers: Mapping[str, str] | None = None, **settings: Any,
+    ) -> WorkerAnswer | AsyncEventStream:  # fmt: skip
+        """:meth:`VastClient.request`; with ``stream=True`` the awaited value is an
+        :class:`AsyncEventStream` (``async for``), which starts when first iterated."""
+        call = raw_call(self._settings, path, payload, stream=stream, headers=headers,
+                        overrides=settings)  # fmt: skip
+        if stream:
+            return AsyncEventStream(self, call)
+        return (await fetch_async(self, call)).answer()
+
+    async def embed(
+        self, texts: Sequence[str], *, concurrency: int | None = None, **params: Any
+    ) -> _embed.Embeddings:
+        """:meth:`VastClient.embed`, with up to ``concurrency`` batches in flight (default:
+        the client's ``max_concurrency``); vectors in input order."""
+        return await _embed.embed_async(self, texts, params, concurrency)
+
+    def iter_embed(
+        self, texts: Iterable[str], *, concurrency: int | None = None, **params: Any
+    ) -> AsyncIterator[_embed.EmbeddingBatch]:
+        """Batches of vectors in input order (``async for``), with up to ``concurrency``
+        batches in flight (default 4): memory stays that of ``concurrency`` batches."""
+        return _embed.iter_embed_async(self, texts, params, concurrency)
+
+    async def rerank(
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None,
+        concurrency: int | None = None, **params: Any,
+    ) -> _embed.Reranking:  # fmt: skip
+        """:meth:`VastClient.rerank`, batches run concurrently."""
+        return await _embed.rerank_async(
+            self, query, documents, {**params, "top_n": top_n}, concurrency
+        )
+
+    async def score(
+        self, query: str, documents: Sequence[str], *, concurrency: int | None = None,
+        **params: Any,
+    ) -> _embed.Scores:  # fmt: skip
+        """:meth:`VastClient.score`, batches run concurrently."""
+        return await _embed.score_async(self, query, documents, params, concurrency)
+
 
 async def _close_state(state: _LoopState) -> None:
     for client in state.owned:
         await client.aclose()
-
-
-def _check_event_stream(response: Any, url: str) -> None:
-    kind = response.headers.get("content-type", "")
-    if "text/event-stream" not in kind:
-        raise WorkerStreamError(
-            f"worker {abbreviate(url)} did not answer with a stream: expected a "
-            f"text/event-stream, got {kind or 'no content type'!r}",
-            worker_url=url,
-        )
 
 
 class _StreamView:
@@ -620,7 +767,7 @@ class Stream(_StreamView, Iterator[Chunk]):
             if tail is not None:
                 yield tail
         except httpx.TransportError as exc:
-            raise _cut(exc, builder.route.worker_url) from exc
+            raise _cut(exc, builder.route.worker_url, builder.started) from exc
         except (DecodeError, StreamError, StreamTooLong) as exc:
             raise _unreadable(exc, builder.route.worker_url, stream=True) from None
         finally:
@@ -689,7 +836,7 @@ class AsyncStream(_StreamView, AsyncIterator[Chunk]):
             if tail is not None:
                 yield tail
         except httpx.TransportError as exc:
-            raise _cut(exc, builder.route.worker_url) from exc
+            raise _cut(exc, builder.route.worker_url, builder.started) from exc
         except (DecodeError, StreamError, StreamTooLong) as exc:
             raise _unreadable(exc, builder.route.worker_url, stream=True) from None
         finally:

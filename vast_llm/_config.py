@@ -167,6 +167,12 @@ class ClientOptions(TypedDict, total=False):
         Doc("requests in flight per client; more wait their turn (their deadline starts after)",
             shown="the pool size, 256"),
     ]  # fmt: skip
+    embed_batch_size: Annotated[
+        int,
+        Doc("texts (or documents) per `/v1/embeddings`, `/v1/rerank` or `/v1/score` request; "
+            "longer inputs go in batches of this size, and a batch a worker refuses as too large "
+            "is halved", default=64),
+    ]  # fmt: skip
     max_answer_bytes: Annotated[
         int,
         Doc("the most bytes (decoded) one answer may have, a stream's included; more is a "
@@ -255,6 +261,7 @@ class Settings:
     chat_template: ChatTemplate = field(default=chatml, repr=False)
     limits: httpx.Limits = field(default_factory=lambda: DEFAULT_LIMITS, repr=False)
     max_concurrency: int = 256
+    embed_batch_size: int = 64
     max_answer_bytes: int = 32 << 20
     max_event_bytes: int = 8 << 20
     on_progress: ProgressListener | None = field(default=None, repr=False)
@@ -451,6 +458,7 @@ def resolve_settings(endpoint: str | None = None, **options: Unpack[ClientOption
         chat_template=template,
         limits=limits,
         max_concurrency=_count("max_concurrency", max_concurrency, 1),
+        embed_batch_size=_count("embed_batch_size", given.get("embed_batch_size", 64), 1),
         max_answer_bytes=_count("max_answer_bytes", given.get("max_answer_bytes", 32 << 20), 1024),
         max_event_bytes=_count("max_event_bytes", given.get("max_event_bytes", 8 << 20), 1024),
         on_progress=listener,

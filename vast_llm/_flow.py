@@ -129,14 +129,21 @@ Flow = Generator[Action, Any, T]
 
 
 class Context:
-    """Per-client state the flow needs: the clock, the jitter source, warn-once memory."""
+    """Per-client state the flow needs: its clocks, its jitter source, warn-once memory.
+
+    Every source of time and randomness the flow uses comes from here, so a test can drive it
+    with fakes: ``clock`` (monotonic seconds: deadlines, elapsed times), ``wall`` (epoch
+    seconds: HTTP dates in ``Retry-After``) and ``rng`` (backoff jitter).
+    """
 
     def __init__(
         self,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
+        self.wall = wall
         self.rng = rng or random.Random()
         self.memo = Memo()  # signature checks already made (see _signing.verify)
         self._warned = False
@@ -321,6 +328,7 @@ def _assign_flow(
                 endpoint=s.endpoint,
                 base_url=s.base_url,
                 api_key=s.api_key,
+                now=ctx.wall,
             )
         if isinstance(outcome, Ready):
             if outcome.request_idx is not None:
@@ -496,19 +504,26 @@ def _no_answer(exc: httpx.RemoteProtocolError) -> bool:
     return NO_ANSWER in str(exc)
 
 
-# Headers a worker may receive from a caller (an SDK under VastTransport, per-call headers):
-# what describes the request and the client; never anything that can carry a credential.
+# Headers a worker may receive. What an SDK sends through VastTransport passes only if it is on
+# the allow-list (what describes the request and the client); headers a user names for workers
+# (per call, or a model's default_headers) pass unless they are connection-level or name a
+# credential. Nothing that can carry a credential ever reaches a rented machine.
 _WORKER_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-language"})
 _WORKER_HEADER_PREFIXES = ("x-vast-", "x-request-id", "openai-beta", "x-stainless-")
 _CREDENTIAL_WORDS = ("auth", "cookie", "key", "token", "secret", "password", "session", "signature")
+_HOP_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "accept-encoding", "te",
+     "upgrade", "keep-alive", "proxy-connection"}
+)  # fmt: skip
 
 
-def worker_header_allowed(name: str) -> bool:
-    """True for a header a worker may see: on the allow-list, and naming no credential."""
+def worker_header_allowed(name: str, *, named_by_user: bool = True) -> bool:
+    """True for a header a worker may see (see above)."""
     lowered = name.lower()
-    if any(word in lowered for word in _CREDENTIAL_WORDS):
+    if any(word in lowered for word in _CREDENTIAL_WORDS) or lowered in _HOP_HEADERS:
         return False
-    return lowered in _WORKER_HEADERS or lowered.startswith(_WORKER_HEADER_PREFIXES)
+    listed = lowered in _WORKER_HEADERS or lowered.startswith(_WORKER_HEADER_PREFIXES)
+    return named_by_user or listed
 
 
 class _Where:
@@ -633,7 +648,7 @@ def request_flow(
             error = _worker_error(s, response.status_code, body, ready.url, attempts)
             if not retryable_status(response.status_code):
                 raise error
-            retry_after = parse_retry_after(response.headers)
+            retry_after = parse_retry_after(response.headers, now=ctx.wall)
         if attempts > s.max_retries:
             raise _annotate(error, f"after {attempts} attempts")
         delay = s.backoff.retry_delay(attempts - 1, ctx.rng, retry_after)

@@ -6,7 +6,7 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["FAR_FUTURE", "Backoff", "parse_retry_after", "retryable_status"]
@@ -25,11 +25,16 @@ def retryable_status(status_code: int) -> bool:
 FAR_FUTURE = 1e9
 
 
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+def parse_retry_after(
+    headers: Mapping[str, str], *, now: float | Callable[[], float] | None = None
+) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), or None.
 
     Never raises: a header that is not a number or a date is None, and one far in the future
     (up to dates past year 9999, which the calendar functions refuse) is :data:`FAR_FUTURE`.
+    ``now`` is the wall clock for an HTTP date: epoch seconds, or a function that reads them
+    (called only when the header is a date); by default ``time.time``. The flow passes its
+    context's clock, so its decisions read no clock of their own.
     """
     value = headers.get("retry-after")
     if not value:
@@ -41,8 +46,10 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         parsed = email.utils.parsedate_tz(value)
         if parsed is None:
             return None
+        if now is None:
+            now = time.time
         try:
-            seconds = email.utils.mktime_tz(parsed) - (time.time() if now is None else now)
+            seconds = email.utils.mktime_tz(parsed) - (now() if callable(now) else now)
         except (ValueError, OverflowError):
             # Year 10000 and beyond: out of the calendar's range, and certainly far off.
             return FAR_FUTURE if parsed[0] > 9999 else None

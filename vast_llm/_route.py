@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,8 +173,12 @@ def parse_route_answer(
     endpoint: str,
     base_url: str,
     api_key: str,
+    now: Callable[[], float] | None = None,
 ) -> Ready | Waiting | Rejected:
-    """Classify one ``/route/`` answer as ready, waiting, or rejected (retryable or not)."""
+    """Classify one ``/route/`` answer as ready, waiting, or rejected (retryable or not).
+
+    ``now`` reads the wall clock for a ``Retry-After`` HTTP date (``time.time`` by default).
+    """
     where = f"{base_url}/route/ for endpoint {endpoint!r}"
     if status_code == 200:
         try:
@@ -223,7 +227,7 @@ def parse_route_answer(
         return Rejected(
             error_cls(message, status_code=status_code, body=quoted),
             retryable=retryable_status(status_code),
-            retry_after=parse_retry_after(headers),
+            retry_after=parse_retry_after(headers, now=now),
         )
     if not isinstance(body, dict):
         # Typically an HTML page from a proxy in front of the router: worth another try.

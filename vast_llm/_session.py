@@ -779,11 +779,19 @@ class AsyncVastSession(_SessionView):
         return AsyncStream(client, _pinned(client._chat(messages, params, stream=True), self._pin))
 
 
-def session_flow(pin: Pin, call: WorkerCall, s: Settings, ctx: Context, observed: bool) -> Any:
+def session_flow(
+    pin: Pin,
+    call: WorkerCall,
+    s: Settings,
+    ctx: Context,
+    observed: bool,
+    headers: Mapping[str, str] | None = None,
+) -> Any:
     """The flow of one client call made in ``pin``'s session (the clients' dispatch)."""
     return call_flow(
-        pin, s, ctx, path=call.path, payload=call.payload, stream=call.stream, observed=observed
-    )
+        pin, s, ctx, path=call.path, payload=call.payload, stream=call.stream, headers=headers,
+        observed=observed,
+    )  # fmt: skip
 
 
 def pin_for(settings: Settings, lifetime: float, cost: float | None, recreate: bool) -> Pin:

@@ -9,8 +9,16 @@ here starts from each event's ``data`` text:
   (``[DONE]`` ends it; a last chunk with ``choices: []`` carries usage);
 - :class:`StopCutter`, which cuts the text before a stop sequence even when the sequence is
   split across chunks;
-- :class:`Accumulator`, which folds chunks into the final text, finish reason, usage and
-  tool calls.
+- :class:`ThinkSplitter`, which moves a chat answer's leading ``<think>...</think>`` (a
+  reasoning model served without a reasoning parser, or through TGI) into ``reasoning``;
+- :class:`Accumulator`, which folds chunks into the final text, reasoning, finish reason,
+  usage, logprobs and tool calls.
+
+Reasoning comes from vLLM's fields (``delta.reasoning_content``, or ``delta.reasoning`` in newer
+versions); usage details from ``prompt_tokens_details.cached_tokens`` and
+``completion_tokens_details.reasoning_tokens``; logprobs from ``choice.logprobs`` (chat:
+``content`` entries; completions: the ``tokens`` / ``token_logprobs`` / ``top_logprobs``
+columns, turned into entries of the chat shape).
 """
 
 from __future__ import annotations
@@ -28,6 +36,10 @@ __all__ = [
     "StopCutter",
     "StreamDecoder",
     "TGIStreamDecoder",
+    "ThinkSplitter",
+    "parse_logprobs",
+    "parse_usage",
+    "reasoning_of",
 ]
 
 
@@ -69,6 +81,56 @@ def _text(value: Any, data: str) -> str:
     if not isinstance(value, str):
         raise _bad_chunk(data)
     return value
+
+
+def _detail(details: Any, name: str) -> int | None:
+    return _int(details.get(name)) if isinstance(details, dict) else None
+
+
+def parse_usage(usage: dict[str, Any]) -> Usage:
+    """An OpenAI-style ``usage`` object (cached and reasoning token details included)."""
+    return Usage(
+        _int(usage.get("prompt_tokens")),
+        _int(usage.get("completion_tokens")),
+        _int(usage.get("total_tokens")),
+        _detail(usage.get("prompt_tokens_details"), "cached_tokens"),
+        _detail(usage.get("completion_tokens_details"), "reasoning_tokens"),
+    )
+
+
+def reasoning_of(fields: dict[str, Any]) -> str:
+    """The reasoning in a chat message or delta: vLLM's ``reasoning_content``, or
+    ``reasoning`` (its newer name); "" when there is none."""
+    value = fields.get("reasoning_content")
+    if not isinstance(value, str):
+        value = fields.get("reasoning")
+    return value if isinstance(value, str) else ""
+
+
+def parse_logprobs(value: Any) -> list[dict[str, Any]] | None:
+    """A choice's ``logprobs`` as a list of per-token entries (OpenAI chat's shape: ``token``,
+    ``logprob``, ``bytes``, ``top_logprobs``); completions' column form is turned into it."""
+    if not isinstance(value, dict):
+        return None
+    content = value.get("content")
+    if isinstance(content, list):
+        return [entry for entry in content if isinstance(entry, dict)]
+    tokens = value.get("tokens")
+    if not isinstance(tokens, list):
+        return None
+    logprobs = value.get("token_logprobs")
+    tops = value.get("top_logprobs")
+    entries: list[dict[str, Any]] = []
+    for at, token in enumerate(tokens):
+        entry: dict[str, Any] = {
+            "token": token,
+            "logprob": logprobs[at] if isinstance(logprobs, list) and at < len(logprobs) else None,
+        }
+        top = tops[at] if isinstance(tops, list) and at < len(tops) else None
+        if isinstance(top, dict):
+            entry["top_logprobs"] = [{"token": t, "logprob": lp} for t, lp in top.items()]
+        entries.append(entry)
+    return entries
 
 
 class TGIStreamDecoder:
@@ -157,11 +219,7 @@ class OpenAIStreamDecoder:
         chunk = Chunk(raw=event, model=model if isinstance(model, str) else None)
         usage = event.get("usage")
         if isinstance(usage, dict):
-            chunk.usage = Usage(
-                _int(usage.get("prompt_tokens")),
-                _int(usage.get("completion_tokens")),
-                _int(usage.get("total_tokens")),
-            )
+            chunk.usage = parse_usage(usage)
         choices = event.get("choices")
         if choices is None and chunk.usage is not None:
             choices = []  # a usage-only chunk may leave choices out
@@ -176,6 +234,7 @@ class OpenAIStreamDecoder:
                 if not isinstance(delta, dict):
                     raise _bad_chunk(data)
                 chunk.text = _text(delta.get("content"), data)
+                chunk.reasoning = reasoning_of(delta)
                 calls = delta.get("tool_calls") or []
                 if not isinstance(calls, list):
                     raise _bad_chunk(data)
@@ -194,6 +253,8 @@ class OpenAIStreamDecoder:
                     )
             else:
                 chunk.text = _text(choice.get("text"), data)
+            if choice.get("logprobs") is not None:
+                chunk.logprobs = parse_logprobs(choice["logprobs"])
             reason = choice.get("finish_reason")
             if isinstance(reason, str) and reason:
                 chunk.finish_reason = reason
@@ -255,11 +316,96 @@ class StopCutter:
         return held
 
 
+_OPEN, _CLOSE = "<think>", "</think>"
+
+
+class ThinkSplitter:
+    """Moves a chat answer's leading ``<think>...</think>`` from the text to the reasoning.
+
+    A reasoning model (Qwen3, DeepSeek-R1...) served without a reasoning parser, or through
+    TGI, writes its thinking into the text. When the answer *starts* with ``<think>`` (after
+    whitespace), what follows up to ``</think>`` is reasoning and the answer begins after the
+    whitespace that follows the tag; otherwise the text is left alone. Tags split across
+    chunks are recognised: text that may be the start of a tag is held until it is settled.
+    """
+
+    def __init__(self) -> None:
+        self._state = "start"  # start → thinking → after → answer, or start → plain
+        self._held = ""
+        self._thought = False  # some reasoning was handed out
+
+    @property
+    def active(self) -> bool:
+        """False once the text is known to be plain: nothing more to do."""
+        return self._state != "plain"
+
+    def feed(self, text: str) -> tuple[str, str]:
+        """(reasoning, text) that can be handed out now."""
+        if self._state == "plain" or not text:
+            return "", text
+        buffer = self._held + text
+        self._held = ""
+        if self._state == "start":
+            stripped = buffer.lstrip()
+            if not stripped or (len(stripped) < len(_OPEN) and _OPEN.startswith(stripped)):
+                self._held = buffer  # still undecided
+                return "", ""
+            if not stripped.startswith(_OPEN):
+                self._state = "plain"
+                return "", buffer
+            self._state = "thinking"
+            buffer = stripped[len(_OPEN) :]
+        if self._state == "thinking":
+            if not self._thought:
+                buffer = buffer.lstrip("\n")  # the line break after <think>
+            end = buffer.find(_CLOSE)
+            if end < 0:
+                # Hold what may begin the closing tag, and line breaks that may precede it.
+                keep = _partial_suffix(buffer, _CLOSE)
+                keep += len(buffer[: len(buffer) - keep]) - len(
+                    buffer[: len(buffer) - keep].rstrip("\n")
+                )
+                self._held = buffer[len(buffer) - keep :] if keep else ""
+                thought = buffer[: len(buffer) - keep]
+                self._thought = self._thought or bool(thought)
+                return thought, ""
+            self._state = "after"
+            thought, buffer = buffer[:end].rstrip("\n"), buffer[end + len(_CLOSE) :]
+            answer = self.feed(buffer)[1] if buffer else ""
+            return thought, answer
+        if self._state == "after":
+            # The whitespace between the closing tag and the answer is not part of it.
+            rest = buffer.lstrip()
+            if not rest:
+                return "", ""
+            self._state = "answer"
+            return "", rest
+        return "", buffer
+
+    def flush(self) -> tuple[str, str]:
+        """At the end: held text was not a tag after all."""
+        held, self._held = self._held, ""
+        if self._state == "thinking":
+            return held.rstrip("\n"), ""
+        return "", held if self._state in ("start", "plain", "answer") else ""
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """How many characters at the end of ``text`` could begin ``tag``."""
+    for size in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:size]):
+            return size
+    return 0
+
+
 class Accumulator:
-    """Folds chunks into the final answer (text, finish reason, usage, model, tool calls)."""
+    """Folds chunks into the final answer (text, reasoning, finish reason, usage, model,
+    logprobs, tool calls)."""
 
     def __init__(self) -> None:
         self.parts: list[str] = []
+        self.reasoning_parts: list[str] = []
+        self.logprobs: list[dict[str, Any]] | None = None
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.model: str | None = None
@@ -269,6 +415,12 @@ class Accumulator:
     def add(self, chunk: Chunk) -> None:
         if chunk.text:
             self.parts.append(chunk.text)
+        if chunk.reasoning:
+            self.reasoning_parts.append(chunk.reasoning)
+        if chunk.logprobs:
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(chunk.logprobs)
         if chunk.finish_reason:
             self.finish_reason = chunk.finish_reason
         if chunk.usage is not None:
@@ -286,6 +438,10 @@ class Accumulator:
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def reasoning(self) -> str | None:
+        return "".join(self.reasoning_parts) if self.reasoning_parts else None
 
     @property
     def tool_calls(self) -> list[ToolCall]:

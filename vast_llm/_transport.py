@@ -38,12 +38,13 @@ import httpx
 from ._apis import DEFAULT_MAX_TOKENS, max_tokens_of
 from ._body import EventReader, StreamTooLong
 from ._budget import async_pools, budget, pools
-from ._client import _cut, _unreadable
 from ._config import ClientOptions, Settings, resolve_settings
 from ._decode import BoundedDecoder, DecodeError
 from ._drive import HttpxIO, run_async, run_sync
 from ._errors import ConfigError, WorkerError, WorkerStreamError
-from ._flow import Context, request_flow
+from ._failures import cut as _cut
+from ._failures import unreadable as _unreadable
+from ._flow import Context, request_flow, worker_header_allowed
 from ._gate import Gate, acquire_async
 from ._keys import KeyStore
 from ._loops import PerLoop
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncVastTransport", "VastTransport"]
 
 
-def _incoming(s: Settings, request: httpx.Request) -> tuple[str, Any, float, bool, httpx.Headers]:
+def _incoming(s: Settings, request: httpx.Request) -> tuple[str, Any, float, bool, dict[str, str]]:
     """Path, JSON payload, cost and stream flag of a request addressed to the endpoint."""
     try:
         payload = json.loads(request.content) if request.content else {}
@@ -73,7 +74,13 @@ def _incoming(s: Settings, request: httpx.Request) -> tuple[str, Any, float, boo
     budget = max_tokens_of(payload) if isinstance(payload, dict) else None
     cost = s.cost_of(payload if isinstance(payload, dict) else {}, budget or DEFAULT_MAX_TOKENS)
     stream = isinstance(payload, dict) and payload.get("stream") is True
-    return path, payload, cost, stream, request.headers
+    # An SDK's own headers reach a worker only from the allow-list (its auth never does).
+    headers = {
+        name: value
+        for name, value in request.headers.items()
+        if worker_header_allowed(name, named_by_user=False)
+    }
+    return path, payload, cost, stream, headers
 
 
 def _check_kind(http_client: Any, kind: type) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "FINISH_REASONS",
     "Assignment",
     "Chunk",
     "Completion",
@@ -15,7 +16,24 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Usage",
+    "common_finish_reason",
 ]
+
+FINISH_REASONS: Mapping[str, str] = {
+    # TGI's: the model's end-of-sequence token, a stop sequence ("length" is the same word).
+    "eos_token": "stop",
+    "stop_sequence": "stop",
+}
+"""TGI's finish reasons in OpenAI's vocabulary; OpenAI's own (``stop``, ``length``,
+``tool_calls``...) and anything unknown are kept as they are."""
+
+
+def common_finish_reason(reason: str | None) -> str | None:
+    """A worker's finish reason in OpenAI's vocabulary (``stop``, ``length``, ``tool_calls``...),
+    whichever API the worker speaks: TGI's ``eos_token`` and ``stop_sequence`` are ``stop``."""
+    if reason is None:
+        return None
+    return FINISH_REASONS.get(reason, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,20 +43,34 @@ class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens served from the server's prefix cache (vLLM's
+    ``prompt_tokens_details.cached_tokens``, reported when the server enables it)."""
+    reasoning_tokens: int | None = None
+    """Completion tokens spent reasoning (``completion_tokens_details.reasoning_tokens``)."""
 
     @classmethod
     def from_counts(cls, prompt: int | None, completion: int | None) -> Usage:
         total = prompt + completion if prompt is not None and completion is not None else None
         return cls(prompt, completion, total)
 
-    def to_dict(self) -> dict[str, int]:
-        """The known counts, OpenAI-style (``prompt_tokens``, ``completion_tokens``...)."""
-        counts = {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
+    def to_dict(self) -> dict[str, Any]:
+        """The known counts, OpenAI-style (``prompt_tokens``, ``completion_tokens``,
+        ``prompt_tokens_details`` with ``cached_tokens``...)."""
+        counts: dict[str, Any] = {
+            name: count
+            for name, count in (
+                ("prompt_tokens", self.prompt_tokens),
+                ("completion_tokens", self.completion_tokens),
+                ("total_tokens", self.total_tokens),
+            )
+            if count is not None
         }
-        return {name: count for name, count in counts.items() if count is not None}
+        if self.cached_tokens is not None:
+            counts["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens is not None:
+            counts["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +172,12 @@ class ToolCallDelta:
 class Chunk:
     """One streamed piece of an answer.
 
-    ``text`` is the new text (may be empty on chunks that only carry a finish reason, usage or
-    tool-call pieces); ``raw`` is the decoded event as the worker sent it.
+    ``text`` is the new text (may be empty on chunks that only carry reasoning, a finish
+    reason, usage or tool-call pieces); ``reasoning`` is new reasoning text of a reasoning
+    model (vLLM's ``reasoning_content`` / ``reasoning``, or a chat answer's leading
+    ``<think>...</think>``); ``logprobs`` holds the new tokens' log probabilities when the
+    request asked for them (OpenAI's ``logprobs.content`` entries: ``token``, ``logprob``,
+    ``bytes``, ``top_logprobs``); ``raw`` is the decoded event as the worker sent it.
     """
 
     text: str = ""
@@ -150,6 +186,8 @@ class Chunk:
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
     model: str | None = None
     raw: Any = field(default=None, repr=False)
+    reasoning: str = ""
+    logprobs: list[dict[str, Any]] | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)
@@ -157,16 +195,24 @@ class Completion:
     """A whole answer.
 
     Attributes:
-        text: the generated text (stop sequences cut off).
+        text: the generated text (stop sequences cut off; without the reasoning).
         finish_reason: as the model server said it ("length", "eos_token", "stop", ...);
-            "stop" when the client cut a stop sequence.
+            "stop" when the client cut a stop sequence. :func:`common_finish_reason` gives it
+            in OpenAI's vocabulary whatever the worker's API.
         usage: token counts when the worker reported them.
         route: how the request was routed.
         model: the model name, when the worker said it.
         tool_calls: tool calls from a chat worker.
         latency: seconds from the start of the call to the end of the answer.
-        time_to_first_token: seconds to the first text (for a non-streamed call: to the answer).
+        time_to_first_token: seconds to the first output: text, reasoning or a tool call (for a
+            non-streamed call: to the answer).
         raw: the worker's decoded answer (the last event for a stream).
+        reasoning: what a reasoning model thought before answering (None when it did not).
+        logprobs: the answer's tokens with their log probabilities, when asked for
+            (``logprobs=True``, ``top_logprobs=N`` on OpenAI-compatible workers).
+        alternatives: the other choices when a whole answer was asked for ``n > 1`` (this
+            answer is the first); each has its own text, finish reason, tool calls, reasoning
+            and logprobs, and shares the route, usage and timing.
     """
 
     text: str
@@ -178,3 +224,6 @@ class Completion:
     latency: float = 0.0
     time_to_first_token: float | None = None
     raw: Any = field(default=None, repr=False)
+    reasoning: str | None = None
+    logprobs: list[dict[str, Any]] | None = field(default=None, repr=False)
+    alternatives: list[Completion] = field(default_factory=list, repr=False)

@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     emu.add_argument("--reasoning", choices=("reasoning_content", "reasoning", "think"),
                      help="the fake model thinks first, in vLLM's format: this field of chat "
                      "answers, or <think> text")  # fmt: skip
+    emu.add_argument("--no-embeddings", dest="embeddings", action="store_false",
+                     help="OpenAI workers answer 404 on /v1/embeddings, /v1/rerank and "
+                     "/v1/score (served by default)")  # fmt: skip
+    emu.add_argument("--embedding-max-batch", type=int, default=None, metavar="N",
+                     help="more inputs than this in one embeddings/rerank/score request are "
+                     "refused with 413")  # fmt: skip
 
     route = commands.add_parser(
         "route", help="print one verified worker assignment (a debugging tool)",
@@ -171,6 +177,8 @@ def _emulator(args: argparse.Namespace) -> Emulator:
         jitter=args.jitter,
         script=Script.load(args.script) if args.script else None,
         reasoning=args.reasoning,
+        embeddings=args.embeddings,
+        embedding_max_batch=args.embedding_max_batch,
     )
 
 

@@ -91,6 +91,7 @@ class ClientFields(BaseModel):
     recipes: tuple[Recipe, ...] | None = setting_field("recipes")
     limits: httpx.Limits | None = setting_field("limits")
     max_concurrency: int | None = setting_field("max_concurrency")
+    embed_batch_size: int | None = setting_field("embed_batch_size")
     max_answer_bytes: int | None = setting_field("max_answer_bytes")
     max_event_bytes: int | None = setting_field("max_event_bytes")
     on_progress: ProgressListener | None = setting_field("on_progress")

@@ -12,6 +12,9 @@
   gets the pair for the new ones;
 - :func:`call_params`: one call's generation parameters (model fields, then extra kwargs, then
   the call's), with per-call settings (``timeout``...) kept apart and client settings refused;
+- :func:`common_finish_reason`: a finish reason in OpenAI's vocabulary whatever the worker;
+- :class:`ThinkSplitter`: a chat answer's leading ``<think>...</think>`` as reasoning, for
+  text that did not come through the client's chat calls (which split it themselves);
 - :class:`ModelSession`: ``with model.session() as pinned:`` for a framework model: a worker
   session (:class:`SessionPair`, seen from both clients of the model's pair) and a copy of the
   model whose calls go to it.
@@ -31,6 +34,8 @@ from ._client import AsyncVastClient, VastClient
 from ._config import PER_CALL, SETTINGS, Setting, resolve_settings
 from ._errors import ConfigError
 from ._session import ModelSession, SessionPair
+from ._stream import ThinkSplitter
+from ._types import common_finish_reason
 
 __all__ = [
     "PER_CALL",
@@ -39,9 +44,11 @@ __all__ = [
     "ModelSession",
     "SessionPair",
     "Setting",
+    "ThinkSplitter",
     "call_params",
     "chatml",
     "clients_for",
+    "common_finish_reason",
     "config_error",
     "settings_of",
 ]

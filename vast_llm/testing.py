@@ -15,7 +15,8 @@ its client from the environment runs unchanged::
         assert vast_emulator.worker_requests  # what reached the workers
 
 One emulator serves the whole session (one fake worker serving both model APIs: TGI's
-``/generate`` and the OpenAI-compatible routes, so every client works with its default ``api``)
+``/generate`` and the OpenAI-compatible routes, embeddings, rerank and score included, so every
+client and model works with its default ``api``)
 and is reset between tests. A test that needs another setup says so with a marker, which gets
 it a fresh emulator (also serving both APIs unless ``api=`` says otherwise); any
 :class:`~vast_llm.emulator.Emulator` argument works, a script included::

@@ -6,8 +6,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import Driver, settings_for
@@ -29,6 +31,11 @@ from vast_llm import (
 from vast_llm.emulator import Emulator, Fault
 
 pytestmark = pytest.mark.usefixtures("flavor")
+# Every decision here is also proven without sockets (tests/core/test_flow.py). Over sockets,
+# what the two clients do differently (their pools, locks, gates and stream readers) runs on both;
+# each other behaviour on one client, the two taking turns.
+SYNC = pytest.mark.parametrize("flavor", ["sync"])
+ASYNC = pytest.mark.parametrize("flavor", ["async"])
 
 
 # -- the happy path -------------------------------------------------------------------------
@@ -57,6 +64,7 @@ async def test_stream(tgi: Emulator, make_driver: Any) -> None:
     assert stream.route.verified and stream.time_to_first_token is not None
 
 
+@SYNC
 async def test_natural_end_and_special_eos_token(tgi: Emulator, make_driver: Any) -> None:
     d: Driver = make_driver(tgi)
     chunks, stream = await d.stream("a", max_tokens=200)
@@ -100,6 +108,7 @@ async def test_tool_calls_whole_and_streamed(openai_emu: Emulator, make_driver: 
     assert sum(len(c.tool_calls) for c in chunks) >= 2  # the call arrived in pieces
 
 
+@ASYNC
 async def test_chat_on_tgi_uses_the_chat_template(tgi: Emulator, make_driver: Any) -> None:
     d: Driver = make_driver(tgi)
     await d.chat([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
@@ -113,6 +122,7 @@ async def test_chat_on_tgi_uses_the_chat_template(tgi: Emulator, make_driver: An
 # -- route behaviour ------------------------------------------------------------------------
 
 
+@SYNC
 async def test_key_goes_to_the_router_in_body_and_header(tgi: Emulator, make_driver: Any) -> None:
     await make_driver(tgi).generate("x")
     route = tgi.route_requests[0]
@@ -121,6 +131,7 @@ async def test_key_goes_to_the_router_in_body_and_header(tgi: Emulator, make_dri
     assert route.json["cost"] == 256.0 and route.json["replay_timeout"] == 60.0
 
 
+@ASYNC
 async def test_cost_follows_max_tokens_or_the_setting(tgi: Emulator, make_driver: Any) -> None:
     await make_driver(tgi).generate("x", max_tokens=33)
     assert tgi.route_requests[-1].json["cost"] == 33.0
@@ -128,6 +139,7 @@ async def test_cost_follows_max_tokens_or_the_setting(tgi: Emulator, make_driver
     assert tgi.route_requests[-1].json["cost"] == 7.0
 
 
+@SYNC
 async def test_waiting_polls_keep_the_request_idx(tgi: Emulator, make_driver: Any) -> None:
     tgi.inject("not_ready", times=3)
     answer = await make_driver(tgi).generate("x")
@@ -139,6 +151,7 @@ async def test_waiting_polls_keep_the_request_idx(tgi: Emulator, make_driver: An
     assert answer.route.request_idx == first_idx
 
 
+@ASYNC
 async def test_deadline_ends_in_no_worker_ready_with_the_status(make_driver: Any) -> None:
     with Emulator(cold_start=30).serve() as emu:
         d: Driver = make_driver(emu, deadline=0.3)
@@ -153,6 +166,7 @@ async def test_deadline_ends_in_no_worker_ready_with_the_status(make_driver: Any
         assert len(emu.route_requests) >= 2 and not emu.worker_requests
 
 
+@SYNC
 async def test_cold_start_is_waited_out(make_driver: Any) -> None:
     with Emulator(cold_start=0.4).serve() as emu:
         answer = await make_driver(emu).generate("x")
@@ -161,6 +175,7 @@ async def test_cold_start_is_waited_out(make_driver: Any) -> None:
         assert any("creating" in s.lower() or "loading" in s.lower() for s in statuses)
 
 
+@ASYNC
 async def test_stopped_endpoint_fails_fast(tgi: Emulator, make_driver: Any) -> None:
     tgi.set_stopped(True)
     with pytest.raises(EndpointStopped, match="stopped"):
@@ -168,6 +183,7 @@ async def test_stopped_endpoint_fails_fast(tgi: Emulator, make_driver: Any) -> N
     assert len(tgi.route_requests) == 1
 
 
+@ASYNC
 @pytest.mark.parametrize("fault", ["route_429", "route_500", "route_503", "route_garbage"])
 async def test_transient_route_failures_are_retried(
     tgi: Emulator, make_driver: Any, fault: str
@@ -177,12 +193,14 @@ async def test_transient_route_failures_are_retried(
     assert answer.route.route_calls == 3 and answer.route.attempts == 1
 
 
+@SYNC
 async def test_route_timeout_is_retried(tgi: Emulator, make_driver: Any) -> None:
     tgi.inject(Fault("route_timeout", delay=1.0))
     answer = await make_driver(tgi, route_timeout=0.2).generate("x")
     assert answer.route.route_calls == 2
 
 
+@ASYNC
 async def test_route_failures_give_up_after_max_retries(tgi: Emulator, make_driver: Any) -> None:
     tgi.inject("route_500", times=None)
     with pytest.raises(RouteError, match=r"HTTP 500.*after 3 attempts"):
@@ -201,6 +219,7 @@ async def test_router_unreachable(make_driver: Any) -> None:
     assert isinstance(info.value.__cause__, VastConnectionError)
 
 
+@SYNC
 @pytest.mark.parametrize(
     ("settings", "error", "match"),
     [
@@ -217,6 +236,7 @@ async def test_refusals_fail_at_once(
     assert "wrong-key" not in str(info.value)
 
 
+@ASYNC
 async def test_200_with_error_msg_is_not_waiting(tgi: Emulator, make_driver: Any) -> None:
     tgi.inject("route_error_msg")
     with pytest.raises(RouteError, match="endpoint group is unavailable"):
@@ -224,6 +244,7 @@ async def test_200_with_error_msg_is_not_waiting(tgi: Emulator, make_driver: Any
     assert len(tgi.route_requests) == 1
 
 
+@SYNC
 async def test_404_from_a_wrong_base_url(tgi: Emulator, make_driver: Any) -> None:
     with pytest.raises(RouteError, match="HTTP 404") as info:
         await make_driver(tgi, base_url=tgi.worker_urls()[0]).generate("x")
@@ -261,6 +282,7 @@ async def test_public_key_is_fetched_once_under_concurrency(tgi: Emulator, flavo
     assert len(tgi.worker_requests) == 16
 
 
+@ASYNC
 async def test_key_rotation_refetches_once(tgi_session: Emulator, make_driver: Any) -> None:
     with Emulator().serve() as emu:
         d: Driver = make_driver(emu)
@@ -271,11 +293,13 @@ async def test_key_rotation_refetches_once(tgi_session: Emulator, make_driver: A
         assert [r.target for r in emu.requests].count("pubkey") == 2
 
 
+@SYNC
 async def test_pinned_key_needs_no_fetch(tgi: Emulator, make_driver: Any) -> None:
     answer = await make_driver(tgi, public_key=tgi.public_key_pem).generate("x")
     assert answer.route.verified and "pubkey" not in [r.target for r in tgi.requests]
 
 
+@ASYNC
 async def test_pinned_wrong_key_never_reaches_a_worker(tgi: Emulator, make_driver: Any) -> None:
     from vast_llm._signing import public_key_pem
 
@@ -285,6 +309,7 @@ async def test_pinned_wrong_key_never_reaches_a_worker(tgi: Emulator, make_drive
     assert not tgi.worker_requests and "pubkey" not in [r.target for r in tgi.requests]
 
 
+@ASYNC
 @pytest.mark.parametrize("recipe", ["g3", "g2", "g1"])
 @pytest.mark.parametrize("payload_format", ["wrapped", "flat"])
 async def test_every_recipe_and_format(make_driver: Any, recipe: str, payload_format: str) -> None:
@@ -296,6 +321,7 @@ async def test_every_recipe_and_format(make_driver: Any, recipe: str, payload_fo
         assert stream.text == answer.text
 
 
+@SYNC
 @pytest.mark.parametrize(
     ("recipe", "fault"),
     [
@@ -320,12 +346,14 @@ async def test_strict_never_contacts_an_unverified_worker(
         assert emu.api_key not in str(info.value)
 
 
+@ASYNC
 async def test_g3_does_not_sign_reqnum_or_cost(tgi: Emulator, make_driver: Any) -> None:
     tgi.inject("tampered_reqnum")
     answer = await make_driver(tgi).generate("x")
     assert answer.route.signature == "g3"  # the worker accepts it too: nothing was at stake
 
 
+@SYNC
 @pytest.mark.parametrize("fault", ["pubkey_down:*", "pubkey_garbage:*"])
 async def test_unusable_public_key_is_a_signature_error(make_driver: Any, fault: str) -> None:
     with Emulator(faults=[fault]).serve() as emu:
@@ -334,6 +362,7 @@ async def test_unusable_public_key_is_a_signature_error(make_driver: Any, fault:
         assert not emu.worker_requests
 
 
+@ASYNC
 async def test_warn_policy_goes_on_and_logs_once(
     make_driver: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -352,6 +381,7 @@ async def test_warn_policy_goes_on_and_logs_once(
         await make_driver(emu, recipes=("g3",)).generate("x")
 
 
+@SYNC
 async def test_off_policy_skips_the_key(tgi: Emulator, make_driver: Any) -> None:
     with pytest.warns(Warning, match="off"):
         d: Driver = make_driver(tgi, signature_policy="off")
@@ -363,6 +393,7 @@ async def test_off_policy_skips_the_key(tgi: Emulator, make_driver: Any) -> None
 # -- worker behaviour -----------------------------------------------------------------------
 
 
+@ASYNC
 async def test_assignment_is_forwarded_verbatim(tgi: Emulator, make_driver: Any) -> None:
     await make_driver(tgi).generate("x", max_tokens=3)
     route, worker = tgi.route_requests[-1], tgi.worker_requests[-1]
@@ -372,6 +403,7 @@ async def test_assignment_is_forwarded_verbatim(tgi: Emulator, make_driver: Any)
     assert '"cost": 3.0' in worker.text  # the float stays a float on the way through
 
 
+@SYNC
 async def test_flat_format_merges_route_answer_and_payload(make_driver: Any) -> None:
     with Emulator(payload_format="flat", recipe="g1").serve() as emu:
         await make_driver(emu, payload_format="flat").generate("x", max_tokens=3)
@@ -395,6 +427,7 @@ async def test_key_never_reaches_a_worker(
             assert "authorization" not in request.headers
 
 
+@ASYNC
 @pytest.mark.parametrize("fault", ["worker_500", "worker_429", "worker_refuse"])
 async def test_retryable_worker_failures_reroute(
     tgi: Emulator, make_driver: Any, fault: str
@@ -407,6 +440,7 @@ async def test_retryable_worker_failures_reroute(
     assert first.response != second.response  # a fresh assignment for every attempt
 
 
+@SYNC
 async def test_worker_failures_give_up_after_max_retries(tgi: Emulator, make_driver: Any) -> None:
     tgi.inject("worker_500", times=None)
     with pytest.raises(WorkerError, match=r"HTTP 500.*after 3 attempts") as info:
@@ -414,12 +448,14 @@ async def test_worker_failures_give_up_after_max_retries(tgi: Emulator, make_dri
     assert info.value.status_code == 500 and len(tgi.worker_requests) == 3
 
 
+@ASYNC
 async def test_dead_worker_gives_a_connection_error(tgi: Emulator, make_driver: Any) -> None:
     tgi.inject("worker_refuse", times=None)
     with pytest.raises(VastConnectionError, match="cannot reach worker"):
         await make_driver(tgi, max_retries=1).generate("x")
 
 
+@SYNC
 @pytest.mark.parametrize(("fault", "status"), [("worker_422", 422), ("worker_401", 401)])
 async def test_client_errors_fail_at_once(
     tgi: Emulator, make_driver: Any, fault: str, status: int
@@ -432,12 +468,14 @@ async def test_client_errors_fail_at_once(
         assert "emulated validation failure" in info.value.body
 
 
+@ASYNC
 async def test_model_validation_error_is_quoted(tgi: Emulator, make_driver: Any) -> None:
     with pytest.raises(WorkerError, match="top_k") as info:
         await make_driver(tgi).generate("x", top_k=0)
     assert info.value.status_code == 422 and len(tgi.worker_requests) == 1
 
 
+@SYNC
 async def test_temperature_zero_is_sent_as_greedy(tgi: Emulator, make_driver: Any) -> None:
     await make_driver(tgi).generate("x", temperature=0, top_p=1.0)
     parameters = tgi.worker_requests[-1].json["payload"]["parameters"]
@@ -445,6 +483,7 @@ async def test_temperature_zero_is_sent_as_greedy(tgi: Emulator, make_driver: An
     assert "temperature" not in parameters and "top_p" not in parameters
 
 
+@ASYNC
 async def test_worker_overload_429_is_retried(make_driver: Any) -> None:
     with Emulator(max_concurrency=1, token_delay=0.01, workers=1).serve() as emu:
         # Waits of ~50 ms: enough for the busy worker to finish a 3-token answer.
@@ -467,7 +506,9 @@ async def test_worker_overload_429_is_retried(make_driver: Any) -> None:
         ("stream_error", "emulated generation failure"),
     ],
 )
-@pytest.mark.parametrize("emu_name", ["tgi", "openai_emu"])
+# The fault matrix streams these on the sync client from an OpenAI worker and on the async one
+# from a TGI worker; here the other way round, so each client reads each API's broken streams.
+@pytest.mark.parametrize(("flavor", "emu_name"), [("sync", "tgi"), ("async", "openai_emu")])
 async def test_broken_streams_raise_after_the_tokens_and_never_retry(
     request: pytest.FixtureRequest, make_driver: Any, fault: str, match: str, emu_name: str
 ) -> None:
@@ -481,6 +522,7 @@ async def test_broken_streams_raise_after_the_tokens_and_never_retry(
     assert len(emu.worker_requests) == 1  # never sent twice once tokens were handed out
 
 
+@SYNC
 @pytest.mark.parametrize("fault", ["stream_cut", "stream_truncated"])
 async def test_broken_whole_answers(tgi: Emulator, make_driver: Any, fault: str) -> None:
     tgi.inject(fault)
@@ -489,6 +531,7 @@ async def test_broken_whole_answers(tgi: Emulator, make_driver: Any, fault: str)
     assert len(tgi.worker_requests) == 1  # the worker did the work: it is not asked twice
 
 
+@ASYNC
 async def test_failed_whole_answer_before_any_output_is_rerouted(
     tgi: Emulator, make_driver: Any
 ) -> None:
@@ -497,12 +540,78 @@ async def test_failed_whole_answer_before_any_output_is_rerouted(
     assert answer.route.attempts == 2
 
 
-async def test_idle_timeout_between_chunks(tgi: Emulator, make_driver: Any) -> None:
+async def test_a_stream_silent_before_its_first_token_is_a_timeout(
+    tgi: Emulator, make_driver: Any
+) -> None:
+    """Nothing was handed out: the same VastTimeout as a whole answer that never came (a
+    framework may retry it), not a cut answer."""
     tgi.inject(Fault("slow_first_token", delay=2.0))
     started = time.monotonic()
-    with pytest.raises(WorkerStreamError, match="idle timeout"):
+    with pytest.raises(VastTimeout, match="did not answer in time") as info:
         await make_driver(tgi, timeout=0.3).stream("x")
+    assert not isinstance(info.value, WorkerStreamError)
     assert time.monotonic() - started < 1.5
+    assert len(tgi.worker_requests) == 1  # it may still be working on it: not sent twice
+
+
+class _Stalls(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A worker's stream that hands out its first piece, then goes silent (the read times
+    out): the stall a slow or stuck worker causes mid-answer."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        for part in self.inner:
+            yield part
+            raise httpx.ReadTimeout("stalled")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self.inner:
+            yield part
+            raise httpx.ReadTimeout("stalled")
+
+    def close(self) -> None:
+        self.inner.close()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _stalling(response: httpx.Response, request: httpx.Request) -> httpx.Response:
+    if not request.url.path.endswith("_stream"):
+        return response
+    return httpx.Response(
+        response.status_code, headers=response.headers, stream=_Stalls(response.stream)
+    )
+
+
+class _StallingTransport(httpx.HTTPTransport):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return _stalling(super().handle_request(request), request)
+
+
+class _AsyncStallingTransport(httpx.AsyncHTTPTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return _stalling(await super().handle_async_request(request), request)
+
+
+async def test_idle_timeout_mid_answer_cuts_the_answer(tgi: Emulator, flavor: str) -> None:
+    """Once output was handed out, silence is a cut answer (WorkerStreamError, not retried)."""
+    http: Any = (
+        httpx.Client(transport=_StallingTransport())
+        if flavor == "sync"
+        else httpx.AsyncClient(transport=_AsyncStallingTransport())
+    )
+    driver = Driver(flavor, tgi, http_client=http)
+    chunks: list[Chunk] = []
+    try:
+        with pytest.raises(WorkerStreamError, match="idle timeout"):
+            await driver.stream_into("x", chunks, max_tokens=8)
+    finally:
+        await driver.aclose()
+        await asyncio.to_thread(http.close) if flavor == "sync" else await http.aclose()
+    assert "".join(c.text for c in chunks)  # some output came before the silence
 
 
 async def test_a_worker_silent_before_answering_times_out_and_is_not_asked_again(
@@ -516,12 +625,14 @@ async def test_a_worker_silent_before_answering_times_out_and_is_not_asked_again
     assert len(tgi.worker_requests) == 1  # it may still be working on it: not sent twice
 
 
+@SYNC
 async def test_slow_first_token_within_the_timeout_is_fine(tgi: Emulator, make_driver: Any) -> None:
     tgi.inject(Fault("slow_first_token", delay=0.2))
     chunks, stream = await make_driver(tgi, timeout=2.0).stream("x", max_tokens=3)
     assert stream.time_to_first_token >= 0.2 and len(chunks) == 3
 
 
+@ASYNC
 async def test_stop_sequences_cut_client_side_across_chunks(make_driver: Any) -> None:
     # G1-era TGI workers ignore stop sequences: the client must cut them itself.
     with Emulator(recipe="g1").serve() as emu:
@@ -538,6 +649,7 @@ async def test_stop_sequences_cut_client_side_across_chunks(make_driver: Any) ->
         assert emu.worker_requests[-1].json["payload"]["parameters"]["stop"] == [stop]
 
 
+@SYNC
 async def test_errors_and_logs_never_show_the_key(
     tgi: Emulator, make_driver: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -573,3 +685,20 @@ async def test_requests_beyond_max_concurrency_wait_their_turn(make_driver: Any)
         d: Driver = make_driver(emu, max_concurrency=2)
         results = await asyncio.gather(*(d.generate(f"p{i}", max_tokens=5) for i in range(6)))
         assert len(results) == 6 and emu.workers[0].peak_inflight == 2
+
+
+async def test_per_call_headers_reach_the_worker_only_and_never_credentials(
+    openai_emu: Emulator, make_driver: Any
+) -> None:
+    d: Driver = make_driver(openai_emu, api="openai")
+    headers = {"X-Trace-Id": "t-1", "Authorization": "Bearer leak", "Cookie": "c=1"}
+    messages = [{"role": "user", "content": "hi"}]
+    if d.flavor == "sync":
+        await asyncio.to_thread(d.sync.chat, messages, headers=headers, max_tokens=3)
+    else:
+        await d.aio.chat(messages, headers=headers, max_tokens=3)
+    [worker] = openai_emu.worker_requests
+    assert worker.headers["x-trace-id"] == "t-1"
+    assert "authorization" not in worker.headers and "cookie" not in worker.headers
+    routes = [r for r in openai_emu.requests if r.target == "route"]
+    assert routes and all("x-trace-id" not in r.headers for r in routes)

@@ -85,3 +85,15 @@ def test_hostile_retry_after_is_never_an_exception(header: str, expected: float 
     """Issue 14 item 4: a Retry-After dated year 10000 raised ValueError/OverflowError."""
     assert parse_retry_after({"retry-after": header}, now=0.0) == expected
     assert Backoff(retry_after_cap=5.0).retry_delay(0, random.Random(0), expected) <= 5.0
+
+
+def test_parse_retry_after_reads_an_injected_wall_clock_only_for_dates() -> None:
+    reads: list[int] = []
+
+    def wall() -> float:
+        reads.append(1)
+        return 1445412480.0
+
+    assert parse_retry_after({"retry-after": "4"}, now=wall) == 4.0 and not reads
+    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, now=wall) == 10.0
+    assert len(reads) == 1

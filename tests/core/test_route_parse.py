@@ -129,3 +129,16 @@ def test_the_key_is_scrubbed_from_quoted_bodies() -> None:
     outcome = parse(400, {"error": f"bad request {{'api_key': '{KEY}'}}"})
     assert isinstance(outcome, Rejected)
     assert KEY not in str(outcome.error) and KEY not in outcome.error.body
+
+
+def test_a_retry_after_date_is_read_against_the_given_wall_clock() -> None:
+    outcome = parse_route_answer(
+        429,
+        {"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"},
+        b"",
+        endpoint="ep",
+        base_url="https://run.vast.ai",
+        api_key=KEY,
+        now=lambda: 1445412470.0,
+    )
+    assert isinstance(outcome, Rejected) and outcome.retryable and outcome.retry_after == 20.0

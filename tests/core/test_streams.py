@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from httpx_sse import EventSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import load_vectors
+from tests.conftest import examples, load_vectors
 from vast_llm import WorkerStreamError
 from vast_llm._answer import AnswerBuilder
 from vast_llm._apis import WorkerCall
@@ -22,8 +23,8 @@ CASES = load_vectors("streams.json")["cases"]
 KINDS = {"tgi": "tgi", "openai-chat": "chat", "openai-completions": "completions"}
 
 
-def call(kind: str, stop: tuple[str, ...] = ()) -> WorkerCall:
-    return WorkerCall(kind, "/x", {}, 256, True, stop)
+def call(kind: str, stop: tuple[str, ...] = (), think: bool = False) -> WorkerCall:
+    return WorkerCall(kind, "/x", {}, 256, True, stop, think)
 
 
 def pieces(data: bytes, cuts: list[int]) -> Iterator[bytes]:
@@ -35,14 +36,16 @@ def pieces(data: bytes, cuts: list[int]) -> Iterator[bytes]:
     yield data[last:]
 
 
-def decode(data: bytes, kind: str, cuts: list[int], stop: tuple[str, ...] = ()) -> dict[str, Any]:
+def decode(
+    data: bytes, kind: str, cuts: list[int], stop: tuple[str, ...] = (), think: bool = False
+) -> dict[str, Any]:
     """Run a body through httpx + httpx-sse + AnswerBuilder, the way the client does."""
     response = httpx.Response(
         200,
         headers={"content-type": "text/event-stream"},
         stream=httpx.ByteStream(b"") if not data else _Chunks(list(pieces(data, cuts))),
     )
-    builder = AnswerBuilder(call(kind, stop), 0.0, lambda: 0.0)
+    builder = AnswerBuilder(call(kind, stop, think), 0.0, lambda: 0.0)
     chunks: list[Chunk] = []
     out: dict[str, Any] = {"chunks": chunks, "builder": builder}
     try:
@@ -116,7 +119,7 @@ def test_vector_split_at_every_byte(case: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(cuts=st.lists(st.integers(min_value=1, max_value=5000), max_size=12))
 def test_vector_any_chunking(case: dict[str, Any], cuts: list[int]) -> None:
     check(case, decode(case["stream"].encode(), KINDS[case["api"]], cuts))
@@ -204,7 +207,7 @@ def test_stop_sequence_cut_across_chunk_boundaries(cut: int) -> None:
     assert got["builder"].finish_reason == "stop"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     text=st.text(alphabet="abcXY ", max_size=40),
     stops=st.lists(st.text(alphabet="abcXY", min_size=1, max_size=4), max_size=3),
@@ -241,3 +244,165 @@ def test_overlapping_stops_cut_the_same_however_chunked() -> None:
         cutter = StopCutter(["Y", "XYX"])
         out = "".join(cutter.feed(p) for p in pieces) + cutter.flush()
         assert out == "XX"
+
+
+# -- reasoning, logprobs, usage details, several choices (vLLM's shapes) ---------------------
+
+
+def chat_event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, **extra}
+    return "data: " + json.dumps({"model": "m", "choices": [choice]}) + "\n\n"
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_chat_stream_reasoning_fields(field: str) -> None:
+    body = (
+        chat_event({"role": "assistant", "content": ""})
+        + chat_event({field: "Let me"})
+        + chat_event({field: " think."})
+        + chat_event({"content": "Paris."})
+        + chat_event({}, "stop")
+        + "data: [DONE]\n\n"
+    )
+    got = decode(body.encode(), "chat", [])
+    assert [(c.reasoning, c.text) for c in got["chunks"]][:3] == [
+        ("Let me", ""), (" think.", ""), ("", "Paris.")
+    ]  # fmt: skip
+    builder: AnswerBuilder = got["builder"]
+    assert builder.reasoning == "Let me think." and builder.text == "Paris."
+    assert builder.time_to_first_token is not None  # reasoning is output
+
+
+def test_a_chat_answer_without_reasoning_has_none() -> None:
+    body = chat_event({"content": "hi"}, "stop") + "data: [DONE]\n\n"
+    got = decode(body.encode(), "chat", [])
+    assert got["builder"].reasoning is None
+
+
+THINK = "<think>\nStep one.\nStep two.\n</think>\n\nThe answer."
+
+
+@pytest.mark.parametrize("kind", ["chat", "tgi"])
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=1, max_value=len(THINK) - 1), max_size=10))
+def test_leading_think_text_of_a_chat_answer_is_reasoning_however_split(
+    kind: str, cuts: list[int]
+) -> None:
+    bounds = [0, *sorted(set(cuts)), len(THINK)]
+    pieces = [THINK[a:b] for a, b in pairwise(bounds) if b > a]
+    if kind == "chat":
+        body = "".join(chat_event({"content": p}) for p in pieces)
+        body += chat_event({}, "stop") + "data: [DONE]\n\n"
+    else:
+        body = "".join(
+            f"data:{tgi_event(p, final=i == len(pieces) - 1)}\n\n" for i, p in enumerate(pieces)
+        )
+    got = decode(body.encode(), kind, [], think=True)
+    builder: AnswerBuilder = got["builder"]
+    assert builder.reasoning == "Step one.\nStep two."
+    assert builder.text == "The answer."
+    assert "".join(c.text for c in got["chunks"]) == "The answer."
+
+
+def test_think_text_is_left_alone_unless_the_answer_starts_with_it() -> None:
+    body = chat_event({"content": "I say <think>x</think>"}, "stop") + "data: [DONE]\n\n"
+    got = decode(body.encode(), "chat", [], think=True)
+    assert got["builder"].text == "I say <think>x</think>" and got["builder"].reasoning is None
+    # Text completions are the model's text as written.
+    body = f"data:{tgi_event('<think>x</think>y', final=True)}\n\n"
+    assert decode(body.encode(), "tgi", [])["builder"].text == "<think>x</think>y"
+
+
+def test_chat_stream_logprobs_accumulate() -> None:
+    def entry(token: str) -> dict[str, Any]:
+        return {"token": token, "logprob": -0.5, "bytes": list(token.encode()),
+                "top_logprobs": [{"token": token, "logprob": -0.5}]}  # fmt: skip
+
+    body = (
+        chat_event({"content": "Hi"}, logprobs={"content": [entry("Hi")]})
+        + chat_event({"content": " there"}, logprobs={"content": [entry(" there")]})
+        + chat_event({}, "stop", logprobs=None)
+        + "data: [DONE]\n\n"
+    )
+    got = decode(body.encode(), "chat", [])
+    assert [c.logprobs for c in got["chunks"] if c.logprobs] == [[entry("Hi")], [entry(" there")]]
+    assert [e["token"] for e in got["builder"].logprobs] == ["Hi", " there"]
+
+
+def test_completions_logprob_columns_become_entries() -> None:
+    from vast_llm._stream import parse_logprobs
+
+    columns = {"tokens": ["a", "b"], "token_logprobs": [-1.0, -2.0],
+               "top_logprobs": [{"a": -1.0, "c": -3.0}, None], "text_offset": [0, 1]}  # fmt: skip
+    assert parse_logprobs(columns) == [
+        {"token": "a", "logprob": -1.0,
+         "top_logprobs": [{"token": "a", "logprob": -1.0}, {"token": "c", "logprob": -3.0}]},
+        {"token": "b", "logprob": -2.0},
+    ]  # fmt: skip
+    assert parse_logprobs(None) is None
+
+
+def test_usage_details_cached_and_reasoning_tokens() -> None:
+    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+             "prompt_tokens_details": {"cached_tokens": 8},
+             "completion_tokens_details": {"reasoning_tokens": 3}}  # fmt: skip
+    body = (
+        chat_event({"content": "x"}, "stop")
+        + "data: "
+        + json.dumps({"choices": [], "usage": usage})
+        + "\n\ndata: [DONE]\n\n"
+    )
+    got = decode(body.encode(), "chat", [])
+    parsed = got["builder"].usage
+    assert (parsed.cached_tokens, parsed.reasoning_tokens) == (8, 3)
+    assert parsed.to_dict() == usage
+
+
+def test_whole_chat_answer_with_several_choices_reasoning_and_logprobs() -> None:
+    from vast_llm._answer import whole_answer
+    from vast_llm._types import RouteInfo
+
+    route = RouteInfo("e", "http://w", 1, 1, 1, 1, 0.0, "g3")
+    body = {
+        "model": "m",
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
+                  "prompt_tokens_details": {"cached_tokens": 2}},
+        "choices": [
+            {"index": 1, "message": {"role": "assistant", "content": "Second END cut"},
+             "finish_reason": "stop", "logprobs": None},
+            {"index": 0, "message": {"role": "assistant", "content": "First",
+                                     "reasoning_content": "Hmm."},
+             "finish_reason": "length",
+             "logprobs": {"content": [{"token": "First", "logprob": -0.1}]}},
+        ],
+    }  # fmt: skip
+    answer = whole_answer(
+        WorkerCall("chat", "/x", {}, 256, False, ("END",), think=True),
+        json.dumps(body).encode(), route, 0.0, lambda: 1.0,
+    )  # fmt: skip
+    assert (answer.text, answer.reasoning, answer.finish_reason) == ("First", "Hmm.", "length")
+    assert answer.logprobs == [{"token": "First", "logprob": -0.1}]
+    assert answer.usage is not None and answer.usage.cached_tokens == 2
+    [other] = answer.alternatives
+    assert (other.text, other.reasoning, other.finish_reason) == ("Second ", None, "stop")
+    assert other.route is route
+
+
+def test_whole_answer_think_text_is_reasoning() -> None:
+    from vast_llm._answer import whole_answer
+    from vast_llm._types import RouteInfo
+
+    route = RouteInfo("e", "http://w", 1, 1, 1, 1, 0.0, "g3")
+    body = {"generated_text": THINK, "details": {"finish_reason": "eos_token"}}
+    tgi_chat = WorkerCall("tgi", "/generate", {}, 256, False, (), think=True)
+    answer = whole_answer(tgi_chat, json.dumps(body).encode(), route, 0.0, lambda: 0.0)
+    assert (answer.reasoning, answer.text) == ("Step one.\nStep two.", "The answer.")
+
+
+def test_common_finish_reasons() -> None:
+    from vast_llm._types import common_finish_reason
+
+    assert [common_finish_reason(r) for r in ("eos_token", "stop_sequence", "length", "stop",
+                                              "tool_calls", None)] == [
+        "stop", "stop", "length", "stop", "tool_calls", None
+    ]  # fmt: skip

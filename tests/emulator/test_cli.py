@@ -58,6 +58,10 @@ def test_emulator_options_build_the_emulator(tmp_path: Path) -> None:
         {"tool_call": {"name": "search"}}, {"answer": "Done."}
     ]  # fmt: skip
     assert emulator._specs[0].api == "both" and emulator._specs[0].reasoning == "reasoning"
+    assert emulator._specs[0].embeddings and emulator._specs[0].embedding_max_batch is None
+    args = _parser().parse_args(["emulator", "--no-embeddings", "--embedding-max-batch", "8"])
+    spec = _emulator(args)._specs[0]
+    assert (spec.embeddings, spec.embedding_max_batch) == (False, 8)
 
 
 def test_a_yaml_script_without_pyyaml_is_one_clear_line(

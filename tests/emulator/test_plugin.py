@@ -66,6 +66,17 @@ def test_user_style_tests(pytester: pytest.Pytester) -> None:
 
         def test_shared_emulator_is_reset(vast_emulator):
             assert vast_emulator.requests == ()
+
+        def test_rag_models_work_with_no_arguments(vast_emulator):
+            from langchain_core.documents import Document
+            from langchain_vast import VastEmbeddings, VastRerank
+            from llamaindex_vast import VastEmbedding
+
+            vectors = VastEmbeddings().embed_documents(["a cat sat", "a dog ran"])
+            assert VastEmbedding().get_query_embedding("a cat sat") == vectors[0]
+            docs = [Document(page_content=t) for t in ("a dog ran", "the cat sat")]
+            best = VastRerank(top_n=1).compress_documents(docs, "where did the cat sit")
+            assert best[0].page_content == "the cat sat"
         """,
         test_markers="""
         import pytest
@@ -82,6 +93,7 @@ def test_user_style_tests(pytester: pytest.Pytester) -> None:
         @pytest.mark.vast_emulator(script=["Bonjour.", "Au revoir."])
         def test_marker_with_a_script(vast_emulator):
             with VastClient(api="openai") as client:
+                assert client.embed(["no turn is used"]).vectors  # scripts play generation only
                 said = [client.chat([{"role": "user", "content": t}]).text for t in "ab"]
             assert said == ["Bonjour.", "Au revoir."]
             vast_emulator.assert_all_scripted_used()
@@ -96,7 +108,7 @@ def test_user_style_tests(pytester: pytest.Pytester) -> None:
         """,
     )
     result = run(pytester)
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines(
         [
             "*AssertionError: endpoint 'emulated-endpoint', 1 of 2 turns not used:",

@@ -43,3 +43,18 @@ def test_tgi_worker_with_the_chatml_template(real: Emulator) -> None:
                 pass
         assert "Paris" in stream.text
         assert "<|im_start|>assistant\n" in real.worker_requests[-1].json["payload"]["inputs"]
+
+
+def test_real_embeddings_and_rerank(real: Emulator) -> None:
+    # SmolLM2's own hidden states, mean-pooled (no PyPI wheel ships a GGUF embedding model).
+    docs = ["Paris is the capital of France.", "Bananas are a yellow fruit.",
+            "The stock market fell sharply today."]  # fmt: skip
+    with VastClient(real.endpoint, api_key=real.api_key, base_url=real.base_url,
+                    api="openai") as client:  # fmt: skip
+        result = client.embed([*docs, "What is the capital of France?"], batch_size=2)
+        assert result.dimensions == 576 and result.model == "SmolLM2-135M-Instruct"
+        assert all(abs(sum(v * v for v in vector) - 1) < 1e-3 for vector in result.vectors)
+        assert result.usage is not None and result.usage.prompt_tokens > 10
+        ranked = client.rerank("capital of France", docs)
+        assert sorted(ranked.indices) == [0, 1, 2]
+        assert all(0 <= r.score <= 1 for r in ranked.results)

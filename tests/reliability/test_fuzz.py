@@ -11,12 +11,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from tests.core.test_streams import decode
 from vast_llm import WorkerStreamError
 from vast_llm._route import Ready, Rejected, Waiting, parse_route_answer
 from vast_llm._stream import OpenAIStreamDecoder, TGIStreamDecoder
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 KINDS = st.sampled_from(["tgi", "chat", "completions"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

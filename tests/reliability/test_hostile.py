@@ -135,6 +135,11 @@ def worker_500_bounded(o: Outcome, *_: Any) -> None:
     bounded(o)
 
 
+def timeout_bounded(o: Outcome, *_: Any) -> None:
+    typed(o, VastTimeout, WorkerStreamError)
+    bounded(o)
+
+
 def route_error_bounded(o: Outcome, *_: Any) -> None:
     typed(o, RouteError, SignatureError, VastTimeout)
     bounded(o)
@@ -239,8 +244,9 @@ CASES: list[Case] = [
     Case(2, "trickle-headers", lambda: drip(b"HTTP/1.1 200 OK\r\n"), check=any_typed_bounded),
     Case(2, "trickle-500-body", lambda: drip(b"HTTP/1.1 500 X\r\nContent-Length: 99999\r\n\r\n"),
          check=worker_500_bounded),
+    # Only comments, never a token: a timeout before any output, as for a silent worker.
     Case(2, "sse-comments", lambda: h.then(h.sse_head(), h.forever(b": ping\n", 0.05)),
-         call="stream", check=stream_error_bounded),
+         call="stream", check=timeout_bounded),
     Case(2, "sse-endless-tokens", lambda: h.then(h.sse_head(), h.forever(h.token, 0.02)),
          call="stream", check=stream_error_bounded),
     Case(2, "accepts-never-answers", lambda: h.then(b"", h.silent),

@@ -72,7 +72,11 @@ class _Out:
         print()
 
     def facts(
-        self, route: RouteInfo | dict[str, Any] | None, tokens: int | None, seconds: float
+        self,
+        route: RouteInfo | dict[str, Any] | None,
+        tokens: int | None,
+        seconds: float,
+        label: str = "",
     ) -> None:
         facts = route.to_dict() if isinstance(route, RouteInfo) else dict(route or {})
         if not facts:
@@ -91,7 +95,7 @@ class _Out:
                 parts.append(f"{tokens / (seconds - ttft):.0f} tok/s")
         if facts.get("attempts", 1) > 1:
             parts.append(f"attempts {facts['attempts']}")
-        self.dim(" · ".join(parts))
+        self.dim((f"{label}: " if label else "") + " · ".join(parts))
 
 
 class _WaitLines(logging.Handler):
@@ -273,23 +277,52 @@ def _langchain_step(out: _Out, target: _Target) -> None:
               usage["output_tokens"] if usage else None, elapsed)  # fmt: skip
 
 
-def _llamaindex_step(out: _Out, target: _Target) -> None:
+def _index(out: _Out, target: _Target) -> tuple[Any, Any, Any]:
+    """The index of the documents, embedded through Vast (VastEmbedding), and a VastRerank;
+    the offline lexical embedding and no reranker when the RAG endpoint does not serve
+    ``/v1/embeddings``."""
     from llama_index.core import VectorStoreIndex
+
+    from llamaindex_vast import VastEmbedding, VastRerank
+
+    kwargs = {k: v for k, v in target.client_kwargs().items() if v is not None}
+    embed_model = VastEmbedding(target.rag_endpoint, **kwargs)
+    try:
+        index = VectorStoreIndex.from_documents(_documents(), embed_model=embed_model)
+    except VastError as exc:
+        if getattr(exc, "status_code", None) != 404:
+            raise
+        out.line(f"!! endpoint {target.rag_endpoint!r} does not serve /v1/embeddings (add it "
+                 "to OPENAI_ROUTES):")  # fmt: skip
+        out.line("!! retrieval runs on local lexical embeddings, without a reranker")
+        lexical = _lexical_embedding_class()
+        return VectorStoreIndex.from_documents(_documents(), embed_model=lexical), lexical, None
+    for route in embed_model.last_routes:
+        out.facts(route, None, 0.0, label=f"embed {len(_documents())} documents")
+    return index, embed_model, VastRerank(target.rag_endpoint, top_n=2, **kwargs)
+
+
+def _llamaindex_step(out: _Out, target: _Target) -> None:
     from llama_index.core.base.response.schema import StreamingResponse
     from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
     from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 
     from llamaindex_vast import Vast
 
-    out.step(2, f"LlamaIndex: RAG over {len(_documents())} project documents, streamed with "
-                f"sources  [Vast, {target.rag_api}]")  # fmt: skip
+    out.step(2, f"LlamaIndex: RAG over {len(_documents())} project documents: embedded, "
+                f"retrieved, reranked and answered through Vast  [VastEmbedding, VastRerank, "
+                f"Vast, {target.rag_api}]")  # fmt: skip
     llm = Vast(
         target.rag_endpoint, api=target.rag_api, max_new_tokens=64, temperature=0,
         repetition_penalty=1.3,
         **{k: v for k, v in target.client_kwargs().items() if v is not None},
     )  # fmt: skip
-    index = VectorStoreIndex.from_documents(_documents(), embed_model=_lexical_embedding_class())
-    engine = index.as_query_engine(llm=llm, streaming=True, similarity_top_k=2)
+    started = time.monotonic()
+    index, embed_model, reranker = _index(out, target)
+    engine = index.as_query_engine(
+        llm=llm, streaming=True, similarity_top_k=3 if reranker else 2,
+        node_postprocessors=[reranker] if reranker else [],
+    )  # fmt: skip
 
     class LastRaw(BaseEventHandler):
         raw: Any = None
@@ -307,11 +340,15 @@ def _llamaindex_step(out: _Out, target: _Target) -> None:
     dispatcher = get_dispatcher()
     dispatcher.add_event_handler(capture)
     out.line(f"Q: {RAG_QUESTION}")
-    started = time.monotonic()
     try:
         with _show_routing(out):
             response = engine.query(RAG_QUESTION)
             assert isinstance(response, StreamingResponse)  # as_query_engine(streaming=True)
+            if reranker is not None:
+                out.facts(embed_model.last_routes[-1], None, 0.0, label="embed the question")
+            if reranker is not None:
+                for route in reranker.last_routes:
+                    out.facts(route, None, 0.0, label="rerank 3 passages")
             out.stream("A: ")
             for token in response.response_gen:
                 out.token(token)
@@ -322,7 +359,8 @@ def _llamaindex_step(out: _Out, target: _Target) -> None:
     for node in response.source_nodes:
         out.dim(f"source: {node.node.metadata.get('file')} (score {node.score:.2f})")
     raw = capture.raw or {}
-    out.facts(raw.get("vast"), (raw.get("usage") or {}).get("completion_tokens"), elapsed)
+    out.facts(raw.get("vast"), (raw.get("usage") or {}).get("completion_tokens"), elapsed,
+              label="answer")  # fmt: skip
 
 
 def _tamper_step(out: _Out, target: _Target) -> None:

@@ -67,6 +67,7 @@ from ._apps import (
     router_app,
     worker_app,
 )
+from ._embeddings import Embedder, FakeEmbedder, Pooling, SmolLM2Embedder, fake_embedding
 from ._faults import FAULTS, Fault, FaultBook
 from ._models import (
     REASONING_OPTIONS,
@@ -101,13 +102,16 @@ __all__ = [
     "REASONING_OPTIONS",
     "VAST_STATE_NAMES",
     "Answer",
+    "Embedder",
     "Emulator",
     "Fail",
+    "FakeEmbedder",
     "FakeModel",
     "Fault",
     "GenRequest",
     "Json",
     "Match",
+    "Pooling",
     "Reasoning",
     "Recorded",
     "Reply",
@@ -115,11 +119,13 @@ __all__ = [
     "ScriptError",
     "ScriptLike",
     "Session",
+    "SmolLM2Embedder",
     "SmolLM2Model",
     "ToolCall",
     "Turn",
     "TurnLike",
     "fake_arguments",
+    "fake_embedding",
     "smollm2_available",
 ]
 
@@ -153,6 +159,10 @@ class _EndpointSpec:
     max_sessions: int | None = DEFAULT_MAX_SESSIONS
     session_gc_interval: float = SESSION_GC_INTERVAL
     reasoning: str | None = None
+    embeddings: bool = True
+    embedding_dimensions: int = 128
+    embedding_max_tokens: int = 512
+    embedding_max_batch: int | None = None
     prefill_delay: float = 0.0
 
 
@@ -231,6 +241,16 @@ class Emulator:
             ``<think>`` text. The fake model then thinks before every answer (scripted
             :class:`Reasoning` turns think with or without it); the real SmolLM2 model cannot.
         max_concurrency: a worker answers 429 beyond this many requests at once.
+        embeddings: OpenAI-compatible workers also serve ``/v1/embeddings``, ``/v1/rerank`` and
+            ``/v1/score`` in vLLM's shapes (as Vast's worker does when ``OPENAI_ROUTES`` lists
+            them); False: those routes answer 404, as a worker without them does. The fake
+            model's vectors are a hashed bag of words (texts sharing words are close; see
+            ``vast_llm.emulator._embeddings``); ``model="smollm2"`` embeds with the real model.
+        embedding_dimensions: the fake model's vector length.
+        embedding_max_tokens: longer inputs are refused with vLLM's 400 ("maximum context
+            length"), unless the request sets ``truncate_prompt_tokens``.
+        embedding_max_batch: more inputs than this in one pooling request are refused with
+            413 (as Text Embeddings Inference does); None: no limit, as vLLM.
         max_sessions: how many sessions a worker holds at once (``/session/create`` answers
             429 beyond); None or 0: no limit. 10 is the Vast worker framework's default.
         session_gc_interval: seconds between a worker's sweeps that end expired sessions (5 on
@@ -276,6 +296,10 @@ class Emulator:
         router_delay: float = 0.0,
         worker_delay: float = 0.0,
         jitter: float = 0.0,
+        embeddings: bool = True,
+        embedding_dimensions: int = 128,
+        embedding_max_tokens: int = 512,
+        embedding_max_batch: int | None = None,
         prefill_delay: float = 0.0,
     ) -> None:
         for label, value in (("router_delay", router_delay), ("worker_delay", worker_delay),
@@ -303,6 +327,7 @@ class Emulator:
         self._app_index: dict[str, int] = {}  # a served app's place among the servers
         self._state: State | None = None
         self._models: dict[str, Model] = {}
+        self._embedders: dict[str, Embedder] = {}
         self.base_url = ""
         self.add_endpoint(
             endpoint,
@@ -321,6 +346,10 @@ class Emulator:
             session_gc_interval=session_gc_interval,
             script=script,
             reasoning=reasoning,
+            embeddings=embeddings,
+            embedding_dimensions=embedding_dimensions,
+            embedding_max_tokens=embedding_max_tokens,
+            embedding_max_batch=embedding_max_batch,
             prefill_delay=prefill_delay,
         )
 
@@ -357,6 +386,10 @@ class Emulator:
         session_gc_interval: float = SESSION_GC_INTERVAL,
         script: ScriptLike | None = None,
         reasoning: str | None = None,
+        embeddings: bool = True,
+        embedding_dimensions: int = 128,
+        embedding_max_tokens: int = 512,
+        embedding_max_batch: int | None = None,
         prefill_delay: float = 0.0,
     ) -> None:
         """Add another endpoint (worker group) of the same account, before :meth:`start`.
@@ -386,6 +419,10 @@ class Emulator:
             raise ValueError(f"there is already an endpoint named {name!r}")
         if activation_delay < 0:
             raise ValueError(f"activation_delay must be >= 0, got {activation_delay!r}")
+        if embedding_dimensions < 1 or embedding_max_tokens < 1 or (embedding_max_batch or 1) < 1:
+            raise ValueError(
+                "embedding_dimensions, embedding_max_tokens, embedding_max_batch: >= 1"
+            )
         if prefill_delay < 0:
             raise ValueError(f"prefill_delay must be >= 0, got {prefill_delay!r}")
         played = (
@@ -396,7 +433,8 @@ class Emulator:
             _EndpointSpec(name, api, workers, model, recipe, payload_format,  # type: ignore[arg-type]
                           cold_start, token_delay, played, max_concurrency, cold_workers,
                           activation_delay, max_sessions, session_gc_interval, reasoning,
-                          prefill_delay)
+                          embeddings, embedding_dimensions, embedding_max_tokens,
+                          embedding_max_batch, prefill_delay)
         )  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -408,6 +446,17 @@ class Emulator:
             return self._models["smollm2"]
         return FakeModel(token_delay=spec.token_delay)
 
+    def _pooling_for(self, spec: _EndpointSpec) -> Pooling | None:
+        if not spec.embeddings or spec.api == "tgi":
+            return None
+        if spec.model == "smollm2":
+            if "smollm2" not in self._embedders:
+                self._embedders["smollm2"] = SmolLM2Embedder(self.model_path)
+            embedder = self._embedders["smollm2"]
+        else:
+            embedder = FakeEmbedder(spec.embedding_dimensions)
+        return Pooling(embedder, spec.embedding_max_tokens, spec.embedding_max_batch)
+
     def _build(self, new_url: Callable[[], str]) -> tuple[State, list[tuple[Any, str]]]:
         """The shared state and every app with its address (the router's first)."""
         state = State(self.api_key, self._key, self._faults, self.log_limit)
@@ -417,6 +466,7 @@ class Emulator:
         ids = itertools.count(1)
         for spec in self._specs:
             model = self._model_for(spec)
+            pooling = self._pooling_for(spec)  # one per endpoint: its workers serve one model
             endpoint = EndpointState(spec.name, spec.api, [], id=next(ids))
             recipes = [spec.recipe] * spec.workers if isinstance(spec.recipe, str) else spec.recipe
             for index in range(spec.workers):
@@ -441,6 +491,7 @@ class Emulator:
                     ),
                     script=spec.script,
                     reasoning=spec.reasoning,
+                    pooling=pooling,
                     prefix=PrefixCache(spec.prefill_delay) if spec.prefill_delay > 0 else None,
                 )
                 endpoint.workers.append(worker)
@@ -544,6 +595,9 @@ class Emulator:
         for model in self._models.values():
             model.close()
         self._models.clear()
+        for embedder in self._embedders.values():
+            embedder.close()
+        self._embedders.clear()
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[Emulator]:

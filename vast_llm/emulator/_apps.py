@@ -31,6 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._signing import Memo, Recipe, public_key_pem, sign, signed_message, verify
+from ._embeddings import POOLING_KINDS, POOLING_ROUTES, Pooling, pooling_answer
 from ._faults import (
     PUBKEY_FAULTS,
     ROUTE_FAULTS,
@@ -163,6 +164,23 @@ class WorkerState:
     gone: bool = False  # stopped for good (Emulator.stop_worker): nothing listens any more
     script: Script | None = None  # the endpoint's scripted turns
     reasoning: str | None = None  # the endpoint's reasoning option (REASONING_OPTIONS)
+    # Prompts this worker has seen (hashes, bounded): a repeated one is served from the
+    # prefix cache, as vLLM reports in usage.prompt_tokens_details.cached_tokens.
+    seen_prompts: collections.OrderedDict[int, None] = field(
+        default_factory=collections.OrderedDict
+    )
+
+    def cached_tokens(self, prompt: Any, tokens: int) -> int:
+        """How many of a request's prompt tokens the prefix cache holds (all, if seen)."""
+        key = hash(json.dumps(prompt, sort_keys=True, default=str))
+        seen = key in self.seen_prompts
+        self.seen_prompts[key] = None
+        self.seen_prompts.move_to_end(key)
+        while len(self.seen_prompts) > 1024:
+            self.seen_prompts.popitem(last=False)
+        return tokens if seen else 0
+
+    pooling: Pooling | None = None  # /v1/embeddings, /v1/rerank, /v1/score (_embeddings.py)
 
     def state(self, now: float) -> str:
         """This worker's state now: one of :data:`VAST_STATE_NAMES` (ready: idle, running)."""
@@ -510,6 +528,8 @@ _PAYLOAD_FIELD = {"tgi": "inputs", "completions": "prompt", "chat": "messages"}
 def _check_payload(kind: str, payload: Any) -> Any:
     if not isinstance(payload, dict):
         return "field missing"
+    if kind in POOLING_KINDS:
+        return None  # the engine checks its own fields (a 400 in vLLM's shape)
     required = _PAYLOAD_FIELD[kind]
     value = payload.get(required)
     expected = list if kind == "chat" else str
@@ -701,11 +721,53 @@ def _tgi_frames(
 
 
 _TGI_FINISH = {"eos": "eos_token", "stop": "stop_sequence", "length": "length"}
+_LOGPROB = -0.25  # every emulated token's log probability
+
+
+def _logprobs(kind: str, payload: dict[str, Any], tokens: list[str]) -> dict[str, Any] | None:
+    """vLLM's ``logprobs`` of a choice for ``tokens``, when the request asked for them."""
+    asked = payload.get("logprobs")
+    if not asked or not tokens:
+        return None
+    if kind == "chat":
+        top = int(payload.get("top_logprobs") or 0)
+
+        def entry(token: str) -> dict[str, Any]:
+            alternatives = [{"token": token, "logprob": _LOGPROB, "bytes": list(token.encode())}]
+            return {**alternatives[0], "top_logprobs": alternatives * min(top, 1)}
+
+        return {"content": [entry(t) for t in tokens]}
+    offsets, at = [], 0
+    for token in tokens:
+        offsets.append(at)
+        at += len(token)
+    return {"tokens": tokens, "token_logprobs": [_LOGPROB] * len(tokens),
+            "top_logprobs": [{t: _LOGPROB} for t in tokens], "text_offset": offsets}  # fmt: skip
+
+
+def _usage(worker: WorkerState, payload: dict[str, Any], result: GenResult) -> dict[str, Any]:
+    prompt = payload.get("messages") or payload.get("prompt")
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+        "prompt_tokens_details": {
+            "cached_tokens": worker.cached_tokens(prompt, result.prompt_tokens)
+        },
+    }
+
+
 _OPENAI_FINISH = {"eos": "stop", "stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
 def _openai_frames(
-    model: Model, req: GenRequest, result: GenResult, kind: str, payload: dict[str, Any], rid: str
+    model: Model,
+    req: GenRequest,
+    result: GenResult,
+    kind: str,
+    payload: dict[str, Any],
+    rid: str,
+    worker: WorkerState,
 ) -> AsyncIterator[tuple[str, bool]]:
     created = int(time.time())
     include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
@@ -720,10 +782,10 @@ def _openai_frames(
             body["usage"] = usage
         return "data: " + json.dumps(body, separators=_COMPACT) + "\n\n"
 
-    def choice(content: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    def choice(content: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
         if kind == "chat":
-            return {"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}
-        return {"index": 0, "text": content.get("content", ""), "logprobs": None,
+            return {"index": 0, "delta": content, "logprobs": logprobs, "finish_reason": finish}
+        return {"index": 0, "text": content.get("content", ""), "logprobs": logprobs,
                 "finish_reason": finish}  # fmt: skip
 
     think_key = req.reasoning or "reasoning_content"
@@ -732,8 +794,10 @@ def _openai_frames(
         if kind == "chat":
             yield chunk([choice({"role": "assistant", "content": ""}, None)]), False
         async for token in model.generate(req, result):
-            key = think_key if isinstance(token, Thought) else "content"
-            yield chunk([choice({key: str(token)}, None)]), True
+            thought = isinstance(token, Thought)
+            key = think_key if thought else "content"
+            logprobs = None if thought else _logprobs(kind, payload, [str(token)])
+            yield chunk([choice({key: str(token)}, None, logprobs)]), True
         for index, call in enumerate(result.tool_calls):
             head = {"index": index, "id": call["id"], "type": "function",
                     "function": {"name": call["name"], "arguments": ""}}  # fmt: skip
@@ -746,22 +810,24 @@ def _openai_frames(
         finish = _OPENAI_FINISH.get(result.finish_reason, result.finish_reason)
         yield chunk([choice({}, finish)]), False
         if include_usage:
-            usage = {
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "total_tokens": result.prompt_tokens + result.completion_tokens,
-            }
-            yield chunk([], usage), False
+            yield chunk([], _usage(worker, payload, result)), False
         yield "data: [DONE]\n\n", False
 
     return frames()
 
 
 async def _whole_answer(
-    model: Model, req: GenRequest, result: GenResult, kind: str, payload: dict[str, Any], rid: str
+    model: Model,
+    req: GenRequest,
+    result: GenResult,
+    kind: str,
+    payload: dict[str, Any],
+    rid: str,
+    worker: WorkerState,
 ) -> dict[str, Any]:
     tokens = [token async for token in model.generate(req, result)]
     text = "".join(t for t in tokens if not isinstance(t, Thought))
+    logprobs = _logprobs(kind, payload, [str(t) for t in tokens if not isinstance(t, Thought)])
     if kind == "tgi":
         params = payload.get("parameters") or {}
         answer: dict[str, Any] = {"generated_text": text}
@@ -774,14 +840,10 @@ async def _whole_answer(
                 "tokens": [],
             }
         return answer
-    usage = {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
-    }
+    usage = _usage(worker, payload, result)
     finish = _OPENAI_FINISH.get(result.finish_reason, result.finish_reason)
     if kind == "completions":
-        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None,
+        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": logprobs,
                                   "finish_reason": finish}  # fmt: skip
         obj = "text_completion"
     else:
@@ -797,11 +859,14 @@ async def _whole_answer(
             ]  # fmt: skip
         else:
             message["content"] = text
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
         obj = "chat.completion"
+    # n > 1: the deterministic fake gives the same answer n times (vLLM would sample n).
+    count = max(1, int(payload.get("n") or 1))
+    choices = [{**choice, "index": index} for index in range(count)]
     return {
         "id": rid, "object": obj, "created": int(time.time()),
-        "model": payload.get("model") or model.name, "choices": [choice], "usage": usage,
+        "model": payload.get("model") or model.name, "choices": choices, "usage": usage,
     }  # fmt: skip
 
 
@@ -865,6 +930,8 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             return _STATUS_FAULT_RESPONSES[fault.name]()
         if worker.max_concurrency is not None and worker.inflight >= worker.max_concurrency:
             return Response(status_code=429)
+        if kind in POOLING_KINDS and worker.pooling is not None:
+            return await _pooled(state, worker, worker.pooling, kind, auth, payload)
         if kind == "tgi":
             problem = _tgi_validate(payload)
             if problem is not None:
@@ -906,7 +973,9 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
         )
         try:
             if not streaming:
-                return await _whole_response(model, req, result, kind, payload, rid, stream_fault)
+                return await _whole_response(
+                    model, req, result, kind, payload, rid, stream_fault, worker
+                )
         except BaseException:
             finish()
             raise
@@ -917,7 +986,7 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             _tgi_frames(model, req, result, details=bool(
                 (payload.get("parameters") or {}).get("details")))
             if kind == "tgi"
-            else _openai_frames(model, req, result, kind, payload, rid)
+            else _openai_frames(model, req, result, kind, payload, rid, worker)
         )  # fmt: skip
 
         async def body() -> AsyncIterator[str]:
@@ -943,7 +1012,31 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
     if worker.api in ("openai", "both"):
         routes += [Route("/v1/completions", endpoint("completions"), methods=["POST"]),
                    Route("/v1/chat/completions", endpoint("chat"), methods=["POST"])]  # fmt: skip
+        if worker.pooling is not None:  # off: 404, as on a worker without OPENAI_ROUTES
+            routes += [
+                Route(path, endpoint(kind), methods=["POST"]) for path, kind in POOLING_ROUTES
+            ]
     return Starlette(routes=routes + session_routes(state, worker))
+
+
+async def _pooled(
+    state: State, worker: WorkerState, pooling: Pooling, kind: str, auth: Any, payload: Any
+) -> Response:
+    """Embeddings, rerank, score: counted as load while they run, as generation is."""
+    cost = float(auth.get("cost") or 0.0)
+    with state.lock:
+        worker.pending.pop(auth.get("reqnum"), None)
+        worker.inflight += 1
+        worker.peak_inflight = max(worker.peak_inflight, worker.inflight)
+        worker.active_cost += cost
+    try:
+        status, body = await pooling_answer(pooling, kind, payload)
+    finally:
+        with state.lock:
+            worker.inflight -= 1
+            worker.active_cost -= cost
+    # json.dumps, not JSONResponse: a tampered answer may carry NaN, as a broken server's would.
+    return Response(json.dumps(body, separators=_COMPACT), status, media_type="application/json")
 
 
 # Says scripted turns on endpoints whose model is not the fake (SmolLM2).
@@ -984,10 +1077,11 @@ async def _whole_response(
     payload: dict[str, Any],
     rid: str,
     fault: Fault | None,
+    worker: WorkerState,
 ) -> Response:
     if fault is not None and fault.name == "slow_first_token":
         await asyncio.sleep(fault.delay)
-    answer = await _whole_answer(model, req, result, kind, payload, rid)
+    answer = await _whole_answer(model, req, result, kind, payload, rid, worker)
     body = json.dumps(answer).encode()
     if fault is None or fault.name == "slow_first_token":
         return Response(body, media_type="application/json")
