@@ -32,12 +32,14 @@ and the management calls carry only the id and the route answer.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -79,6 +81,8 @@ from ._wire import Fetched, Req
 
 if TYPE_CHECKING:
     from ._client import AsyncStream, AsyncVastClient, Stream, VastClient
+    from ._embed import EmbeddingBatch, Embeddings, Reranking, Scores
+    from ._raw import AsyncEventStream, EventStream, WorkerAnswer
     from .integration import ClientPair
 
 __all__ = [
@@ -97,6 +101,7 @@ __all__ = [
 logger = logging.getLogger("vast_llm")
 
 M = TypeVar("M")
+T = TypeVar("T")
 Message = Mapping[str, Any]
 
 DEFAULT_LIFETIME = 300.0
@@ -614,16 +619,60 @@ def _pinned(call: Any, pin: Pin) -> Any:
     return dataclasses.replace(call, session=pin)
 
 
+_PINNED: contextvars.ContextVar[Pin | None] = contextvars.ContextVar(
+    "vast_llm_pinned", default=None
+)
+
+
+def current_pin() -> Pin | None:
+    """The session the calls being built now belong to (``_raw.raw_call`` reads it)."""
+    return _PINNED.get()
+
+
+@contextlib.contextmanager
+def pinned(pin: Pin) -> Iterator[None]:
+    """Calls built inside this block (the generic request, embeddings, rerank, score) go to
+    ``pin``'s session. Set only around the session views' own calls into the client."""
+    token = _PINNED.set(pin)
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
+
+
+def _pinned_iter(pin: Pin, items: Iterator[T]) -> Iterator[T]:
+    # A lazy iterator builds its calls when advanced: each step runs in the session.
+    while True:
+        with pinned(pin):
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+        yield item
+
+
+async def _pinned_aiter(pin: Pin, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    while True:
+        with pinned(pin):
+            try:
+                item = await items.__anext__()
+            except StopAsyncIteration:
+                return
+        yield item
+
+
 class VastSession(_SessionView):
     """A worker session of a :class:`~vast_llm.VastClient` (``client.session()``): the client's
     calls, each sent to one worker with no route call.
 
     The session is made when the ``with`` block starts (a verified assignment, then
-    ``/session/create`` on its worker) and ended when it exits. Calls are those of the client
-    (``generate``, ``chat``, ``stream``, ``stream_chat``, with the same parameters). A worker
-    that loses the session (gone, 410, a failure before the answer starts) costs only the
-    worker's cache: a new session is made on a fresh route and the call is sent there (a
-    ``session`` progress event says so). Thread-safe, like the client.
+    ``/session/create`` on its worker) and ended when it exits. Calls are those of the client,
+    with the same parameters: ``generate``, ``chat``, ``stream``, ``stream_chat``, the generic
+    ``request``, and ``embed``, ``iter_embed``, ``rerank``, ``score`` (for a session on an
+    embedding endpoint). A worker that loses the session (gone, 410, a failure before the
+    answer starts) costs only the worker's cache: a new session is made on a fresh route and
+    the call is sent there (a ``session`` progress event says so). Thread-safe, like the
+    client.
 
     Example:
         .. code-block:: python
@@ -671,36 +720,83 @@ class VastSession(_SessionView):
     ) -> None:
         self.close()
 
-    def _check(self) -> None:
-        self._pin.usable()
-
-    def generate(self, prompt: str, **params: Any) -> Completion:
+    def generate(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Completion:
         """:meth:`VastClient.generate <vast_llm.VastClient.generate>`, in the session."""
-        self._check()
+        self._pin.usable()
         client = self._client
-        return client._whole(_pinned(client._completion(prompt, params, stream=False), self._pin))
+        call = client._completion(prompt, params, stream=False, headers=headers)
+        return client._whole(_pinned(call, self._pin))
 
-    def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+    def chat(
+        self, messages: Sequence[Message], *, headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Completion:  # fmt: skip
         """:meth:`VastClient.chat <vast_llm.VastClient.chat>`, in the session."""
-        self._check()
+        self._pin.usable()
         client = self._client
-        return client._whole(_pinned(client._chat(messages, params, stream=False), self._pin))
+        call = client._chat(messages, params, stream=False, headers=headers)
+        return client._whole(_pinned(call, self._pin))
 
-    def stream(self, prompt: str, **params: Any) -> Stream:
+    def stream(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Stream:
         """:meth:`VastClient.stream <vast_llm.VastClient.stream>`, in the session."""
         from ._client import Stream
 
-        self._check()
+        self._pin.usable()
         client = self._client
-        return Stream(client, _pinned(client._completion(prompt, params, stream=True), self._pin))
+        call = client._completion(prompt, params, stream=True, headers=headers)
+        return Stream(client, _pinned(call, self._pin))
 
-    def stream_chat(self, messages: Sequence[Message], **params: Any) -> Stream:
+    def stream_chat(
+        self, messages: Sequence[Message], *, headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Stream:  # fmt: skip
         """:meth:`VastClient.stream_chat <vast_llm.VastClient.stream_chat>`, in the session."""
         from ._client import Stream
 
-        self._check()
+        self._pin.usable()
         client = self._client
-        return Stream(client, _pinned(client._chat(messages, params, stream=True), self._pin))
+        call = client._chat(messages, params, stream=True, headers=headers)
+        return Stream(client, _pinned(call, self._pin))
+
+    def request(
+        self, path: str, payload: Any, *, stream: bool = False,
+        headers: Mapping[str, str] | None = None, **settings: Any,
+    ) -> WorkerAnswer | EventStream:  # fmt: skip
+        """:meth:`VastClient.request <vast_llm.VastClient.request>`, in the session."""
+        self._pin.usable()
+        with pinned(self._pin):
+            return self._client.request(  # type: ignore[call-overload,no-any-return]
+                path, payload, stream=stream, headers=headers, **settings
+            )
+
+    def embed(self, texts: Sequence[str], **params: Any) -> Embeddings:
+        """:meth:`VastClient.embed <vast_llm.VastClient.embed>`, in the session."""
+        self._pin.usable()
+        with pinned(self._pin):
+            return self._client.embed(texts, **params)
+
+    def iter_embed(self, texts: Iterable[str], **params: Any) -> Iterator[EmbeddingBatch]:
+        """:meth:`VastClient.iter_embed <vast_llm.VastClient.iter_embed>`, in the session."""
+        self._pin.usable()
+        return _pinned_iter(self._pin, iter(self._client.iter_embed(texts, **params)))
+
+    def rerank(
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None, **params: Any
+    ) -> Reranking:
+        """:meth:`VastClient.rerank <vast_llm.VastClient.rerank>`, in the session."""
+        self._pin.usable()
+        with pinned(self._pin):
+            return self._client.rerank(query, documents, top_n=top_n, **params)
+
+    def score(self, query: str, documents: Sequence[str], **params: Any) -> Scores:
+        """:meth:`VastClient.score <vast_llm.VastClient.score>`, in the session."""
+        self._pin.usable()
+        with pinned(self._pin):
+            return self._client.score(query, documents, **params)
 
 
 class AsyncVastSession(_SessionView):
@@ -746,37 +842,98 @@ class AsyncVastSession(_SessionView):
     ) -> None:
         await self.close()
 
-    async def generate(self, prompt: str, **params: Any) -> Completion:
+    async def generate(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> Completion:
         """:meth:`AsyncVastClient.generate <vast_llm.AsyncVastClient.generate>`, in the
         session."""
         self._pin.usable()
         client = self._client
-        call = _pinned(client._completion(prompt, params, stream=False), self._pin)
-        return await client._whole(call)
+        call = client._completion(prompt, params, stream=False, headers=headers)
+        return await client._whole(_pinned(call, self._pin))
 
-    async def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+    async def chat(
+        self, messages: Sequence[Message], *, headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> Completion:  # fmt: skip
         """:meth:`AsyncVastClient.chat <vast_llm.AsyncVastClient.chat>`, in the session."""
         self._pin.usable()
         client = self._client
-        return await client._whole(_pinned(client._chat(messages, params, stream=False), self._pin))
+        call = client._chat(messages, params, stream=False, headers=headers)
+        return await client._whole(_pinned(call, self._pin))
 
-    def stream(self, prompt: str, **params: Any) -> AsyncStream:
+    def stream(
+        self, prompt: str, *, headers: Mapping[str, str] | None = None, **params: Any
+    ) -> AsyncStream:
         """:meth:`AsyncVastClient.stream <vast_llm.AsyncVastClient.stream>`, in the session."""
         from ._client import AsyncStream
 
         self._pin.usable()
         client = self._client
-        call = _pinned(client._completion(prompt, params, stream=True), self._pin)
-        return AsyncStream(client, call)
+        call = client._completion(prompt, params, stream=True, headers=headers)
+        return AsyncStream(client, _pinned(call, self._pin))
 
-    def stream_chat(self, messages: Sequence[Message], **params: Any) -> AsyncStream:
+    def stream_chat(
+        self, messages: Sequence[Message], *, headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> AsyncStream:  # fmt: skip
         """:meth:`AsyncVastClient.stream_chat <vast_llm.AsyncVastClient.stream_chat>`, in the
         session."""
         from ._client import AsyncStream
 
         self._pin.usable()
         client = self._client
-        return AsyncStream(client, _pinned(client._chat(messages, params, stream=True), self._pin))
+        call = client._chat(messages, params, stream=True, headers=headers)
+        return AsyncStream(client, _pinned(call, self._pin))
+
+    async def request(
+        self, path: str, payload: Any, *, stream: bool = False,
+        headers: Mapping[str, str] | None = None, **settings: Any,
+    ) -> WorkerAnswer | AsyncEventStream:  # fmt: skip
+        """:meth:`AsyncVastClient.request <vast_llm.AsyncVastClient.request>`, in the
+        session."""
+        self._pin.usable()
+        with pinned(self._pin):
+            return await self._client.request(  # type: ignore[call-overload,no-any-return]
+                path, payload, stream=stream, headers=headers, **settings
+            )
+
+    async def embed(
+        self, texts: Sequence[str], *, concurrency: int | None = None, **params: Any
+    ) -> Embeddings:
+        """:meth:`AsyncVastClient.embed <vast_llm.AsyncVastClient.embed>`, in the session."""
+        self._pin.usable()
+        with pinned(self._pin):
+            return await self._client.embed(texts, concurrency=concurrency, **params)
+
+    def iter_embed(
+        self, texts: Iterable[str], *, concurrency: int | None = None, **params: Any
+    ) -> AsyncIterator[EmbeddingBatch]:
+        """:meth:`AsyncVastClient.iter_embed <vast_llm.AsyncVastClient.iter_embed>`, in the
+        session."""
+        self._pin.usable()
+        batches = self._client.iter_embed(texts, concurrency=concurrency, **params)
+        return _pinned_aiter(self._pin, batches.__aiter__())
+
+    async def rerank(
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None,
+        concurrency: int | None = None, **params: Any,
+    ) -> Reranking:  # fmt: skip
+        """:meth:`AsyncVastClient.rerank <vast_llm.AsyncVastClient.rerank>`, in the session."""
+        self._pin.usable()
+        with pinned(self._pin):
+            return await self._client.rerank(
+                query, documents, top_n=top_n, concurrency=concurrency, **params
+            )
+
+    async def score(
+        self, query: str, documents: Sequence[str], *, concurrency: int | None = None,
+        **params: Any,
+    ) -> Scores:  # fmt: skip
+        """:meth:`AsyncVastClient.score <vast_llm.AsyncVastClient.score>`, in the session."""
+        self._pin.usable()
+        with pinned(self._pin):
+            return await self._client.score(query, documents, concurrency=concurrency, **params)
 
 
 def session_flow(

@@ -415,3 +415,54 @@ async def test_a_worker_without_session_routes_is_a_clear_error() -> None:
         assert caught.value.status_code == 404
         # Not retried: one route, one create.
         assert len(emu.route_requests) == 1
+
+
+async def test_the_generic_request_and_embeddings_go_to_the_session(flavor: str) -> None:
+    with Emulator(api="openai", workers=2).serve() as emu:
+        options: dict[str, Any] = {"api_key": emu.api_key, "base_url": emu.base_url,
+                                   "api": "openai"}  # fmt: skip
+        chat = {"messages": MESSAGES, "max_tokens": 3}
+        texts = ["red apples", "green pears", "blue sky"]
+        if flavor == "sync":
+
+            def run() -> list[Any]:
+                client = VastClient(emu.endpoint, **options)
+                with client, client.session() as session:
+                    answer = session.request("/v1/chat/completions", chat)
+                    with session.request("/v1/chat/completions", {**chat, "stream": True},
+                                         stream=True) as events:  # fmt: skip
+                        streamed = list(events)
+                    vectors = session.embed(texts, batch_size=2)
+                    batches = list(session.iter_embed(texts, batch_size=1))
+                    ranked = session.rerank("apples", texts, top_n=1)
+                    scores = session.score("apples", texts)
+                    return [answer, streamed, vectors, batches, ranked, scores]
+
+            results = await asyncio.to_thread(run)
+        else:
+            http = pytest.importorskip("aiohttp").ClientSession() if flavor == "aiohttp" else None
+            aclient = AsyncVastClient(emu.endpoint, http_client=http, **options)
+            async with aclient, aclient.session() as asession:
+                answer = await asession.request("/v1/chat/completions", chat)
+                events = await asession.request("/v1/chat/completions", {**chat, "stream": True},
+                                                stream=True)  # fmt: skip
+                async with events:
+                    streamed = [event async for event in events]
+                vectors = await asession.embed(texts, batch_size=2)
+                batches = [b async for b in asession.iter_embed(texts, batch_size=1)]
+                ranked = await asession.rerank("apples", texts, top_n=1)
+                scores = await asession.score("apples", texts)
+                results = [answer, streamed, vectors, batches, ranked, scores]
+            if http is not None:
+                await http.close()
+        answer, streamed, vectors, batches, ranked, scores = results
+        assert answer.json()["choices"] and streamed
+        assert len(vectors.vectors) == 3 and len(batches) == 3
+        assert ranked.results[0].index == 0 and len(scores.scores) == 3
+        calls = model_calls(emu)
+        # 2 chat calls, 2 + 3 embedding batches, a rerank, a score: all in the one session.
+        assert len(calls) == 9 and len(emu.route_requests) == 1
+        assert len({r.json["session_id"] for r in calls}) == 1 and None not in {
+            r.json["session_id"] for r in calls
+        }
+        assert emu.sessions() == []
