@@ -42,7 +42,7 @@ def test_a_requirement_without_a_floor_is_refused(requirement: str) -> None:
 def test_every_runtime_dependency_has_a_floor() -> None:
     pins = [lowest.floor_pin(r) for r in lowest.runtime_requirements()]
     names = {pin.split("==")[0] for pin in pins}
-    assert {"httpx", "httpx-sse", "cryptography", "langchain-core", "llama-index-core"} <= names
+    assert {"httpx", "cryptography", "langchain-core", "llama-index-core"} <= names
     assert "llama-cpp-python" not in names  # `model` is pinned, not floored
 
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ._apis import Choice, WorkerCall, parse_answer
+from ._decoders import Accumulator, StopCutter, ThinkSplitter
 from ._errors import WorkerError, WorkerStreamError, excerpt
-from ._stream import Accumulator, StopCutter, ThinkSplitter
 from ._types import Chunk, Completion, RouteInfo, ToolCall, Usage
 
 __all__ = ["AnswerBuilder", "whole_answer"]

@@ -15,8 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import WorkerError, excerpt, json_excerpt
-from ._stream import (
+from ._decoders import (
     OpenAIStreamDecoder,
     StreamDecoder,
     TGIStreamDecoder,
@@ -24,6 +23,7 @@ from ._stream import (
     parse_usage,
     reasoning_of,
 )
+from ._errors import WorkerError, excerpt, json_excerpt
 from ._types import ToolCall, Usage
 
 __all__ = [

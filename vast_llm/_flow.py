@@ -510,7 +510,10 @@ def _no_answer(exc: httpx.RemoteProtocolError) -> bool:
 # credential. Nothing that can carry a credential ever reaches a rented machine.
 _WORKER_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-language"})
 _WORKER_HEADER_PREFIXES = ("x-vast-", "x-request-id", "openai-beta", "x-stainless-")
-_CREDENTIAL_WORDS = ("auth", "cookie", "key", "token", "secret", "password", "session", "signature")
+_CREDENTIAL_WORDS = (
+    "auth", "cookie", "key", "token", "secret", "password", "session", "signature",
+    "organization",
+)  # fmt: skip
 _HOP_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "accept-encoding", "te",
      "upgrade", "keep-alive", "proxy-connection"}

@@ -32,9 +32,9 @@ import httpx
 from ._apis import chatml
 from ._client import AsyncVastClient, VastClient
 from ._config import PER_CALL, SETTINGS, Setting, resolve_settings
+from ._decoders import ThinkSplitter
 from ._errors import ConfigError
 from ._session import ModelSession, SessionPair
-from ._stream import ThinkSplitter
 from ._types import common_finish_reason
 
 __all__ = [

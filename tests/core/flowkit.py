@@ -50,6 +50,8 @@ KEY = load_public_key(KEY_PEM)  # the key the vectors' valid cases are signed wi
 WORKER_URL = json.loads(CASES["g3-valid"]["route_answer"])["url"]
 ROUTER = "https://router.test"
 API_KEY = "flow-test-key-0123456789abcdef"
+# The endpoint the shared signature vectors were made for (an assignment names it).
+ENDPOINT = "Llama-2-70b-chat"
 START = 1000.0  # the fake monotonic clock's reading when a test starts
 WALL = 1_445_412_480.0  # the fake wall clock: Wed, 21 Oct 2015 07:28:00 GMT
 
@@ -74,7 +76,7 @@ def answer(case: str = "g3-valid", **changes: Any) -> dict[str, Any]:
 
 def settings(**changes: Any) -> Settings:
     """Settings as a client would resolve them, on the production defaults unless changed."""
-    base = Settings(endpoint="ep", api_key=API_KEY, base_url=ROUTER, backoff=Backoff())
+    base = Settings(endpoint=ENDPOINT, api_key=API_KEY, base_url=ROUTER, backoff=Backoff())
     return replace(base, **changes)
 
 

@@ -10,10 +10,10 @@ import pytest
 from vast_llm import RouteError, WorkerError, WorkerStreamError
 from vast_llm._answer import whole_answer
 from vast_llm._apis import WorkerCall, parse_answer
+from vast_llm._decoders import OpenAIStreamDecoder, TGIStreamDecoder
 from vast_llm._errors import json_excerpt
 from vast_llm._route import MAX_DEPTH, Ready, Rejected, parse_route_answer
 from vast_llm._signing import signed_message
-from vast_llm._stream import OpenAIStreamDecoder, TGIStreamDecoder
 from vast_llm._types import RouteInfo
 
 DEEP = "[" * 100_000 + "]" * 100_000  # RecursionError in json.loads

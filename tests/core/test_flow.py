@@ -27,6 +27,7 @@ import vast_llm._route
 from tests.core.flowkit import (
     API_KEY,
     CASES,
+    ENDPOINT,
     KEY,
     KEY_PEM,
     ROUTER,
@@ -192,7 +193,7 @@ def test_the_key_fetch_gives_up_after_three_tries() -> None:
 
 @pytest.mark.parametrize(
     ("reply", "match"),
-    [(status(404, "no"), "HTTP 404"), (Reply(200, b"<html>"), "did not serve a PEM public key")],
+    [(status(404, "no"), "HTTP 404"), (Reply(200, b"<html>"), "did not serve a usable public key")],
 )
 def test_an_unusable_key_answer_is_not_retried(reply: Reply, match: str) -> None:
     s = settings()
@@ -261,7 +262,7 @@ def test_the_route_call_carries_the_key_cost_and_request_idx() -> None:
     net.request(cost=33.0)
     first, second = net.routes
     assert first.json == {
-        "endpoint": "ep",
+        "endpoint": ENDPOINT,
         "api_key": API_KEY,
         "cost": 33.0,
         "request_idx": 0,
@@ -499,6 +500,14 @@ def test_a_silent_worker_is_not_asked_twice() -> None:
 # -- the worker -------------------------------------------------------------------------------
 
 
+def test_a_malformed_answer_is_never_sent_again() -> None:
+    # Bytes came back that are not HTTP: the worker got the request, so it may have run it.
+    net = Net(routes=[ready(), ready()], workers=[Fail(httpx.RemoteProtocolError("bad status"))])
+    with pytest.raises(WorkerError, match="malformed"):
+        net.request()
+    assert len(net.workers) == 1
+
+
 @pytest.mark.parametrize(
     "failure",
     [
@@ -515,7 +524,7 @@ def test_a_silent_worker_is_not_asked_twice() -> None:
         Fail(httpx.PoolTimeout("full")),
         Fail(httpx.WriteError("reset")),
         Fail(httpx.WriteTimeout("slow")),
-        Fail(httpx.RemoteProtocolError("dropped")),
+        Fail(httpx.RemoteProtocolError("Server disconnected without sending a response.")),
         Fail(httpx.ReadError("reset")),
     ],
     ids=lambda f: str(f.status_code) if isinstance(f, Reply) else type(f.error).__name__,
@@ -693,8 +702,9 @@ def test_the_worker_request_forwards_the_assignment_and_never_the_key() -> None:
     assert {k.lower() for k in request.headers} == {
         "content-type",
         "accept",
+        "accept-encoding",  # what the client can decode under its size limits
         "user-agent",
-        "x-trace",
+        "x-trace",  # a header the caller named for workers, naming no credential
     }
     assert request.headers["Accept"] == "text/event-stream"
     assert json.loads(request.content) == {
@@ -747,7 +757,7 @@ def test_progress_events_tell_the_whole_story_in_order() -> None:
     assert answering.attempt == 2 and answering.worker_url == WORKER_URL
     assert [e.elapsed for e in net.events] == sorted(e.elapsed for e in net.events)
     assert answering.elapsed == net.elapsed == 1.0 + 3.0 + 0.5 + 0.5
-    assert all(e.endpoint == "ep" for e in net.events)
+    assert all(e.endpoint == ENDPOINT for e in net.events)
     # every announced wait is the wait that follows
     announced = [e.retry_in for e in net.events if e.retry_in is not None]
     assert announced == net.sleeps

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from httpx_sse import EventSource
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from tests.conftest import examples, load_vectors
 from vast_llm import WorkerStreamError
 from vast_llm._answer import AnswerBuilder
 from vast_llm._apis import WorkerCall
+from vast_llm._body import EventReader, read_events
 from vast_llm._types import Chunk
 
 CASES = load_vectors("streams.json")["cases"]
@@ -39,7 +39,8 @@ def pieces(data: bytes, cuts: list[int]) -> Iterator[bytes]:
 def decode(
     data: bytes, kind: str, cuts: list[int], stop: tuple[str, ...] = (), think: bool = False
 ) -> dict[str, Any]:
-    """Run a body through httpx + httpx-sse + AnswerBuilder, the way the client does."""
+    """Run a body through httpx, the bounded reader (_body: decoder, event parser, bounds) and
+    AnswerBuilder, the way the client does."""
     response = httpx.Response(
         200,
         headers={"content-type": "text/event-stream"},
@@ -49,7 +50,10 @@ def decode(
     chunks: list[Chunk] = []
     out: dict[str, Any] = {"chunks": chunks, "builder": builder}
     try:
-        for sse in EventSource(response).iter_sse():
+        reader = EventReader(
+            response, max_bytes=1 << 20, max_event=1 << 20, max_events=10_000, idle=60.0
+        )
+        for sse in read_events(response, reader):
             chunk = builder.feed(sse.event, sse.data)
             if chunk is not None:
                 chunks.append(chunk)
@@ -216,7 +220,7 @@ def test_stop_sequence_cut_across_chunk_boundaries(cut: int) -> None:
 def test_stop_cutter_matches_a_whole_string_cut(
     text: str, stops: list[str], cuts: list[int]
 ) -> None:
-    from vast_llm._stream import StopCutter
+    from vast_llm._decoders import StopCutter
 
     cutter = StopCutter(stops)
     out = ""
@@ -238,7 +242,7 @@ def _reference_cut(text: str, stops: list[str]) -> str:
 
 
 def test_overlapping_stops_cut_the_same_however_chunked() -> None:
-    from vast_llm._stream import StopCutter
+    from vast_llm._decoders import StopCutter
 
     for pieces in (["XXYX"], ["XXY", "X"], ["X", "X", "Y", "X"]):
         cutter = StopCutter(["Y", "XYX"])
@@ -330,7 +334,7 @@ def test_chat_stream_logprobs_accumulate() -> None:
 
 
 def test_completions_logprob_columns_become_entries() -> None:
-    from vast_llm._stream import parse_logprobs
+    from vast_llm._decoders import parse_logprobs
 
     columns = {"tokens": ["a", "b"], "token_logprobs": [-1.0, -2.0],
                "top_logprobs": [{"a": -1.0, "c": -3.0}, None], "text_offset": [0, 1]}  # fmt: skip

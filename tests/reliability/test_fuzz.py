@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from tests.conftest import examples
 from tests.core.test_streams import decode
 from vast_llm import WorkerStreamError
+from vast_llm._decoders import OpenAIStreamDecoder, TGIStreamDecoder
 from vast_llm._route import Ready, Rejected, Waiting, parse_route_answer
-from vast_llm._stream import OpenAIStreamDecoder, TGIStreamDecoder
 
 FUZZ = settings(
     max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._stream import StopCutter
+from .._decoders import StopCutter
 from ._script import (
     Answer,
     Json,

@@ -1,6 +1,8 @@
-"""Turning the data of server-sent events into chunks, and chunks into an answer. Pure.
+"""Decoders: the data of server-sent events into chunks, and chunks into an answer. Pure.
 
-The bytes-to-events step is httpx-sse's (it splits lines on CR, LF and CRLF only); what is
+(``Stream`` and ``AsyncStream``, which read a worker's answer and use these, are in ``_client``.)
+
+The bytes-to-events step is ``_sse``'s (lines split on CR, LF and CRLF only); what is
 here starts from each event's ``data`` text:
 
 - :class:`TGIStreamDecoder` for ``/generate_stream`` (``data:`` with no space, no ``[DONE]``;
