@@ -23,6 +23,7 @@ from importlib import metadata
 from typing import Any
 
 from benchmarks import embed as embed_bench
+from benchmarks import latency
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SDK_PYTHON = ROOT / ".venv-vastai" / "bin" / "python"
@@ -359,6 +360,11 @@ def main() -> int:
     )
     lines, ratios = table(results)
     checks = targets(results) + embed_checks
+    # Latency on a realistic network (benchmarks/latency.py): its own emulator and process.
+    latency_png = pathlib.Path(args.png).with_name("benchmarks-latency.png")
+    latency_lines = latency.report_section(
+        pathlib.Path(args.out), latency_png, smoke=args.smoke, saved_only=args.report_only
+    )
     micro = results["micro"]
     stream_raw, stream_core = results["stream_raw"], results["stream_core"]
 
@@ -460,6 +466,7 @@ def main() -> int:
         "",
         "![ratios to the floor](benchmarks.png)",
         "",
+        *latency_lines,
     ]
     text = "\n".join(report)
     pathlib.Path(args.out).write_text(text)

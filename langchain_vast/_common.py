@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import LangSmithParams
 from langchain_core.utils import secret_from_env
@@ -13,6 +13,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_valid
 
 from vast_llm import (
     AsyncVastClient,
+    AsyncVastSession,
     AuthenticationError,
     Completion,
     ConfigError,
@@ -24,6 +25,7 @@ from vast_llm import (
     VastClient,
     VastConnectionError,
     VastError,
+    VastSession,
     VastTimeout,
     WorkerError,
     WorkerStreamError,
@@ -31,6 +33,8 @@ from vast_llm import (
 from vast_llm.fields import ClientFields
 from vast_llm.integration import (
     ClientPair,
+    ModelSession,
+    SessionPair,
     call_params,
     clients_for,
     common_finish_reason,
@@ -39,6 +43,9 @@ from vast_llm.integration import (
 )
 
 from . import errors
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["SAMPLING", "VastFields", "estimate_tokens", "lc_errors", "route_metadata"]
 
@@ -92,6 +99,7 @@ class VastFields(ClientFields):
     event loop; without one, the model keeps a pool per event loop."""
 
     _clients: ClientPair | None = PrivateAttr(default=None)
+    _worker_session: SessionPair | None = PrivateAttr(default=None)
 
     def __init__(self, **kwargs: Any) -> None:
         try:
@@ -140,14 +148,39 @@ class VastFields(ClientFields):
         return pair
 
     @property
-    def client(self) -> VastClient:
-        """The sync routing client for the current settings (shared by equal models)."""
+    def client(self) -> VastClient | VastSession:
+        """The sync routing client for the current settings (shared by equal models); in a
+        model bound to a worker session (:meth:`session`), that session."""
+        if self._worker_session is not None:
+            return self._worker_session.sync
         return self._pair().sync
 
     @property
-    def async_client(self) -> AsyncVastClient:
-        """The async routing client for the current settings (a pool per event loop)."""
+    def async_client(self) -> AsyncVastClient | AsyncVastSession:
+        """The async routing client for the current settings (a pool per event loop); in a
+        model bound to a worker session (:meth:`session`), that session."""
+        if self._worker_session is not None:
+            return self._worker_session.async_
         return self._pair().async_
+
+    def session(
+        self, *, lifetime: float = 300.0, cost: float | None = None, recreate: bool = True
+    ) -> ModelSession[Self]:
+        """A worker session: ``with model.session() as pinned:`` (or ``async with``) gives a
+        copy of this model whose calls all go to one worker with no route call, until the
+        block ends the session. Use ``pinned`` anywhere a model goes (an agent, a chain):
+        each turn saves the route round trip and finds the conversation's prefix in the
+        worker's cache. A worker that loses the session costs only that cache (a new one is
+        made on a fresh route). ``lifetime`` must exceed the longest call (the worker may cut
+        a call that outlives it); see :meth:`vast_llm.VastClient.session`."""
+        return ModelSession(
+            self._pair(), self._bound, lifetime=lifetime, cost=cost, recreate=recreate
+        )
+
+    def _bound(self, session: SessionPair) -> Self:
+        pinned = self.model_copy()
+        pinned._worker_session = session
+        return pinned
 
     def close(self) -> None:
         """Close this model's connection pools (a later call opens new ones)."""

@@ -41,6 +41,7 @@ from pydantic import AliasChoices, BaseModel
 from vast_llm import (
     AsyncStream,
     AsyncVastClient,
+    AsyncVastSession,
     Chunk,
     Completion,
     ConfigError,
@@ -49,10 +50,13 @@ from vast_llm import (
     ToolCall,
     Usage,
     VastClient,
+    VastSession,
 )
 from vast_llm.fields import ClientFields
 from vast_llm.integration import (
     ClientPair,
+    ModelSession,
+    SessionPair,
     ThinkSplitter,
     call_params,
     chatml,
@@ -64,6 +68,7 @@ from vast_llm.integration import (
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
+    from typing_extensions import Self
 
 __all__ = ["Vast", "chatml_messages_to_prompt"]
 
@@ -406,6 +411,7 @@ class Vast(ClientFields, FunctionCallingLLM):
     )
 
     _clients: ClientPair | None = PrivateAttr(default=None)
+    _worker_session: SessionPair | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -508,14 +514,39 @@ class Vast(ClientFields, FunctionCallingLLM):
         )
 
     @property
-    def client(self) -> VastClient:
-        """The sync routing client for the current settings (shared by equal models)."""
+    def client(self) -> VastClient | VastSession:
+        """The sync routing client for the current settings (shared by equal models); in a
+        model bound to a worker session (:meth:`session`), that session."""
+        if self._worker_session is not None:
+            return self._worker_session.sync
         return self._pair().sync
 
     @property
-    def async_client(self) -> AsyncVastClient:
-        """The async routing client for the current settings (a pool per event loop)."""
+    def async_client(self) -> AsyncVastClient | AsyncVastSession:
+        """The async routing client for the current settings (a pool per event loop); in a
+        model bound to a worker session (:meth:`session`), that session."""
+        if self._worker_session is not None:
+            return self._worker_session.async_
         return self._pair().async_
+
+    def session(
+        self, *, lifetime: float = 300.0, cost: float | None = None, recreate: bool = True
+    ) -> ModelSession[Self]:
+        """A worker session: ``with llm.session() as pinned:`` (or ``async with``) gives a copy
+        of this LLM whose calls all go to one worker with no route call, until the block ends
+        the session. Use ``pinned`` anywhere an LLM goes (``FunctionAgent(llm=pinned)``, a chat
+        engine): each turn saves the route round trip and finds the conversation's prefix in
+        the worker's cache. A worker that loses the session costs only that cache (a new one
+        is made on a fresh route). ``lifetime`` must exceed the longest call (the worker may
+        cut a call that outlives it); see :meth:`vast_llm.VastClient.session`."""
+        return ModelSession(
+            self._pair(), self._bound, lifetime=lifetime, cost=cost, recreate=recreate
+        )
+
+    def _bound(self, session: SessionPair) -> Self:
+        pinned = self.model_copy()
+        pinned._worker_session = session
+        return pinned
 
     # -- shared, undecorated ---------------------------------------------------------------
 

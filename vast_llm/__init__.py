@@ -26,6 +26,7 @@ from ._errors import (
 from ._progress import Progress, observe
 from ._raw import AsyncEventStream, Event, EventStream, WorkerAnswer
 from ._retry import Backoff
+from ._session import AsyncVastSession, VastSession
 from ._tls import ssl_context, worker_ssl_context
 from ._transport import AsyncVastTransport, VastTransport
 from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, ToolCallDelta, Usage
@@ -36,6 +37,7 @@ __all__ = [
     "AsyncEventStream",
     "AsyncStream",
     "AsyncVastClient",
+    "AsyncVastSession",
     "AsyncVastTransport",
     "AuthenticationError",
     "Backoff",
@@ -65,6 +67,7 @@ __all__ = [
     "VastConnectionError",
     "VastError",
     "VastSecurityWarning",
+    "VastSession",
     "VastTimeout",
     "VastTransport",
     "WorkerAnswer",

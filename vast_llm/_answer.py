@@ -48,6 +48,11 @@ class AnswerBuilder:
         self._started = started
 
     @property
+    def complete(self) -> bool:
+        """True once the final event came (the model ended; not a client-side stop cut)."""
+        return self._decoder.done
+
+    @property
     def finished(self) -> bool:
         """True once nothing more should be read: the final event came, or a stop was cut."""
         return self._decoder.done or self._cutter.stopped

@@ -44,6 +44,8 @@ from ._keys import KeyStore
 from ._loops import PerLoop
 from ._progress import listening
 from ._raw import AsyncEventStream, EventStream, WorkerAnswer, fetch_async, fetch_sync, raw_call
+from ._reuse import drain, drain_async
+from ._session import DEFAULT_LIFETIME, AsyncVastSession, Pin, VastSession, pin_for, session_flow
 from ._sse import StreamError
 from ._tls import worker_ssl_context
 from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, Usage
@@ -166,6 +168,10 @@ class _BaseClient:
 
     def _flow(self, call: _Call) -> Any:
         s = call.settings
+        if call.session is not None:  # a worker session's call: no route (vast_llm._session)
+            return session_flow(
+                call.session, call.worker, s, self._ctx, listening(s.on_progress), call.headers
+            )
         return request_flow(
             s,
             self._ctx,
@@ -189,6 +195,7 @@ class _Call:
     worker: WorkerCall
     settings: Settings
     headers: Mapping[str, str] | None = None  # extra worker request headers (no credentials)
+    session: Pin | None = None  # set by a worker session's view: the call goes there
 
 
 class VastClient(_BaseClient):
@@ -300,6 +307,22 @@ class VastClient(_BaseClient):
     ) -> Stream:
         """Stream a chat answer chunk by chunk (use it in a ``with`` block)."""
         return Stream(self, self._chat(messages, params, stream=True, headers=headers))
+
+    def session(
+        self, *, lifetime: float = DEFAULT_LIFETIME, cost: float | None = None,
+        recreate: bool = True,
+    ) -> VastSession:  # fmt: skip
+        """A worker session, for a ``with`` block: its calls go to one worker with no route
+        call, so they skip the route round trip and find the worker's prefix cache warm.
+
+        ``lifetime``: seconds the worker keeps the session past its last call's start; a
+        call running longer than that may be cut by the worker, so make it exceed your
+        longest call. ``cost``: the load it reserves on its worker (default: the ``cost``
+        setting if it is a number, else 256). ``recreate``: when the worker loses the session,
+        make a new one on a fresh route (default) instead of raising. See
+        :class:`vast_llm.VastSession`.
+        """
+        return VastSession(self, pin_for(self._settings, lifetime, cost, recreate))
 
     def _whole(self, call: _Call) -> Completion:
         self._gate.acquire(call.settings.deadline)
@@ -547,6 +570,13 @@ class AsyncVastClient(_BaseClient):
         """Stream a chat answer chunk by chunk."""
         return AsyncStream(self, self._chat(messages, params, stream=True, headers=headers))
 
+    def session(
+        self, *, lifetime: float = DEFAULT_LIFETIME, cost: float | None = None,
+        recreate: bool = True,
+    ) -> AsyncVastSession:  # fmt: skip
+        """A worker session, for an ``async with`` block: :meth:`VastClient.session`."""
+        return AsyncVastSession(self, pin_for(self._settings, lifetime, cost, recreate))
+
     async def _whole(self, call: _Call) -> Completion:
         state = await self._state()
         await acquire_async(state.gate, self._settings.max_concurrency, call.settings.deadline)
@@ -731,6 +761,8 @@ class Stream(_StreamView, Iterator[Chunk]):
                     yield chunk
                 if builder.finished:
                     break
+            if builder.complete:  # read the end too: the connection then goes back to the pool
+                drain(events, response)
             tail = builder.end()
             if tail is not None:
                 yield tail
@@ -798,6 +830,8 @@ class AsyncStream(_StreamView, AsyncIterator[Chunk]):
                     yield chunk
                 if builder.finished:
                     break
+            if builder.complete:  # read the end too: the connection then goes back to the pool
+                await drain_async(events)
             tail = builder.end()
             if tail is not None:
                 yield tail

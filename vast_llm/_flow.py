@@ -434,13 +434,17 @@ def _route_info(
     )
 
 
-def worker_body(s: Settings, route_body: Mapping[str, Any], payload: Any) -> bytes:
-    """The worker request body: the signed assignment forwarded verbatim, plus the payload."""
+def worker_body(
+    s: Settings, route_body: Mapping[str, Any], payload: Any, session_id: str | None = None
+) -> bytes:
+    """The worker request body: the signed assignment forwarded verbatim, plus the payload
+    (and the worker session it belongs to, if any: ``vast_llm._session``)."""
     if s.payload_format == "flat":
         if not isinstance(payload, Mapping):
             raise TypeError("the flat (legacy) format needs a JSON object payload")
         return json.dumps({**route_body, **payload}).encode()
-    return json.dumps({"auth_data": route_body, "session_id": None, "payload": payload}).encode()
+    body = {"auth_data": route_body, "session_id": session_id, "payload": payload}
+    return json.dumps(body).encode()
 
 
 def _worker_request(
@@ -451,6 +455,7 @@ def _worker_request(
     stream: bool,
     headers: Mapping[str, str] | None,
     remaining: float,
+    session_id: str | None = None,
 ) -> Req:
     request_headers = {
         "Content-Type": "application/json",
@@ -472,7 +477,7 @@ def _worker_request(
         "POST",
         ready.url + path,
         request_headers,
-        worker_body(s, ready.body, payload),
+        worker_body(s, ready.body, payload, session_id),
         timeout,
         worker=True,
         read_after_start=idle,

@@ -29,7 +29,7 @@ __all__ = ["Progress", "ProgressKind", "ProgressListener", "adeliver", "deliver"
 
 logger = logging.getLogger("vast_llm")
 
-ProgressKind = Literal["waiting", "routed", "verified", "retrying", "answering"]
+ProgressKind = Literal["waiting", "routed", "verified", "retrying", "answering", "session"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +42,21 @@ class Progress:
             ``worker_url``), ``"verified"`` (its signature checked: ``signature`` is the recipe,
             or "unverified" / "unchecked" under the warn / off policies), ``"retrying"`` (an
             attempt failed: ``error``; the next one in ``retry_in`` seconds, on a fresh route)
-            or ``"answering"`` (the worker's answer started: its first byte arrived).
+            ``"answering"`` (the worker's answer started: its first byte arrived) or
+            ``"session"`` (a worker session changed: ``status`` is ``"created"``, ``"lost"``
+            (``error`` says why; a new session is made on a fresh route, the conversation
+            loses only the worker's cache) or ``"ended"``; ``worker_url`` is its worker).
         endpoint: the endpoint's name.
         elapsed: seconds since the request started.
         attempt: the worker attempt this event belongs to (1 for the first).
         status: for ``waiting``, the router's status exactly as it sent it (often a breakdown
-            of worker states such as "1 Stopped"); never parsed for control flow.
+            of worker states such as "1 Stopped"); never parsed for control flow. For
+            ``session``, what happened to the session.
         worker_url: the assigned worker, once there is one.
         signature: for ``verified``, the recipe that verified.
         retry_in: seconds until the next poll or attempt.
-        error: for ``retrying``, what failed (a short, secret-free message).
+        error: for ``retrying`` and a lost session, what failed (a short, secret-free
+            message).
     """
 
     kind: ProgressKind
@@ -77,6 +82,9 @@ class Progress:
             return f"{at} routed to {self.worker_url} (attempt {self.attempt})"
         if self.kind == "verified":
             return f"{at} assignment {self.signature} for {self.worker_url}"
+        if self.kind == "session":
+            why = f" ({self.error}); making a new one" if self.error else ""
+            return f"{at} session on {self.worker_url} {self.status}{why}"
         if self.kind == "retrying":
             wait = self.retry_in or 0
             return f"{at} attempt {self.attempt} failed ({self.error}); retrying in {wait:.2f}s"

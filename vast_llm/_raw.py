@@ -27,6 +27,7 @@ from ._failures import check_event_stream, cut, event_reader, unreadable
 from ._flow import request_flow
 from ._gate import acquire_async
 from ._progress import listening
+from ._session import Pin, call_flow, current_pin
 from ._sse import Event as _SSEEvent
 from ._sse import StreamError
 from ._types import RouteInfo
@@ -98,6 +99,7 @@ class RawCall:
     headers: Mapping[str, str] | None
     settings: Settings
     cost: float
+    session: Pin | None = None  # a worker session's call: sent there, no route (_session)
 
 
 def _check_path(path: Any) -> str:
@@ -149,10 +151,16 @@ def raw_call(
         if math.isinf(value):
             raise ConfigError("cost must be finite")
         cost = float(value)
-    return RawCall(path, payload, stream, headers, s, cost)
+    return RawCall(path, payload, stream, headers, s, cost, current_pin())
 
 
 def _flow(client: VastClient | AsyncVastClient, call: RawCall) -> Any:
+    if call.session is not None:  # made inside a session view's call (vast_llm._session)
+        return call_flow(
+            call.session, call.settings, client._ctx, path=call.path, payload=call.payload,
+            stream=call.stream, headers=call.headers,
+            observed=listening(call.settings.on_progress),
+        )  # fmt: skip
     return request_flow(
         call.settings,
         client._ctx,

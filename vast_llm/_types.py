@@ -87,6 +87,10 @@ class RouteInfo:
         route_latency: seconds from the start of the request to the verified assignment used.
         signature: the recipe that verified ("g3", "g2", "g1"), or "unverified" (policy
             ``warn``) or "unchecked" (policy ``off``).
+        session_id: the worker session the request was sent in (None for a routed request).
+            In a session, ``route_calls`` and ``route_latency`` count only the routing this
+            request did itself (none, unless it had to make a new session); the other facts
+            are the session's assignment.
     """
 
     endpoint: str
@@ -97,6 +101,7 @@ class RouteInfo:
     route_calls: int
     route_latency: float
     signature: str
+    session_id: str | None = None
 
     @property
     def verified(self) -> bool:
@@ -114,6 +119,8 @@ class RouteInfo:
             "route_latency": self.route_latency,
             "signature": self.signature,
         }
+        if self.session_id is not None:
+            facts["session_id"] = self.session_id
         if time_to_first_token is not None:
             facts["time_to_first_token"] = time_to_first_token
         return facts

@@ -14,7 +14,10 @@
   the call's), with per-call settings (``timeout``...) kept apart and client settings refused;
 - :func:`common_finish_reason`: a finish reason in OpenAI's vocabulary whatever the worker;
 - :class:`ThinkSplitter`: a chat answer's leading ``<think>...</think>`` as reasoning, for
-  text that did not come through the client's chat calls (which split it themselves).
+  text that did not come through the client's chat calls (which split it themselves);
+- :class:`ModelSession`: ``with model.session() as pinned:`` for a framework model: a worker
+  session (:class:`SessionPair`, seen from both clients of the model's pair) and a copy of the
+  model whose calls go to it.
 """
 
 from __future__ import annotations
@@ -31,12 +34,15 @@ from ._client import AsyncVastClient, VastClient
 from ._config import PER_CALL, SETTINGS, Setting, resolve_settings
 from ._decoders import ThinkSplitter
 from ._errors import ConfigError
+from ._session import ModelSession, SessionPair
 from ._types import common_finish_reason
 
 __all__ = [
     "PER_CALL",
     "SETTINGS",
     "ClientPair",
+    "ModelSession",
+    "SessionPair",
     "Setting",
     "ThinkSplitter",
     "call_params",

@@ -11,12 +11,14 @@ import vast_llm
 def test_public_names_are_pinned() -> None:
     assert vast_llm.__all__ == sorted(vast_llm.__all__)
     assert set(vast_llm.__all__) == {
-        "Assignment", "AsyncEventStream", "AsyncStream", "AsyncVastClient", "AsyncVastTransport",
+        "Assignment", "AsyncEventStream", "AsyncStream", "AsyncVastClient", "AsyncVastSession",
+        "AsyncVastTransport",
         "AuthenticationError", "Backoff", "Chunk", "ClientOptions", "Completion", "ConfigError",
         "EmbeddingBatch", "Embeddings", "EndpointStopped", "Event", "EventStream",
         "NoWorkerReady", "Progress", "Ranked", "Reranking", "RouteError", "RouteInfo", "Scores",
         "Settings", "SignatureError", "Stream", "ToolCall", "ToolCallDelta", "Usage",
-        "VastClient", "VastConnectionError", "VastError", "VastSecurityWarning", "VastTimeout",
+        "VastClient", "VastConnectionError", "VastError", "VastSecurityWarning", "VastSession",
+        "VastTimeout",
         "VastTransport", "WorkerAnswer", "WorkerCertificateError", "WorkerError",
         "WorkerStreamError", "__version__", "observe", "ssl_context", "worker_ssl_context",
     }  # fmt: skip

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from vast_llm import VastClient
+from vast_llm import AsyncVastClient, VastClient, VastConnectionError
 from vast_llm.emulator import Emulator
 from vast_llm.emulator._models import FakeModel, GenRequest, GenResult
 from vast_llm.emulator._server import Servers, bind_loopback, free_port
@@ -89,8 +89,10 @@ def model_server() -> Iterator[ModelServer]:
 
         async def frames() -> AsyncIterator[str]:
             await slow(request, payload)
-            for token in tokens:
-                event = {"token": {"text": token, "special": False}}
+            for index, token in enumerate(tokens):
+                event: dict[str, Any] = {"token": {"text": token, "special": False}}
+                if index == len(tokens) - 1:  # TGI's final event carries the whole text
+                    event["generated_text"] = "".join(tokens)
                 yield "data:" + json.dumps(event) + "\n\n"
 
         return StreamingResponse(frames(), media_type="text/event-stream")
@@ -421,3 +423,77 @@ def test_the_client_reaches_the_real_worker(real: Target, emulated: Target) -> N
         assert answer.route.worker_url == emu.workers[0].url
         texts.append(answer.text)
     assert texts[0] == texts[1] and len(texts[0].split()) == 4
+
+
+# -- the client's sessions, on both -------------------------------------------------------------
+
+
+def _health(pinned: Any) -> Any:
+    body = {"session_id": pinned.session_id, "session_auth": pinned.auth}
+    return httpx.post(pinned.url + "/session/health", json=body).json()
+
+
+def client_sessions(target: Target) -> list[Any]:
+    """The client's worker sessions, sync and async, run against a target: what each step
+    showed (texts, route calls, what the worker says of the session, progress events)."""
+    emu = target.emu
+    emu.reset()
+    log: list[Any] = []
+    events: list[Any] = []
+    options: dict[str, Any] = {"api_key": emu.api_key, "base_url": emu.base_url,
+                               "on_progress": events.append}  # fmt: skip
+    with VastClient(emu.endpoint, **options) as client:
+        with client.session(lifetime=30) as session:
+            routes = len(emu.route_requests)
+            first = session.generate("Hello", max_tokens=4)
+            streamed = "".join(chunk.text for chunk in session.stream("Hello", max_tokens=3))
+            log.append(("two calls", first.text, streamed, first.route.route_calls,
+                        len(emu.route_requests) - routes))  # fmt: skip
+            pinned = session._pin.current
+            log.append(("open on the worker", _health(pinned)))
+            # Ended behind the client's back: the next call meets a 410 and makes a new one.
+            body = {"session_id": pinned.session_id, "session_auth": pinned.auth}
+            log.append(("ended elsewhere", httpx.post(pinned.url + "/session/end", json=body)
+                        .status_code))  # fmt: skip
+            again = session.generate("Hello", max_tokens=4)
+            log.append(("after that", again.text, again.route.attempts, again.route.route_calls,
+                        session.sessions_made))  # fmt: skip
+            replaced = session._pin.current
+        log.append(("after the block", _health(pinned), _health(replaced)))
+        # A whole answer that outlives the session's lifetime is cut by the worker's sweep,
+        # and not sent again.
+        with client.session(lifetime=0.3) as short:
+            if target.name == "emulated":  # the emulated model's way of being slow
+                emu.inject("slow_first_token", delay=1.0)
+            try:
+                short.generate(SLOW, max_tokens=4)
+                log.append(("outlived its lifetime", "answered"))
+            except VastConnectionError as exc:
+                log.append(("outlived its lifetime", type(exc).__name__,
+                            "past the session's lifetime" in str(exc)))  # fmt: skip
+    log.append(("events", [(e.kind, e.status) for e in events]))
+
+    async def run_async() -> list[Any]:
+        async with (
+            AsyncVastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url) as aclient,
+            aclient.session() as asession,
+        ):
+            answer = await asession.generate("Hello", max_tokens=4)
+            pieces = [chunk.text async for chunk in asession.stream("Hello", max_tokens=3)]
+            return ["async", answer.text, "".join(pieces), answer.route.route_calls]
+
+    log.append(asyncio.run(run_async()))
+    log.append(("routes in all", len(emu.route_requests)))
+    return log
+
+
+def test_the_client_sessions_behave_alike_on_the_real_worker(
+    real: Target, emulated: Target
+) -> None:
+    expected = client_sessions(real)
+    assert expected[0][3:] == (0, 0)  # no route call in the session
+    assert expected[1] == ("open on the worker", {"ok": True})
+    assert expected[3][2:] == (2, 1, 2)  # one 410, one new session on a fresh route
+    assert expected[4] == ("after the block", {"ok": False}, {"ok": False})
+    assert expected[5] == ("outlived its lifetime", "VastConnectionError", True)
+    assert client_sessions(emulated) == expected

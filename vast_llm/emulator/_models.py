@@ -93,6 +93,9 @@ class GenRequest:
     # "think" (<think>...</think> text); None: the fake does not think unless a script says so.
     reasoning: str | None = None
     reply: Reply | None = None  # what a scripted turn said for this request (names resolved)
+    # Seconds the model spends on the prompt before its first token (the emulator's prefix
+    # cache sets it from the prompt tokens its worker has not cached: prefill_delay).
+    prefill: float = 0.0
 
     @property
     def text(self) -> str:
@@ -603,6 +606,8 @@ class FakeModel(Model):
 
     async def generate(self, request: GenRequest, result: GenResult) -> AsyncIterator[str]:
         result.prompt_tokens = count_tokens(prompt_of(request))
+        if request.prefill > 0:
+            await asyncio.sleep(request.prefill)
         plan = self.plan(request)
         tokens = self._tokens(plan, request)
         # OpenAI servers drop the stop sequence from the text; TGI keeps the token that ends it.
