@@ -81,8 +81,11 @@ def _image_part(block: ImageBlock) -> dict[str, Any]:
     """An image as an OpenAI content part: its URL as given, else its bytes inline."""
     if block.url is not None and block.image is None and block.path is None:
         url = str(block.url)
-    else:
+    elif hasattr(block, "inline_url"):
         url = block.inline_url()
+    else:  # llama-index-core before inline_url: the same data URL, made here
+        data = block.resolve_image(as_base64=True).read().decode("ascii")
+        url = f"data:{block.image_mimetype or 'image/png'};base64,{data}"
     part: dict[str, Any] = {"type": "image_url", "image_url": {"url": url}}
     if block.detail:
         part["image_url"]["detail"] = block.detail
