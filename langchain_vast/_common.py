@@ -20,7 +20,6 @@ from vast_llm import (
     EndpointStopped,
     NoWorkerReady,
     RouteError,
-    RouteInfo,
     Usage,
     VastClient,
     VastConnectionError,
@@ -47,7 +46,7 @@ from . import errors
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-__all__ = ["SAMPLING", "VastFields", "estimate_tokens", "lc_errors", "route_metadata"]
+__all__ = ["SAMPLING", "VastFields", "estimate_tokens", "lc_errors"]
 
 SAMPLING = ("temperature", "top_p", "top_k", "repetition_penalty", "seed")
 # Headers a worker must never see (they would carry credentials).
@@ -276,11 +275,6 @@ class VastFields(ClientFields):
         }
 
 
-def route_metadata(route: RouteInfo | None, ttft: float | None = None) -> dict[str, Any]:
-    """The route facts as plain data for ``generation_info`` / ``response_metadata``."""
-    return {} if route is None else route.to_dict(ttft)
-
-
 def usage_dict(usage: Usage | None) -> dict[str, int]:
     return {} if usage is None else usage.to_dict()
 
@@ -295,11 +289,9 @@ def finish_info(reason: str | None) -> dict[str, Any]:
 
 
 def completion_info(answer: Completion) -> dict[str, Any]:
-    return {
-        **finish_info(answer.finish_reason),
-        "model_name": answer.model,
-        "vast": route_metadata(answer.route, answer.time_to_first_token),
-    }
+    """An answer's facts for ``generation_info`` / ``response_metadata`` (the core's one shape:
+    ``Completion.facts``)."""
+    return answer.facts()
 
 
 # -- errors ---------------------------------------------------------------------------------

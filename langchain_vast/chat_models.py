@@ -41,7 +41,6 @@ from ._common import (
     completion_info,
     finish_info,
     lc_errors,
-    route_metadata,
     usage_dict,
 )
 
@@ -326,7 +325,6 @@ class ChatVast(VastFields, BaseChatModel):
                     )
                 )
         info = completion_info(answer)
-        info.update(finish_info(answer.finish_reason))
         info.update(_logprobs(answer.logprobs))
         info["model_name"] = model_name
         info["model_provider"] = "vast"
@@ -357,12 +355,9 @@ class ChatVast(VastFields, BaseChatModel):
         )
 
     def _last_chunk(self, stream: Stream | AsyncStream, request: _Request) -> ChatGenerationChunk:
-        info: dict[str, Any] = {
-            **finish_info(stream.finish_reason),
-            "model_name": self._model_name(stream.model, request.params),
-            "model_provider": "vast",
-            "vast": route_metadata(stream.route, stream.time_to_first_token),
-        }
+        info = stream.facts()
+        info["model_name"] = self._model_name(stream.model, request.params)
+        info["model_provider"] = "vast"
         usage = _usage_metadata(stream.usage) if request.stream_usage else None
         return ChatGenerationChunk(
             message=AIMessageChunk(

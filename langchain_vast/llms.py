@@ -19,9 +19,7 @@ from vast_llm import AsyncStream, Completion, Stream
 from ._common import (
     VastFields,
     completion_info,
-    finish_info,
     lc_errors,
-    route_metadata,
     usage_dict,
 )
 
@@ -33,12 +31,7 @@ _BATCH_DEFAULT = 16
 
 
 def _final_info(stream: Stream | AsyncStream) -> dict[str, Any]:
-    return {
-        **finish_info(stream.finish_reason),
-        "model_name": stream.model,
-        "usage": usage_dict(stream.usage),
-        "vast": route_metadata(stream.route, stream.time_to_first_token),
-    }
+    return stream.facts()
 
 
 def _add_counts(total: dict[str, Any], counts: dict[str, Any]) -> None:

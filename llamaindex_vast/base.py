@@ -45,10 +45,8 @@ from vast_llm import (
     Chunk,
     Completion,
     ConfigError,
-    RouteInfo,
     Stream,
     ToolCall,
-    Usage,
     VastClient,
     VastSession,
 )
@@ -61,7 +59,6 @@ from vast_llm.integration import (
     call_params,
     chatml,
     clients_for,
-    common_finish_reason,
     config_error,
     settings_of,
 )
@@ -288,8 +285,7 @@ class _Assembler:
             thought, text = self._think.flush()
             self._reasoning += thought
             self._text += text
-        raw = _raw(stream.raw, stream.usage, stream.route,
-                   stream.time_to_first_token, stream.finish_reason)  # fmt: skip
+        raw = _raw(stream.raw, stream.facts())
         return _chat_response(message=self._message(), delta="", raw=raw, additional_kwargs={})
 
     def _message(self) -> ChatMessage:
@@ -312,17 +308,11 @@ class _Assembler:
         return _chat_message(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra)
 
 
-def _raw(answer: Any, usage: Usage | None, route: RouteInfo | None, ttft: float | None,
-         finish_reason: str | None) -> dict[str, Any]:  # fmt: skip
+def _raw(answer: Any, facts: dict[str, Any]) -> dict[str, Any]:
+    """A response's ``raw``: the worker's answer, with the core's facts about it on top
+    (``usage``, which TokenCountingHandler reads, finish reasons in OpenAI's words, ``vast``)."""
     raw: dict[str, Any] = dict(answer) if isinstance(answer, dict) else {"answer": answer}
-    if usage is not None:
-        # TokenCountingHandler reads raw["usage"]; TGI answers carry none of their own.
-        raw["usage"] = usage.to_dict()
-    # OpenAI's words whatever the worker's API; TGI's own word kept beside it.
-    raw["finish_reason"] = common_finish_reason(finish_reason)
-    if raw["finish_reason"] != finish_reason:
-        raw["native_finish_reason"] = finish_reason
-    raw["vast"] = route.to_dict(ttft) if route is not None else {}
+    raw.update(facts)
     return raw
 
 
@@ -584,8 +574,7 @@ class Vast(ClientFields, FunctionCallingLLM):
 
     @staticmethod
     def _completion(answer: Completion) -> CompletionResponse:
-        raw = _raw(answer.raw, answer.usage, answer.route, answer.time_to_first_token,
-                   answer.finish_reason)  # fmt: skip
+        raw = _raw(answer.raw, answer.facts())
         return CompletionResponse(text=answer.text, raw=raw)
 
     @staticmethod
@@ -603,8 +592,7 @@ class Vast(ClientFields, FunctionCallingLLM):
         return ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks, additional_kwargs=extra)
 
     def _chat(self, answer: Completion) -> ChatResponse:
-        raw = _raw(answer.raw, answer.usage, answer.route, answer.time_to_first_token,
-                   answer.finish_reason)  # fmt: skip
+        raw = _raw(answer.raw, answer.facts())
         return ChatResponse(
             message=self._message(answer.text, answer.tool_calls, answer.reasoning), raw=raw
         )
@@ -650,8 +638,7 @@ class Vast(ClientFields, FunctionCallingLLM):
                         text += chunk.text
                         yield _completion_piece(text, chunk)
                 # One last item: the totals (and an item even for an empty answer).
-                raw = _raw(stream.raw, stream.usage, stream.route,
-                           stream.time_to_first_token, stream.finish_reason)  # fmt: skip
+                raw = _raw(stream.raw, stream.facts())
                 yield CompletionResponse(text=text, delta="", raw=raw)
 
         return gen()
@@ -690,8 +677,7 @@ class Vast(ClientFields, FunctionCallingLLM):
                     if chunk.text:
                         text += chunk.text
                         yield _completion_piece(text, chunk)
-                raw = _raw(stream.raw, stream.usage, stream.route,
-                           stream.time_to_first_token, stream.finish_reason)  # fmt: skip
+                raw = _raw(stream.raw, stream.facts())
                 yield CompletionResponse(text=text, delta="", raw=raw)
 
         return gen()

@@ -48,7 +48,7 @@ from ._reuse import drain, drain_async
 from ._session import DEFAULT_LIFETIME, AsyncVastSession, Pin, VastSession, pin_for, session_flow
 from ._sse import StreamError
 from ._tls import worker_ssl_context
-from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, Usage
+from ._types import Assignment, Chunk, Completion, RouteInfo, ToolCall, Usage, answer_facts
 
 if TYPE_CHECKING:
     import aiohttp
@@ -725,6 +725,11 @@ class _StreamView:
     def raw(self) -> Any:
         """The last decoded event as the worker sent it (None before the first)."""
         return self._builder.last_raw
+
+    def facts(self) -> dict[str, Any]:
+        """What a framework reports about the answer so far (:meth:`Completion.facts`)."""
+        b = self._builder
+        return answer_facts(b.finish_reason, b.model, b.usage, b.route, b.time_to_first_token)
 
 
 class Stream(_StreamView, Iterator[Chunk]):

@@ -73,6 +73,25 @@ class Usage:
         return counts
 
 
+def answer_facts(
+    finish_reason: str | None,
+    model: str | None,
+    usage: Usage | None,
+    route: RouteInfo | None,
+    time_to_first_token: float | None,
+) -> dict[str, Any]:
+    """What the framework wrappers report about an answer, in one shape (see
+    :meth:`Completion.facts`)."""
+    common = common_finish_reason(finish_reason)
+    facts: dict[str, Any] = {"finish_reason": common}
+    if finish_reason != common:
+        facts["native_finish_reason"] = finish_reason
+    facts["model_name"] = model
+    facts["usage"] = {} if usage is None else usage.to_dict()
+    facts["vast"] = {} if route is None else route.to_dict(time_to_first_token)
+    return facts
+
+
 @dataclass(frozen=True, slots=True)
 class RouteInfo:
     """Facts about how one request reached its worker.
@@ -227,3 +246,12 @@ class Completion:
     reasoning: str | None = None
     logprobs: list[dict[str, Any]] | None = field(default=None, repr=False)
     alternatives: list[Completion] = field(default_factory=list, repr=False)
+
+    def facts(self) -> dict[str, Any]:
+        """What a framework reports about this answer, in one shape: ``finish_reason`` (in
+        OpenAI's words whatever the worker; ``native_finish_reason`` when the worker said
+        another), ``model_name``, ``usage`` (OpenAI-style counts) and ``vast`` (the route facts,
+        with the time to first token)."""
+        return answer_facts(
+            self.finish_reason, self.model, self.usage, self.route, self.time_to_first_token
+        )
