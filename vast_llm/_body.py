@@ -70,6 +70,39 @@ def _raw_async(response: Any) -> AsyncIterator[bytes]:
     return raw
 
 
+class _Whole:
+    """The pure part of reading a whole body: raw pieces in, bounds checked, bytes out."""
+
+    __slots__ = ("_clock", "_decoder", "_end", "_parts", "_seconds")
+
+    def __init__(
+        self, response: Any, limit: int, seconds: float, truncate: bool, clock: Clock
+    ) -> None:
+        self._decoder = BoundedDecoder(_response_encoding(response), limit, truncate=truncate)
+        self._clock = clock
+        self._seconds = seconds
+        self._end = clock() + seconds
+        self._parts: list[bytes] = []
+
+    def left(self) -> float:
+        return self._end - self._clock()
+
+    def feed(self, raw: bytes | None) -> bool:
+        """Take one raw piece (None: the body ended); True once nothing more is wanted."""
+        if raw is None:
+            self._parts.append(self._decoder.flush())
+            return True
+        self._parts.append(self._decoder.feed(raw))
+        if self._decoder.full:
+            return True
+        if self.left() < 0:
+            raise _late("the answer", self._seconds)
+        return False
+
+    def content(self) -> bytes:
+        return b"".join(self._parts)
+
+
 def read_body(
     response: Any,
     limit: int,
@@ -84,22 +117,13 @@ def read_body(
     ``limit`` bytes), arriving within ``seconds`` (else ``httpx.ReadTimeout``).
     """
     try:
-        decoder = BoundedDecoder(_response_encoding(response), limit, truncate=truncate)
-        end = clock() + seconds
-        parts: list[bytes] = []
+        whole = _Whole(response, limit, seconds, truncate, clock)
         pieces = _raw_sync(response)
         while True:
-            with budget(end - clock()):
+            with budget(whole.left()):
                 raw = next(pieces, None)
-            if raw is None:
-                parts.append(decoder.flush())
-                break
-            parts.append(decoder.feed(raw))
-            if decoder.full:
-                break
-            if clock() > end:
-                raise _late("the answer", seconds)
-        return b"".join(parts)
+            if whole.feed(raw):
+                return whole.content()
     finally:
         response.close()
 
@@ -114,22 +138,13 @@ async def aread_body(
 ) -> bytes:
     """:func:`read_body` for an open async response (httpx, or the aiohttp driver's)."""
     try:
-        decoder = BoundedDecoder(_response_encoding(response), limit, truncate=truncate)
-        end = clock() + seconds
-        parts: list[bytes] = []
+        whole = _Whole(response, limit, seconds, truncate, clock)
         pieces = _raw_async(response)
         while True:
-            with budget(end - clock()):
+            with budget(whole.left()):
                 raw = await anext(pieces, None)
-            if raw is None:
-                parts.append(decoder.flush())
-                break
-            parts.append(decoder.feed(raw))
-            if decoder.full:
-                break
-            if clock() > end:
-                raise _late("the answer", seconds)
-        return b"".join(parts)
+            if whole.feed(raw):
+                return whole.content()
     finally:
         await response.aclose()
 
