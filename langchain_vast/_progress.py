@@ -67,8 +67,7 @@ _Run = BaseCallbackManager | CallbackManagerForLLMRun | AsyncCallbackManagerForL
 
 
 def _sync(manager: _Run, run_id: Any) -> ProgressListener:
-    sync = CallbackManager(handlers=manager.handlers, tags=manager.tags,
-                           metadata=manager.metadata)  # fmt: skip
+    sync = CallbackManager(handlers=manager.handlers, tags=manager.tags, metadata=manager.metadata)
 
     def listener(event: Progress) -> None:
         sync.on_custom_event(PROGRESS_EVENT, progress_data(event), run_id=run_id)
@@ -77,8 +76,9 @@ def _sync(manager: _Run, run_id: Any) -> ProgressListener:
 
 
 def _async(manager: _Run, run_id: Any) -> ProgressListener:
-    amanager = AsyncCallbackManager(handlers=manager.handlers, tags=manager.tags,
-                                    metadata=manager.metadata)  # fmt: skip
+    amanager = AsyncCallbackManager(
+        handlers=manager.handlers, tags=manager.tags, metadata=manager.metadata
+    )
 
     async def listener(event: Progress) -> None:
         await amanager.on_custom_event(PROGRESS_EVENT, progress_data(event), run_id=run_id)
@@ -187,9 +187,12 @@ def model_run(
     manager = BaseCallbackManager(
         handlers=list(dict.fromkeys(handlers)),
         tags=list(dict.fromkeys(tags)),
-        metadata={**_metadata(callbacks), **(config.get("metadata") or {}),
-                  **(model.metadata or {})},
-    )  # fmt: skip
+        metadata={
+            **_metadata(callbacks),
+            **(config.get("metadata") or {}),
+            **(model.metadata or {}),
+        },
+    )
     listener = _async(manager, run_id) if asynchronous else _sync(manager, run_id)
     return config, ModelRun(model, listener)
 

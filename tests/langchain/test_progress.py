@@ -22,8 +22,17 @@ from langchain_vast._progress import _RUN
 from tests.conftest import FAST
 from vast_llm.emulator import Emulator
 
-FIELDS = {"kind", "endpoint", "elapsed", "attempt", "status", "worker_url", "signature",
-          "retry_in", "error"}  # fmt: skip
+FIELDS = {
+    "kind",
+    "endpoint",
+    "elapsed",
+    "attempt",
+    "status",
+    "worker_url",
+    "signature",
+    "retry_in",
+    "error",
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +52,12 @@ def cold(cold_session: Emulator) -> Iterator[Emulator]:
 
 
 def settings(emu: Emulator) -> dict[str, Any]:
-    return {"endpoint": emu.endpoint, "api_key": emu.api_key, "base_url": emu.base_url,
-            "backoff": FAST}  # fmt: skip
+    return {
+        "endpoint": emu.endpoint,
+        "api_key": emu.api_key,
+        "base_url": emu.base_url,
+        "backoff": FAST,
+    }
 
 
 def assert_cold_start_and_retry(events: list[dict[str, Any]], endpoint: str) -> None:
