@@ -173,14 +173,16 @@ class ModelRun:
 
 def model_run(
     model: Any, config: RunnableConfig | None, *, asynchronous: bool
-) -> tuple[RunnableConfig, ModelRun | None]:
+) -> tuple[RunnableConfig | None, ModelRun | None]:
     """The config to hand LangChain for one public call of ``model`` (with the run's id chosen
-    when some handler may hear progress), and the :class:`ModelRun` (None: nobody listens)."""
-    config = ensure_config(config)
-    callbacks = config.get("callbacks")
+    when some handler may hear progress; the caller's own otherwise), and the
+    :class:`ModelRun` (None: nobody listens)."""
+    ensured = ensure_config(config)  # the caller's, merged with the runnable context's
+    callbacks = ensured.get("callbacks")
     handlers = _handlers(callbacks) + _handlers(model.callbacks)
     if not handlers:
         return config, None
+    config = ensured
     run_id = config.get("run_id") or uuid7()
     config["run_id"] = run_id  # a fresh dict: ensure_config copied the caller's
     tags = [*_tags(callbacks), *(config.get("tags") or ()), *(model.tags or ())]
