@@ -269,8 +269,9 @@ class _Target:
     api_key: str | None
     chat_endpoint: str  # the LangChain steps'
     chat_api: Any  # "tgi" or "openai"
-    rag_endpoint: str  # the LlamaIndex step's, and the reasoning step's
+    rag_endpoint: str  # the LlamaIndex step's answers, and the reasoning step's
     rag_api: Any
+    embed_endpoint: str = ""  # the LlamaIndex step's embeddings and rerank (rag_endpoint if "")
     local: Any = None  # the emulator, when local
     model: str = ""  # the emulator's model, when local
     backoff: Backoff | None = None
@@ -402,22 +403,22 @@ def _index(out: _Out, target: _Target) -> tuple[Any, Any, Any]:
     from llamaindex_vast import VastEmbedding, VastRerank
 
     kwargs = target.client_kwargs()
-    embed_model = VastEmbedding(target.rag_endpoint, **kwargs)
+    endpoint = target.embed_endpoint or target.rag_endpoint
+    embed_model = VastEmbedding(endpoint, **kwargs)
     try:
         index = VectorStoreIndex.from_documents(_documents(), embed_model=embed_model)
     except VastError as exc:
         if getattr(exc, "status_code", None) != 404:
             raise
         out.line(
-            f"!! endpoint {target.rag_endpoint!r} does not serve /v1/embeddings (add it "
-            "to OPENAI_ROUTES):"
+            f"!! endpoint {endpoint!r} does not serve /v1/embeddings (add it to OPENAI_ROUTES):"
         )
         out.line("!! retrieval runs on local lexical embeddings, without a reranker")
         lexical = _lexical_embedding_class()
         return VectorStoreIndex.from_documents(_documents(), embed_model=lexical), lexical, None
     for route in embed_model.last_routes:
         out.facts(route, None, 0.0, label=f"embed {len(_documents())} documents")
-    return index, embed_model, VastRerank(target.rag_endpoint, top_n=2, **kwargs)
+    return index, embed_model, VastRerank(endpoint, top_n=2, **kwargs)
 
 
 def _llamaindex_step(out: _Out, target: _Target) -> None:
@@ -599,7 +600,12 @@ def _local_target(out: _Out, model: str) -> _Target:
         token_delay=delay,
         reasoning="reasoning_content",
         script=[thinking],
+        embeddings=False,
     )
+    # Embeddings and rerank on an endpoint of their own, as RAG deployments often have, on the
+    # emulator's hashed bag of words: SmolLM2's own embeddings of the documents, the question
+    # and the passages cost about 700 prompt tokens of CPU, a minute on a busy 2-core machine.
+    emu.add_endpoint("demo-embed", api="openai", model="fake")
     emu.start()
     out.line(f"Local emulator of the Vast autoscaler at {emu.base_url}")
     out.dim(
@@ -611,8 +617,12 @@ def _local_target(out: _Out, model: str) -> _Target:
         f"{ACTIVATION_DELAY:.0f} s)          model {model}"
     )
     out.dim(
-        f"endpoint demo-vllm  OpenAI-compatible (vLLM-style) worker: chat with "
-        f"reasoning_content, embeddings, rerank  model {model}"
+        f"endpoint demo-vllm  an OpenAI-compatible (vLLM-style) worker: chat with "
+        f"reasoning_content       model {model}"
+    )
+    out.dim(
+        "endpoint demo-embed an OpenAI-compatible worker: /v1/embeddings, /v1/rerank    "
+        "model fake (hashed bag of words)"
     )
     return _Target(
         base_url=emu.base_url,
@@ -621,6 +631,7 @@ def _local_target(out: _Out, model: str) -> _Target:
         chat_api="tgi",
         rag_endpoint="demo-vllm",
         rag_api="openai",
+        embed_endpoint="demo-embed",
         local=emu,
         model=model,
         backoff=Backoff(poll_first=0.5, poll_cap=1.0),
