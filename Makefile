@@ -69,7 +69,9 @@ test-lowest: $(LOWEST_VENV)/.installed
 	$(LOWEST_VENV)/bin/python -m pytest -q -m "not model and not vastai_sdk" \
 		--ignore=tests/langchain/test_standard.py
 
-# The demo never fails for want of a compiler: without the model it runs on the fake generator.
+# The demo (the vast_llm_demo package, run by `vast-llm demo`): the emulator with HTTPS workers,
+# a cold start, a reasoning answer. It never fails for want of a compiler: without the model
+# it runs on the fake generator.
 demo: install
 	@$(MAKE) --no-print-directory model || echo "!! the real model could not be built; the demo runs on the fake generator"
 	$(BIN)/vast-llm demo

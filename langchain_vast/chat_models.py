@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal, cast
@@ -25,7 +26,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -33,6 +34,7 @@ from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from vast_llm import AsyncStream, Chunk, Completion, Stream, Usage
 from vast_llm.fields import setting_field
+from vast_llm.integration import aobserved, observed, observing
 
 from ._common import (
     SAMPLING,
@@ -43,6 +45,7 @@ from ._common import (
     lc_errors,
     usage_dict,
 )
+from ._progress import listener_for, model_run
 
 __all__ = ["ChatVast"]
 
@@ -181,6 +184,13 @@ class ChatVast(VastFields, BaseChatModel):
     Route facts:
         ``response_metadata["vast"]`` holds the worker, reqnum, request_idx, attempts, route
         latency, signature recipe and time to first token of each answer.
+
+    Progress (cold starts, retries):
+        Before its answer starts, each call reports what it is doing (waiting for a worker,
+        with the router's worker states; routed; verified; retrying; answering) as custom
+        events named ``vast_progress`` of the model's own run, whose data are the fields of a
+        ``vast_llm.Progress``: in ``astream_events(version="v2")`` (``on_custom_event``) and
+        to callback handlers' ``on_custom_event``.
     """
 
     api: Literal["tgi", "openai"] = "openai"
@@ -369,6 +379,59 @@ class ChatVast(VastFields, BaseChatModel):
             generation_info=finish_info(stream.finish_reason),
         )
 
+    # -- the public calls: progress events go to the model's own run ------------------------
+    # LangChain calls _stream/_astream without a run manager from these; model_run picks the
+    # run's id beforehand so that the waiting, retrying... events (langchain_vast._progress)
+    # reach its handlers as `vast_progress` custom events of this model's run.
+
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        config, run = model_run(self, config, asynchronous=False)
+        with run or contextlib.nullcontext():
+            return super().invoke(input, config, stop=stop, **kwargs)
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        config, run = model_run(self, config, asynchronous=True)
+        with run or contextlib.nullcontext():
+            return await super().ainvoke(input, config, stop=stop, **kwargs)
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        config, run = model_run(self, config, asynchronous=False)
+        chunks = super().stream(input, config, stop=stop, **kwargs)
+        return chunks if run is None else run.steps(chunks)
+
+    def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        config, run = model_run(self, config, asynchronous=True)
+        chunks = super().astream(input, config, stop=stop, **kwargs)
+        return chunks if run is None else run.asteps(chunks)
+
     # -- sync ------------------------------------------------------------------------------
 
     def _generate(
@@ -381,7 +444,7 @@ class ChatVast(VastFields, BaseChatModel):
         if self.streaming:
             return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
         request = self._request(stop, kwargs)
-        with lc_errors():
+        with lc_errors(), observing(listener_for(self, run_manager)):
             if self.api == "tgi":
                 # TGI's /generate reports no prompt token count; its stream's last event does.
                 with self.client.stream_chat(
@@ -409,7 +472,7 @@ class ChatVast(VastFields, BaseChatModel):
                 self._messages(messages), headers=request.headers, **params
             ) as stream,
         ):
-            for piece in stream:
+            for piece in observed(stream, listener_for(self, run_manager)):
                 if not (piece.text or piece.tool_calls or piece.reasoning or piece.logprobs):
                     continue
                 chunk = self._chunk(piece)
@@ -433,7 +496,7 @@ class ChatVast(VastFields, BaseChatModel):
         if self.streaming:
             return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
         request = self._request(stop, kwargs)
-        with lc_errors():
+        with lc_errors(), observing(listener_for(self, run_manager)):
             if self.api == "tgi":
                 async with self.async_client.stream_chat(
                     self._messages(messages), headers=request.headers, **request.params
@@ -458,7 +521,7 @@ class ChatVast(VastFields, BaseChatModel):
             async with self.async_client.stream_chat(
                 self._messages(messages), headers=request.headers, **params
             ) as stream:
-                async for piece in stream:
+                async for piece in aobserved(stream, listener_for(self, run_manager)):
                     if not (piece.text or piece.tool_calls or piece.reasoning or piece.logprobs):
                         continue
                     chunk = self._chunk(piece)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from langchain_core.embeddings import Embeddings
 
+from vast_llm.integration import observing
+
 from ._common import lc_errors
 from ._pooling import PoolingFields
+from ._progress import call_listener
 
 __all__ = ["VastEmbeddings"]
 
@@ -39,12 +42,14 @@ class VastEmbeddings(PoolingFields, Embeddings):
     Every client setting of ``vast_llm.VastClient`` is a field with the same name (``timeout``,
     ``deadline``, ``max_retries``, ``embed_batch_size``...); unknown arguments are an error;
     fields for the model server (``dimensions``, ``truncate_prompt_tokens``) go in
-    ``model_kwargs``. ``last_routes`` holds the route facts of the last call.
+    ``model_kwargs``. ``last_routes`` holds the route facts of the last call. Called inside a
+    run (a chain, a retriever), each request's progress reaches that run's callbacks as
+    ``vast_progress`` custom events.
     """
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, in order."""
-        with lc_errors():
+        with lc_errors(), observing(call_listener(asynchronous=False)):
             result = self.client.embed(texts, **self._call_params())
         self._routes = result.routes
         return result.vectors
@@ -56,7 +61,7 @@ class VastEmbeddings(PoolingFields, Embeddings):
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, in order; batches run concurrently (up to the client's
         ``max_concurrency``)."""
-        with lc_errors():
+        with lc_errors(), observing(call_listener(asynchronous=True)):
             result = await self.async_client.embed(texts, **self._call_params())
         self._routes = result.routes
         return result.vectors

@@ -15,6 +15,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import AliasChoices, Field
 
 from vast_llm import AsyncStream, Completion, Stream
+from vast_llm.integration import aobserved, observed, observing
 
 from ._common import (
     VastFields,
@@ -22,6 +23,7 @@ from ._common import (
     lc_errors,
     usage_dict,
 )
+from ._progress import listener_for, model_run
 
 __all__ = ["VastLLM"]
 
@@ -95,7 +97,9 @@ class VastLLM(VastFields, LLM):
     ``generation_info`` carries ``finish_reason`` (OpenAI's words for both APIs; TGI's own in
     ``native_finish_reason``), token usage and ``vast`` (the route facts:
     worker, reqnum, request_idx, attempts, route latency, signature, time to first token);
-    ``llm_output`` carries ``token_usage`` and ``model_name``.
+    ``llm_output`` carries ``token_usage`` and ``model_name``. Before the answer starts, each
+    step of the request (waiting for a worker, routed, verified, retrying, answering) is a
+    ``vast_progress`` custom event of the model's run (``astream_events``, ``on_custom_event``).
     """
 
     api: Literal["tgi", "openai"] = "tgi"
@@ -134,6 +138,34 @@ class VastLLM(VastFields, LLM):
         info["usage"] = usage_dict(answer.usage)
         return Generation(text=answer.text, generation_info=info)
 
+    # -- the public streams: progress events go to the model's own run -----------------------
+    # LangChain calls _stream/_astream without a run manager from these; model_run picks the
+    # run's id beforehand (langchain_vast._progress). invoke() reaches _generate, which has one.
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[str]:
+        config, run = model_run(self, config, asynchronous=False)
+        chunks = super().stream(input, config, stop=stop, **kwargs)
+        return chunks if run is None else run.steps(chunks)
+
+    def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[str]:
+        config, run = model_run(self, config, asynchronous=True)
+        chunks = super().astream(input, config, stop=stop, **kwargs)
+        return chunks if run is None else run.asteps(chunks)
+
     # -- one prompt ------------------------------------------------------------------------
 
     def _stream(
@@ -145,7 +177,7 @@ class VastLLM(VastFields, LLM):
     ) -> Iterator[GenerationChunk]:
         params = self._call_params(stop, kwargs)
         with lc_errors(), self.client.stream(prompt, **params) as stream:
-            for piece in stream:
+            for piece in observed(stream, listener_for(self, run_manager)):
                 if not piece.text:
                     continue
                 chunk = GenerationChunk(text=piece.text)
@@ -168,7 +200,7 @@ class VastLLM(VastFields, LLM):
         params = self._call_params(stop, kwargs)
         with lc_errors():
             async with self.async_client.stream(prompt, **params) as stream:
-                async for piece in stream:
+                async for piece in aobserved(stream, listener_for(self, run_manager)):
                     if not piece.text:
                         continue
                     chunk = GenerationChunk(text=piece.text)
@@ -189,7 +221,7 @@ class VastLLM(VastFields, LLM):
                 whole = chunk if whole is None else whole + chunk
             assert whole is not None  # _stream always yields its last chunk
             return Generation(text=whole.text, generation_info=whole.generation_info)
-        with lc_errors():
+        with lc_errors(), observing(listener_for(self, run_manager)):
             answer = self.client.generate(prompt, **self._call_params(stop, kwargs))
         return self._generation(answer)
 
@@ -202,7 +234,7 @@ class VastLLM(VastFields, LLM):
                 whole = chunk if whole is None else whole + chunk
             assert whole is not None
             return Generation(text=whole.text, generation_info=whole.generation_info)
-        with lc_errors():
+        with lc_errors(), observing(listener_for(self, run_manager)):
             answer = await self.async_client.generate(prompt, **self._call_params(stop, kwargs))
         return self._generation(answer)
 

@@ -10,9 +10,11 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import Field
 
 from vast_llm import Reranking
+from vast_llm.integration import observing
 
 from ._common import lc_errors
 from ._pooling import PoolingFields
+from ._progress import call_listener
 
 __all__ = ["VastRerank"]
 
@@ -34,7 +36,9 @@ class VastRerank(PoolingFields, BaseDocumentCompressor):
             best = reranker.compress_documents(documents, "the question")
 
     Documents go in batches of ``embed_batch_size``, scored on every batch before ``top_n``
-    is applied; each answer is checked (every index once and in range, finite scores).
+    is applied; each answer is checked (every index once and in range, finite scores). Each
+    request's progress reaches the calling run's callbacks (``callbacks``, or the run it is
+    called in) as ``vast_progress`` custom events.
     """
 
     top_n: int | None = Field(default=3, ge=1)
@@ -54,7 +58,7 @@ class VastRerank(PoolingFields, BaseDocumentCompressor):
     ) -> Sequence[Document]:
         """The ``top_n`` documents most relevant to ``query``, best first."""
         texts = [d.page_content for d in documents]
-        with lc_errors():
+        with lc_errors(), observing(call_listener(callbacks, asynchronous=False)):
             ranking = self.client.rerank(query, texts, top_n=self.top_n, **self._call_params())
         return self._documents(documents, ranking)
 
@@ -63,7 +67,7 @@ class VastRerank(PoolingFields, BaseDocumentCompressor):
     ) -> Sequence[Document]:
         """The ``top_n`` documents most relevant to ``query``, best first."""
         texts = [d.page_content for d in documents]
-        with lc_errors():
+        with lc_errors(), observing(call_listener(callbacks, asynchronous=True)):
             ranking = await self.async_client.rerank(
                 query, texts, top_n=self.top_n, **self._call_params()
             )

@@ -12,8 +12,9 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         "llamaindex_vast needs LlamaIndex: pip install 'vast-llm[llamaindex]'"
     ) from exc
 
+from ._progress import VastProgressEvent
 from .base import Vast, chatml_messages_to_prompt
 from .embeddings import VastEmbedding
 from .rerank import VastRerank
 
-__all__ = ["Vast", "VastEmbedding", "VastRerank", "chatml_messages_to_prompt"]
+__all__ = ["Vast", "VastEmbedding", "VastProgressEvent", "VastRerank", "chatml_messages_to_prompt"]

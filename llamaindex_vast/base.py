@@ -56,12 +56,17 @@ from vast_llm.integration import (
     ModelSession,
     SessionPair,
     ThinkSplitter,
+    aobserved,
     call_params,
     chatml,
     clients_for,
     config_error,
+    observed,
+    observing,
     settings_of,
 )
+
+from ._progress import listener
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -359,6 +364,11 @@ class Vast(ClientFields, FunctionCallingLLM):
     streaming, each reasoning piece is also ``additional_kwargs["thinking_delta"]`` of its
     response. Finish reasons are OpenAI's words for every API (``raw["finish_reason"]``; TGI's
     own in ``raw["native_finish_reason"]``).
+
+    Progress: before its answer starts, each call dispatches a ``VastProgressEvent`` (from
+    ``llamaindex_vast``) per step: waiting for a worker (with the router's worker states while
+    one cold-starts), routed, verified, retrying, answering. Event handlers see them inside
+    the call's span.
     """
 
     api_key: SecretStr | None = Field(default=None, exclude=True, description="Vast.ai API key.")
@@ -609,12 +619,13 @@ class Vast(ClientFields, FunctionCallingLLM):
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         params = self._params(kwargs)
-        if self._complete_by_chat:
-            answer = self.client.chat(self._as_chat(prompt), headers=self._headers, **params)
-        else:
-            answer = self.client.generate(
-                self._prompt(prompt, formatted), headers=self._headers, **params
-            )
+        with observing(listener()):
+            if self._complete_by_chat:
+                answer = self.client.chat(self._as_chat(prompt), headers=self._headers, **params)
+            else:
+                answer = self.client.generate(
+                    self._prompt(prompt, formatted), headers=self._headers, **params
+                )
         return self._completion(answer)
 
     @llm_completion_callback()
@@ -630,10 +641,12 @@ class Vast(ClientFields, FunctionCallingLLM):
             )
         )
 
+        heard = listener()
+
         def gen() -> CompletionResponseGen:
             text = ""
             with stream:
-                for chunk in stream:
+                for chunk in observed(stream, heard):
                     if chunk.text:
                         text += chunk.text
                         yield _completion_piece(text, chunk)
@@ -648,14 +661,15 @@ class Vast(ClientFields, FunctionCallingLLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
         params = self._params(kwargs)
-        if self._complete_by_chat:
-            answer = await self.async_client.chat(
-                self._as_chat(prompt), headers=self._headers, **params
-            )
-        else:
-            answer = await self.async_client.generate(
-                self._prompt(prompt, formatted), headers=self._headers, **params
-            )
+        with observing(listener()):
+            if self._complete_by_chat:
+                answer = await self.async_client.chat(
+                    self._as_chat(prompt), headers=self._headers, **params
+                )
+            else:
+                answer = await self.async_client.generate(
+                    self._prompt(prompt, formatted), headers=self._headers, **params
+                )
         return self._completion(answer)
 
     @llm_completion_callback()
@@ -670,10 +684,12 @@ class Vast(ClientFields, FunctionCallingLLM):
             else client.stream(self._prompt(prompt, formatted), headers=self._headers, **params)
         )
 
+        heard = listener()
+
         async def gen() -> CompletionResponseAsyncGen:
             text = ""
             async with stream:
-                async for chunk in stream:
+                async for chunk in aobserved(stream, heard):
                     if chunk.text:
                         text += chunk.text
                         yield _completion_piece(text, chunk)
@@ -687,12 +703,13 @@ class Vast(ClientFields, FunctionCallingLLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         params = self._params(kwargs)
-        if self._api == "tgi":
-            answer = self.client.generate(
-                self._chat_prompt(messages), headers=self._headers, **params
-            )
-        else:
-            answer = self.client.chat(self._messages(messages), headers=self._headers, **params)
+        with observing(listener()):
+            if self._api == "tgi":
+                answer = self.client.generate(
+                    self._chat_prompt(messages), headers=self._headers, **params
+                )
+            else:
+                answer = self.client.chat(self._messages(messages), headers=self._headers, **params)
         return self._chat(self._tgi_think(answer))
 
     @llm_chat_callback()
@@ -704,10 +721,12 @@ class Vast(ClientFields, FunctionCallingLLM):
             else self.client.stream_chat(self._messages(messages), headers=self._headers, **params)
         )
 
+        heard = listener()
+
         def gen() -> ChatResponseGen:
             answer = _Assembler(think=self._api == "tgi")
             with stream:
-                for chunk in stream:
+                for chunk in observed(stream, heard):
                     piece = answer.piece(chunk)
                     if piece is not None:
                         yield piece
@@ -719,12 +738,15 @@ class Vast(ClientFields, FunctionCallingLLM):
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         params = self._params(kwargs)
         client = self.async_client
-        if self._api == "tgi":
-            answer = await client.generate(
-                self._chat_prompt(messages), headers=self._headers, **params
-            )
-        else:
-            answer = await client.chat(self._messages(messages), headers=self._headers, **params)
+        with observing(listener()):
+            if self._api == "tgi":
+                answer = await client.generate(
+                    self._chat_prompt(messages), headers=self._headers, **params
+                )
+            else:
+                answer = await client.chat(
+                    self._messages(messages), headers=self._headers, **params
+                )
         return self._chat(self._tgi_think(answer))
 
     @llm_chat_callback()
@@ -739,10 +761,12 @@ class Vast(ClientFields, FunctionCallingLLM):
             else client.stream_chat(self._messages(messages), headers=self._headers, **params)
         )
 
+        heard = listener()
+
         async def gen() -> ChatResponseAsyncGen:
             answer = _Assembler(think=self._api == "tgi")
             async with stream:
-                async for chunk in stream:
+                async for chunk in aobserved(stream, heard):
                     piece = answer.piece(chunk)
                     if piece is not None:
                         yield piece

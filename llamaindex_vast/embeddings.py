@@ -7,7 +7,10 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field
 
+from vast_llm.integration import observing
+
 from ._pooling import PoolingFields
+from ._progress import listener
 
 __all__ = ["VastEmbedding"]
 
@@ -20,7 +23,8 @@ class VastEmbedding(PoolingFields, BaseEmbedding):
     of ``embed_batch_size`` (64; a batch a worker refuses as too large is halved); the async
     methods run batches concurrently. Every answer is checked (one vector per text, in order,
     one dimension, no NaN). LlamaIndex's embedding events (``EmbeddingStartEvent``,
-    ``EmbeddingEndEvent``) fire as for any ``BaseEmbedding``.
+    ``EmbeddingEndEvent``) fire as for any ``BaseEmbedding``, and a ``VastProgressEvent`` for
+    each step of each request (waiting for a worker, routed, verified, retrying, answering).
 
     Examples:
         .. code-block:: python
@@ -58,12 +62,14 @@ class VastEmbedding(PoolingFields, BaseEmbedding):
         return None if self.model_name == "unknown" else self.model_name
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        result = self.client.embed(texts, **self._call_params(self._model()))
+        with observing(listener()):
+            result = self.client.embed(texts, **self._call_params(self._model()))
         self._routes = result.routes
         return result.vectors
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        result = await self.async_client.embed(texts, **self._call_params(self._model()))
+        with observing(listener()):
+            result = await self.async_client.embed(texts, **self._call_params(self._model()))
         self._routes = result.routes
         return result.vectors
 

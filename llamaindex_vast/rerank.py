@@ -11,8 +11,10 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
 from vast_llm import Reranking
+from vast_llm.integration import observing
 
 from ._pooling import PoolingFields
+from ._progress import listener
 
 __all__ = ["VastRerank"]
 
@@ -33,7 +35,8 @@ class VastRerank(PoolingFields, BaseNodePostprocessor):
                 node_postprocessors=[VastRerank("my-reranker-endpoint", top_n=3)],
             )
 
-    Fires LlamaIndex's ``ReRankStartEvent`` and ``ReRankEndEvent``. Nodes go in batches of
+    Fires LlamaIndex's ``ReRankStartEvent`` and ``ReRankEndEvent``, and a ``VastProgressEvent``
+    for each step of each request. Nodes go in batches of
     ``embed_batch_size``, all scored before ``top_n`` is applied; every answer is checked
     (each index once and in range, finite scores).
     """
@@ -74,7 +77,8 @@ class VastRerank(PoolingFields, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         texts = self._start(nodes, query_bundle)
         assert query_bundle is not None  # _start raised otherwise
-        ranking = self.client.rerank(query_bundle.query_str, texts, **self._params())
+        with observing(listener()):
+            ranking = self.client.rerank(query_bundle.query_str, texts, **self._params())
         return self._end(nodes, ranking)
 
     async def _apostprocess_nodes(
@@ -82,5 +86,8 @@ class VastRerank(PoolingFields, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         texts = self._start(nodes, query_bundle)
         assert query_bundle is not None
-        ranking = await self.async_client.rerank(query_bundle.query_str, texts, **self._params())
+        with observing(listener()):
+            ranking = await self.async_client.rerank(
+                query_bundle.query_str, texts, **self._params()
+            )
         return self._end(nodes, ranking)

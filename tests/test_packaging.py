@@ -78,3 +78,12 @@ def test_the_sdist_carries_what_its_own_tests_need() -> None:
     needed = {"tests", "tools", "benchmarks", ".ci", "Makefile", "LICENSE", "CHANGELOG.md"}
     assert needed <= included
     assert all((ROOT / path).exists() for path in included)
+
+
+def test_the_demo_ships_beside_the_core_with_its_extra() -> None:
+    import vast_llm_demo
+
+    assert "vast_llm_demo" in PROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    assert not (ROOT / "vast_llm" / "demo").exists()  # the core ships no application
+    demo = PROJECT["project"]["optional-dependencies"]["demo"]
+    assert demo == [f"vast-llm[{','.join(vast_llm_demo._NEEDS)}]"]  # what the CLI asks for

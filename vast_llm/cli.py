@@ -125,9 +125,11 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo", help="show the whole product working (on the emulator by default)",
-        description="Run the demo: a LangChain chain, a LlamaIndex RAG query, route facts, a "
-        "tampered assignment rejected and a worker failure recovered. With --endpoint (and "
-        "VAST_API_KEY) it runs against Vast.ai instead of the local emulator.",
+        description="Run the demo: a LangChain chain through a cold start, a reasoning answer, "
+        "a LlamaIndex RAG query, route facts, a tampered assignment rejected and a worker "
+        "failure recovered, on the local emulator with HTTPS workers. With --endpoint (and "
+        "VAST_API_KEY) it runs against Vast.ai instead. Needs the demo extra: "
+        'pip install "vast-llm[demo]".',
     )  # fmt: skip
     demo.add_argument("--endpoint", help="a real endpoint (needs VAST_API_KEY)")
     demo.add_argument("--api", choices=("tgi", "openai"), default="openai",
@@ -265,7 +267,10 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    # The demo is an application of the core and both wrappers: it lives in its own package
+    # (vast_llm_demo, in the same distribution), imported only when asked for, so vast_llm
+    # never imports a framework. It names the extras to install when one is missing.
+    from vast_llm_demo import run_demo
 
     return run_demo(endpoint=args.endpoint, api=args.api, model=args.model)
 

@@ -18,14 +18,19 @@
 - :class:`ModelSession`: ``with model.session() as pinned:`` for a framework model: a worker
   session (:class:`SessionPair`, seen from both clients of the model's pair) and a copy of the
   model whose calls go to it.
+- :func:`observing`, :func:`observed`, :func:`aobserved`, :func:`progress_data`: hand a call's
+  :class:`~vast_llm.Progress` events to a framework's own event system (LangChain custom
+  events, LlamaIndex instrumentation) without a context variable outliving the call.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import httpx
 
@@ -34,6 +39,7 @@ from ._client import AsyncVastClient, VastClient
 from ._config import PER_CALL, SETTINGS, Setting, resolve_settings
 from ._decoders import ThinkSplitter
 from ._errors import ConfigError
+from ._progress import Progress, ProgressListener, observe
 from ._session import ModelSession, SessionPair
 from ._types import common_finish_reason
 
@@ -42,14 +48,19 @@ __all__ = [
     "SETTINGS",
     "ClientPair",
     "ModelSession",
+    "ProgressListener",
     "SessionPair",
     "Setting",
     "ThinkSplitter",
+    "aobserved",
     "call_params",
     "chatml",
     "clients_for",
     "common_finish_reason",
     "config_error",
+    "observed",
+    "observing",
+    "progress_data",
     "settings_of",
 ]
 
@@ -253,3 +264,64 @@ def call_params(
     if hook is not None:
         hook(params)
     return {name: value for name, value in params.items() if value is not None}
+
+
+# -- progress events for frameworks ---------------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+def progress_data(event: Progress) -> dict[str, Any]:
+    """A :class:`~vast_llm.Progress` event's fields as a plain dict (what the wrappers hand
+    their frameworks: LangChain's ``vast_progress`` custom event's data, LlamaIndex's
+    ``VastProgressEvent`` fields)."""
+    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+
+
+def observing(listener: ProgressListener | None) -> contextlib.AbstractContextManager[None]:
+    """:func:`vast_llm.observe` ``listener`` for the calls made in the block; nothing when
+    ``listener`` is None (nobody to tell, so no event is even built)."""
+    return contextlib.nullcontext() if listener is None else observe(listener)
+
+
+def observed(stream: Iterator[_T], listener: ProgressListener | None) -> Iterator[_T]:
+    """``stream`` (a :class:`~vast_llm.Stream`), with ``listener`` hearing its progress.
+
+    A stream's request runs in its first ``next()`` (routing, waiting, retries, until the first
+    byte), so only that step is observed: a framework's generator must not hold
+    :func:`~vast_llm.observe` open across its own ``yield`` (the context variable would leak
+    into the consumer's code, and could not be reset from another context)."""
+    return stream if listener is None else _Observed(stream, listener)
+
+
+def aobserved(stream: AsyncIterator[_T], listener: ProgressListener | None) -> AsyncIterator[_T]:
+    """:func:`observed` for an :class:`~vast_llm.AsyncStream` (``listener`` may be async)."""
+    return stream if listener is None else _AObserved(stream, listener)
+
+
+class _Observed(Iterator[_T]):
+    def __init__(self, stream: Iterator[_T], listener: ProgressListener) -> None:
+        self._stream = stream
+        self._listener: ProgressListener | None = listener
+
+    def __next__(self) -> _T:
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return next(self._stream)
+        with observe(listener):
+            return next(self._stream)
+
+
+class _AObserved(AsyncIterator[_T]):
+    # A class, not an async generator: nothing is left for the event loop to finalise when a
+    # consumer stops early.
+    def __init__(self, stream: AsyncIterator[_T], listener: ProgressListener) -> None:
+        self._stream = stream
+        self._listener: ProgressListener | None = listener
+
+    async def __anext__(self) -> _T:
+        listener, self._listener = self._listener, None
+        if listener is None:
+            return await self._stream.__anext__()
+        with observe(listener):
+            return await self._stream.__anext__()

@@ -206,7 +206,7 @@ class SmolLM2Embedder(Embedder):
                 self._llm = llama_cpp.Llama(
                     model_path=self._path, embedding=True, n_ctx=self.context,
                     n_batch=self.context, n_ubatch=self.context,
-                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_threads=2, verbose=False,
+                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_threads=1, verbose=False,
                 )  # fmt: skip
             self.dimensions = int(self._llm.n_embd())
         return self._llm
