@@ -3,55 +3,40 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import LangSmithParams
 from langchain_core.utils import secret_from_env
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr
 
 from vast_llm import (
-    AsyncVastClient,
-    AsyncVastSession,
     AuthenticationError,
     Completion,
-    ConfigError,
     EndpointStopped,
     NoWorkerReady,
     RouteError,
     Usage,
-    VastClient,
     VastConnectionError,
     VastError,
-    VastSession,
     VastTimeout,
     WorkerError,
     WorkerStreamError,
 )
-from vast_llm.fields import ClientFields
+from vast_llm.fields import ClientModel
 from vast_llm.integration import (
-    ClientPair,
-    ModelSession,
-    SessionPair,
     call_params,
-    clients_for,
     common_finish_reason,
-    config_error,
-    settings_of,
 )
 
 from . import errors
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    pass
 
 __all__ = ["SAMPLING", "VastFields", "estimate_tokens", "lc_errors"]
 
 SAMPLING = ("temperature", "top_p", "top_k", "repetition_penalty", "seed")
-# Headers a worker must never see (they would carry credentials).
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key",
-                            "api-key"})  # fmt: skip
 
 
 def estimate_tokens(text: str) -> int:
@@ -60,18 +45,7 @@ def estimate_tokens(text: str) -> int:
     return -(-ascii_chars // 4) + (len(text) - ascii_chars)
 
 
-def checked_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
-    """``default_headers`` as given, refusing credentials (workers must never see them)."""
-    for name in headers or {}:
-        if name.lower() in SECRET_HEADERS:
-            raise ConfigError(
-                f"default_headers may not carry {name!r}: these headers go to workers, which "
-                "must never see credentials (the API key goes to the autoscaler only)"
-            )
-    return headers
-
-
-class VastFields(ClientFields):
+class VastFields(ClientModel):
     """Client settings (every one of vast_llm's, with the same names and defaults), and the
     generation parameters common to the LangChain models."""
 
@@ -90,108 +64,6 @@ class VastFields(ClientFields):
     """Stream even in ``invoke`` (tokens reach callbacks as they come)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra parameters sent to the model server as they are."""
-    http_client: Any = Field(default=None, exclude=True)
-    """An ``httpx.Client`` for the route and worker calls (not serialised)."""
-    http_async_client: Any = Field(default=None, exclude=True)
-    """An ``httpx.AsyncClient`` for the async calls, or an ``aiohttp.ClientSession`` to run
-    them on aiohttp directly (``vast-llm[aiohttp]``; not serialised). Either belongs to one
-    event loop; without one, the model keeps a pool per event loop."""
-
-    _clients: ClientPair | None = PrivateAttr(default=None)
-    _worker_session: SessionPair | None = PrivateAttr(default=None)
-
-    def __init__(self, **kwargs: Any) -> None:
-        try:
-            super().__init__(**kwargs)
-        except ValidationError as exc:
-            raise config_error(exc) from None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unknown(cls, values: Any) -> Any:
-        """Unknown keyword arguments are an error (a typo must not pass silently)."""
-        if not isinstance(values, dict):
-            return values
-        known = set()
-        for name, field in cls.model_fields.items():
-            known.add(name)
-            if field.alias:
-                known.add(field.alias)
-            if field.validation_alias is not None and hasattr(field.validation_alias, "choices"):
-                known.update(str(c) for c in field.validation_alias.choices)
-        unknown = [name for name in values if name not in known]
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"{cls.__name__} has no field {unknown[0]!r}{hint}. Parameters for the model "
-                "server that are not fields go in model_kwargs={...}."
-            )
-        return values
-
-    @model_validator(mode="after")
-    def _check_settings(self) -> Any:
-        # Settings are checked here (a missing endpoint or key fails at construction); the
-        # HTTP clients are built on first use: no network in the constructor.
-        self._pair()
-        return self
-
-    def _pair(self) -> ClientPair:
-        """The clients for the model's current settings (edits and copies take effect)."""
-        pair = clients_for(
-            settings_of(self),
-            http_client=self.http_client,
-            http_async_client=self.http_async_client,
-        )
-        self._clients = pair  # keeps the shared pair alive while this model uses it
-        return pair
-
-    @property
-    def client(self) -> VastClient | VastSession:
-        """The sync routing client for the current settings (shared by equal models); in a
-        model bound to a worker session (:meth:`session`), that session."""
-        if self._worker_session is not None:
-            return self._worker_session.sync
-        return self._pair().sync
-
-    @property
-    def async_client(self) -> AsyncVastClient | AsyncVastSession:
-        """The async routing client for the current settings (a pool per event loop); in a
-        model bound to a worker session (:meth:`session`), that session."""
-        if self._worker_session is not None:
-            return self._worker_session.async_
-        return self._pair().async_
-
-    def session(
-        self, *, lifetime: float = 300.0, cost: float | None = None, recreate: bool = True
-    ) -> ModelSession[Self]:
-        """A worker session: ``with model.session() as pinned:`` (or ``async with``) gives a
-        copy of this model whose calls all go to one worker with no route call, until the
-        block ends the session. Use ``pinned`` anywhere a model goes (an agent, a chain):
-        each turn saves the route round trip and finds the conversation's prefix in the
-        worker's cache. A worker that loses the session costs only that cache (a new one is
-        made on a fresh route). ``lifetime`` must exceed the longest call (the worker may cut
-        a call that outlives it); see :meth:`vast_llm.VastClient.session`."""
-        return ModelSession(
-            self._pair(), self._bound, lifetime=lifetime, cost=cost, recreate=recreate
-        )
-
-    def _bound(self, session: SessionPair) -> Self:
-        pinned = self.model_copy()
-        pinned._worker_session = session
-        return pinned
-
-    def close(self) -> None:
-        """Close this model's connection pools (a later call opens new ones)."""
-        if self._clients is not None:
-            self._clients.close()
-            self._clients = None
-
-    async def aclose(self) -> None:
-        """Close this model's connection pools, this event loop's included."""
-        if self._clients is not None:
-            await self._clients.aclose()
-            self._clients = None
 
     def _params(
         self,

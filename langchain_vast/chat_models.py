@@ -33,13 +33,12 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 
 from vast_llm import AsyncStream, Chunk, Completion, Stream, Usage
-from vast_llm.fields import setting_field
+from vast_llm.fields import checked_worker_headers, setting_field
 from vast_llm.integration import aobserved, observed, observing
 
 from ._common import (
     SAMPLING,
     VastFields,
-    checked_headers,
     completion_info,
     finish_info,
     lc_errors,
@@ -229,7 +228,7 @@ class ChatVast(VastFields, BaseChatModel):
     @field_validator("default_headers")
     @classmethod
     def _no_credentials(cls, headers: dict[str, str] | None) -> dict[str, str] | None:
-        return checked_headers(headers)
+        return checked_worker_headers(headers)
 
     @property
     def _llm_type(self) -> str:
@@ -297,7 +296,7 @@ class ChatVast(VastFields, BaseChatModel):
                 params.pop(name, None)
         if stream_usage is None:
             stream_usage = self.stream_usage
-        return _Request(params, checked_headers(headers) or None, bool(stream_usage))
+        return _Request(params, checked_worker_headers(headers) or None, bool(stream_usage))
 
     def _call_params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         return self._request(stop, kwargs).params

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from llama_index.core.base.llms.types import (
     CachePoint,
@@ -26,11 +25,8 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.bridge.pydantic import (
     Field,
-    PrivateAttr,
     SecretStr,
-    ValidationError,
     field_validator,
-    model_validator,
 )
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
@@ -40,37 +36,25 @@ from pydantic import AliasChoices, BaseModel
 
 from vast_llm import (
     AsyncStream,
-    AsyncVastClient,
-    AsyncVastSession,
     Chunk,
     Completion,
-    ConfigError,
     Stream,
     ToolCall,
-    VastClient,
-    VastSession,
 )
-from vast_llm.fields import ClientFields
+from vast_llm.fields import ClientModel, checked_worker_headers
 from vast_llm.integration import (
-    ClientPair,
-    ModelSession,
-    SessionPair,
     ThinkSplitter,
     aobserved,
     call_params,
     chatml,
-    clients_for,
-    config_error,
     observed,
     observing,
-    settings_of,
 )
 
 from ._progress import listener
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
-    from typing_extensions import Self
 
 __all__ = ["Vast", "chatml_messages_to_prompt"]
 
@@ -186,11 +170,6 @@ def chatml_messages_to_prompt(messages: Sequence[ChatMessage]) -> str:
     the default chat template of ``Vast(api="tgi")`` (pass ``messages_to_prompt=`` for
     another)."""
     return chatml([_openai_message(_tgi_text(m)) for m in messages])
-
-
-# Headers a worker must never see (they would carry credentials).
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key",
-                             "api-key"})  # fmt: skip
 
 
 def _tool_choice(choice: str | dict[str, Any] | None, required: bool) -> str | dict[str, Any]:
@@ -321,7 +300,7 @@ def _raw(answer: Any, facts: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-class Vast(ClientFields, FunctionCallingLLM):
+class Vast(ClientModel, FunctionCallingLLM):
     """A LlamaIndex LLM served by a Vast.ai Serverless endpoint.
 
     Each call obtains a worker from the autoscaler, verifies the signed assignment before the
@@ -408,13 +387,8 @@ class Vast(ClientFields, FunctionCallingLLM):
     additional_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra parameters for the model server."
     )
-    http_client: Any = Field(default=None, exclude=True, description="An httpx.Client.")
-    http_async_client: Any = Field(
-        default=None, exclude=True, description="An httpx.AsyncClient or aiohttp.ClientSession."
-    )
 
-    _clients: ClientPair | None = PrivateAttr(default=None)
-    _worker_session: SessionPair | None = PrivateAttr(default=None)
+    _extra_parameters: ClassVar[str] = "additional_kwargs"
 
     def __init__(
         self,
@@ -429,71 +403,12 @@ class Vast(ClientFields, FunctionCallingLLM):
             kwargs["endpoint"] = endpoint
         key = api_key or os.environ.get("VAST_API_KEY") or None
         kwargs["api_key"] = SecretStr(key) if isinstance(key, str) else key
-        try:
-            super().__init__(**kwargs)
-        except ValidationError as exc:
-            raise config_error(exc) from None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unknown(cls, values: Any) -> Any:
-        """Unknown keyword arguments are an error (``Vast(temprature=0.1)`` must not pass)."""
-        if not isinstance(values, dict):
-            return values
-        known = set(cls.model_fields)
-        for field in cls.model_fields.values():
-            if field.alias:
-                known.add(field.alias)
-            choices = getattr(field.validation_alias, "choices", None)
-            known.update(str(c) for c in choices or ())
-        unknown = [name for name in values if name not in known]
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"Vast has no field {unknown[0]!r}{hint}. Parameters for the model server "
-                "that are not fields go in additional_kwargs={...}."
-            )
-        return values
+        super().__init__(**kwargs)
 
     @field_validator("default_headers")
     @classmethod
     def _no_credentials(cls, headers: dict[str, str] | None) -> dict[str, str] | None:
-        for name in headers or {}:
-            if name.lower() in _SECRET_HEADERS:
-                raise ConfigError(
-                    f"default_headers may not carry {name!r}: these headers go to workers, "
-                    "which must never see credentials (the API key goes to the autoscaler only)"
-                )
-        return headers
-
-    @model_validator(mode="after")
-    def _check_settings(self) -> Any:
-        # Checks the settings now (ConfigError); the HTTP clients come on first use.
-        self._pair()
-        return self
-
-    def _pair(self) -> ClientPair:
-        """The clients for the model's current settings (edits and copies take effect)."""
-        pair = clients_for(
-            settings_of(self),
-            http_client=self.http_client,
-            http_async_client=self.http_async_client,
-        )
-        self._clients = pair
-        return pair
-
-    def close(self) -> None:
-        """Close this model's connection pools (a later call opens new ones)."""
-        if self._clients is not None:
-            self._clients.close()
-            self._clients = None
-
-    async def aclose(self) -> None:
-        """Close this model's connection pools, this event loop's included."""
-        if self._clients is not None:
-            await self._clients.aclose()
-            self._clients = None
+        return checked_worker_headers(headers)
 
     @classmethod
     def class_name(cls) -> str:
@@ -515,41 +430,6 @@ class Vast(ClientFields, FunctionCallingLLM):
             else self.is_function_calling_model,
             model_name=self.model or self.endpoint or "vast",
         )
-
-    @property
-    def client(self) -> VastClient | VastSession:
-        """The sync routing client for the current settings (shared by equal models); in a
-        model bound to a worker session (:meth:`session`), that session."""
-        if self._worker_session is not None:
-            return self._worker_session.sync
-        return self._pair().sync
-
-    @property
-    def async_client(self) -> AsyncVastClient | AsyncVastSession:
-        """The async routing client for the current settings (a pool per event loop); in a
-        model bound to a worker session (:meth:`session`), that session."""
-        if self._worker_session is not None:
-            return self._worker_session.async_
-        return self._pair().async_
-
-    def session(
-        self, *, lifetime: float = 300.0, cost: float | None = None, recreate: bool = True
-    ) -> ModelSession[Self]:
-        """A worker session: ``with llm.session() as pinned:`` (or ``async with``) gives a copy
-        of this LLM whose calls all go to one worker with no route call, until the block ends
-        the session. Use ``pinned`` anywhere an LLM goes (``FunctionAgent(llm=pinned)``, a chat
-        engine): each turn saves the route round trip and finds the conversation's prefix in
-        the worker's cache. A worker that loses the session costs only that cache (a new one
-        is made on a fresh route). ``lifetime`` must exceed the longest call (the worker may
-        cut a call that outlives it); see :meth:`vast_llm.VastClient.session`."""
-        return ModelSession(
-            self._pair(), self._bound, lifetime=lifetime, cost=cost, recreate=recreate
-        )
-
-    def _bound(self, session: SessionPair) -> Self:
-        pinned = self.model_copy()
-        pinned._worker_session = session
-        return pinned
 
     # -- shared, undecorated ---------------------------------------------------------------
 

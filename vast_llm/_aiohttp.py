@@ -26,16 +26,10 @@ import yarl._url
 
 from ._body import aread_body
 from ._errors import ConfigError
-from ._flow import NO_ANSWER
+from ._flow import NO_ANSWER, worker_header_allowed
 from ._wire import Fetched, Req
 
 __all__ = ["AiohttpIO", "AiohttpOpened", "translate"]
-
-# Header names that carry credentials: a session sending any of them by default would send
-# them to workers, which must never see one.
-_SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
-)
 
 # First match wins, so subclasses come before their bases.
 _TRANSLATION: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -161,8 +155,10 @@ class AiohttpIO:
 
     def _check(self) -> None:
         session = self.session
-        if session.auth is not None or any(
-            name.lower() in _SECRET_HEADERS for name in session.headers
+        # A session's default headers go with every request, to workers too: the same rule as
+        # for headers a caller names for workers (the flow's), no credential of any kind.
+        if session.auth is not None or not all(
+            worker_header_allowed(name) for name in session.headers
         ):
             raise ConfigError(
                 "this aiohttp.ClientSession sends credentials with every request (auth= or an "
