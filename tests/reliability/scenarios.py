@@ -97,6 +97,12 @@ ERRORS = {cls.__name__: cls for cls in (RouteError, EndpointStopped, NoWorkerRea
 # (worker_ca): it joins the matrix with the client's TLS wiring (issue 12).
 NEEDS_TLS = {"foreign_ca"}
 assert set(ONCE) == set(FAULTS) - NEEDS_TLS, "every fault the emulator knows is in the matrix"
+# Their outcomes, on HTTPS workers with a client trusting the emulator's CA (the reliability
+# report runs them so; tests/reliability/test_production.py on every driver).
+TLS_ONCE: dict[str, tuple[str, str]] = {
+    "foreign_ca": ("WorkerCertificateError", "WorkerCertificateError"),
+}
+assert set(TLS_ONCE) == NEEDS_TLS
 
 
 @dataclass
