@@ -27,10 +27,10 @@ from tests.reliability.scenarios import (
 from vast_llm.emulator import Emulator
 
 N = sweep(1000, 200)
-# Peak growth of this process's RSS during the load, emulator and hostile servers included.
-# Measured at 1,000 requests: ~25-41 MiB (docs/reliability.md). Every in-flight bomb may hold
-# up to its cap (1 MiB here): without the decoded-size limits one of the 64 MiB bombs alone
-# would pass this bound, and the load meets about ten of them.
+# Peak growth of this process's RSS during the load, emulator and hostile servers included
+# (what one run measured: docs/reliability.md). Every in-flight bomb may hold up to its cap
+# (1 MiB here): without the decoded-size limits two of the 64 MiB bombs would pass this bound,
+# and the load meets several of them.
 MEMORY_BOUND_MIB = 128
 # A hostile request may also run out of its short deadline (8 s) while routing, when this one
 # event loop is busy with the whole load: the deadline's NoWorkerReady, a typed outcome too.
