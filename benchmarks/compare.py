@@ -6,8 +6,9 @@ On a shared machine a figure from another day says little: this extracts the oth
 code (``git archive``, into a temporary directory; the repository is not touched), starts one
 emulator (this tree's, so both clients talk to the same server), and runs every case of
 ``benchmarks/cases.py`` once with each tree's code per round, alternating which goes first.
-Each number is the median over the rounds; the ratio is this tree's over the other's (above
-1 is slower, or for req/s below 1). Cases the other commit lacks are skipped.
+Each figure is the median over the rounds; each ratio the median of the rounds' ratios, this
+tree's over the other's (above 1 is slower, or for req/s below 1). Cases the other commit
+lacks are skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -51,8 +53,10 @@ def run_case(tree: Path, name: str, env: dict[str, str], sizes: dict[str, int]) 
 
 
 def measure(
-    other: Path, cases: list[str], sizes: dict[str, int], rounds: int
-) -> dict[str, dict[str, Any]]:
+    other: Path, cases: list[str], sizes: dict[str, int], rounds: int, save: Path | None = None
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every run of every case, by tree ("new", "old"), in round order; ``save`` gets them
+    after each case (a long run interrupted keeps what it measured)."""
     server = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.serve"], cwd=ROOT, text=True,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -71,15 +75,33 @@ def measure(
                     print(f"  round {round_ + 1}/{rounds}: {name} ({label})", file=sys.stderr,
                           flush=True)  # fmt: skip
                     runs[label].setdefault(name, []).append(run_case(tree, name, env, sizes))
+                if save is not None:
+                    save.write_text(json.dumps(runs, indent=1))
     finally:
         if server.stdin:
             server.stdin.close()
         server.wait(timeout=30)
-    return {label: {n: _median_of(r) for n, r in by.items()} for label, by in runs.items()}
+    return runs
 
 
-def report(results: dict[str, dict[str, Any]], revision: str) -> list[str]:
-    new, old = results["new"], results["old"]
+def paired(
+    runs: dict[str, dict[str, list[dict[str, Any]]]], case: str, mode: str, key: str
+) -> float | None:
+    """The median over rounds of new ÷ old, each round's two runs measured one after the other
+    (the machine's drift between rounds cancels out)."""
+    ratios = []
+    for new, old in zip(runs["new"].get(case, []), runs["old"].get(case, []), strict=False):
+        a, b = _get({case: old}, case, mode, key), _get({case: new}, case, mode, key)
+        if a and b:
+            ratios.append(b / a)
+    return statistics.median(ratios) if ratios else None
+
+
+def report(runs: dict[str, dict[str, list[dict[str, Any]]]], revision: str) -> list[str]:
+    """A row per benchmark row: the medians of each tree's runs, and the median of the
+    per-round ratios (now ÷ then)."""
+    new = {n: _median_of(r) for n, r in runs["new"].items()}
+    old = {n: _median_of(r) for n, r in runs["old"].items()}
     lines = [
         f"| row | median ms: {revision} → now | × | client CPU ms/req: {revision} → now | × "
         f"| req/s (c=64): {revision} → now | × |",
@@ -88,9 +110,10 @@ def report(results: dict[str, dict[str, Any]], revision: str) -> list[str]:
 
     def cell(case: str, mode: str, key: str, digits: int = 2) -> tuple[str, str]:
         a, b = _get(old, case, mode, key), _get(new, case, mode, key)
-        if a is None or b is None:
+        ratio = paired(runs, case, mode, key)
+        if a is None or b is None or ratio is None:
             return "—", "—"
-        return f"{a:.{digits}f} → {b:.{digits}f}", f"{b / a:.2f}×"
+        return f"{a:.{digits}f} → {b:.{digits}f}", f"{ratio:.2f}×"
 
     for label, case, mode, _ in ROWS:
         if case not in old or case not in new:
@@ -102,8 +125,14 @@ def report(results: dict[str, dict[str, Any]], revision: str) -> list[str]:
     for case in ("stream_raw", "stream_core"):
         if case in old and case in new:
             a, b = old[case]["per_token_us"], new[case]["per_token_us"]
+            ratio = paired(runs, case, "", "per_token_us")
             lines.append(f"| {case}: µs of client CPU per token | — | — | {a:.1f} → {b:.1f} | "
-                         f"{b / a:.2f}× | — | — |")  # fmt: skip
+                         f"{ratio or 0:.2f}× | — | — |")  # fmt: skip
+    lines += [
+        "",
+        "Each ratio is the median over rounds of that round's now ÷ then (the two runs of a "
+        "round are measured one after the other); above 1 is slower, for req/s below 1.",
+    ]
     return lines
 
 
@@ -114,7 +143,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000, help="sequential requests a row")
     parser.add_argument("--total", type=int, default=2000, help="requests at concurrency 64")
     parser.add_argument("--cases", help="comma-separated case names (default: every row's)")
-    parser.add_argument("--json", help="also write the measurements to this file")
+    parser.add_argument("--json", help="write every run to this file (after each case)")
     args = parser.parse_args()
     sizes = {"requests": args.requests, "total": args.total}
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
@@ -122,10 +151,8 @@ def main() -> int:
         known = (other / "benchmarks" / "cases.py").read_text()
         wanted = args.cases.split(",") if args.cases else [c for c in CASES if c != "micro"]
         cases = [c for c in wanted if f'"{c}"' in known]
-        results = measure(other, cases, sizes, args.rounds)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    print("\n".join(report(results, args.revision)))
+        runs = measure(other, cases, sizes, args.rounds, Path(args.json) if args.json else None)
+    print("\n".join(report(runs, args.revision)))
     return 0
 
 
