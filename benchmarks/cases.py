@@ -286,6 +286,181 @@ def llamaindex(stream: bool) -> tuple[SyncCall, AsyncCall, Callable[[], Any]]:
     return call, acall, lambda: None
 
 
+# -- HTTPS workers (issue 12): the same floor and core, workers under the emulator's CA -------
+
+
+def floor_tls() -> tuple[SyncCall, AsyncCall, Callable[[], Any]]:
+    """Raw httpx, route then an HTTPS worker: the router with httpx's default trust, the
+    worker with the context the client uses (only the worker CA); connections reused."""
+    from vast_llm import worker_ssl_context
+
+    tls = TARGET["tls"]
+    base, endpoint = tls["base_url"], tls["tgi"]
+    verify = worker_ssl_context(tls["worker_ca"])
+    router, worker = httpx.Client(), httpx.Client(verify=verify)
+    arouter, aworker = httpx.AsyncClient(), httpx.AsyncClient(verify=verify)
+
+    def route() -> dict[str, Any]:
+        return {**route_body(endpoint, MAX_TOKENS), "api_key": tls["api_key"]}
+
+    def call() -> Any:
+        assignment = router.post(base + "/route/", json=route()).json()
+        body = {"auth_data": assignment, "session_id": None, "payload": tgi_payload()}
+        return worker.post(assignment["url"] + "/generate", json=body).json()
+
+    async def acall() -> Any:
+        assignment = (await arouter.post(base + "/route/", json=route())).json()
+        body = {"auth_data": assignment, "session_id": None, "payload": tgi_payload()}
+        return (await aworker.post(assignment["url"] + "/generate", json=body)).json()
+
+    async def close() -> None:
+        router.close()  # noqa: ASYNC212 - once, at the end of the case
+        worker.close()  # noqa: ASYNC212
+        await arouter.aclose()
+        await aworker.aclose()
+
+    return call, acall, close
+
+
+def floor_aiohttp_raw_tls() -> tuple[None, AsyncCall, Callable[[], Any]]:
+    """Raw aiohttp, route then an HTTPS worker verified against the worker CA."""
+    import aiohttp
+
+    from vast_llm import worker_ssl_context
+
+    tls = TARGET["tls"]
+    base, endpoint = tls["base_url"], tls["tgi"]
+    verify = worker_ssl_context(tls["worker_ca"])
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def acall() -> Any:
+        if not sessions:
+            sessions.append(aiohttp.ClientSession())
+        session = sessions[0]
+        route = {**route_body(endpoint, MAX_TOKENS), "api_key": tls["api_key"]}
+        async with session.post(base + "/route/", json=route) as answer:
+            assignment = await answer.json()
+        body = {"auth_data": assignment, "session_id": None, "payload": tgi_payload()}
+        async with session.post(assignment["url"] + "/generate", json=body, ssl=verify) as got:
+            return await got.json()
+
+    async def close() -> None:
+        if sessions:
+            await sessions[0].close()
+
+    return None, acall, close
+
+
+def core_tls(native: bool = False) -> tuple[SyncCall | None, AsyncCall, Callable[[], Any]]:
+    """VastClient / AsyncVastClient with ``worker_ca`` (``native``: on an aiohttp session)."""
+    from vast_llm import AsyncVastClient, VastClient
+
+    tls = TARGET["tls"]
+    kwargs = {"api_key": tls["api_key"], "base_url": tls["base_url"],
+              "worker_ca": tls["worker_ca"]}  # fmt: skip
+    sync_client = None if native else VastClient(tls["tgi"], **kwargs)
+    clients: list[Any] = []
+
+    async def acall() -> Any:
+        if not clients:  # made inside the event loop (an aiohttp session must be)
+            session = None
+            if native:
+                import aiohttp
+
+                session = aiohttp.ClientSession()
+            clients.append((session, AsyncVastClient(tls["tgi"], **kwargs, http_client=session)))
+        return await clients[0][1].generate(PROMPT, max_tokens=MAX_TOKENS)
+
+    def call() -> Any:
+        assert sync_client is not None
+        return sync_client.generate(PROMPT, max_tokens=MAX_TOKENS)
+
+    async def close() -> None:
+        if sync_client is not None:
+            sync_client.close()
+        if clients:
+            await clients[0][1].aclose()
+            if clients[0][0] is not None:
+                await clients[0][0].close()
+
+    return (None if native else call), acall, close
+
+
+def tls_connections(requests: int) -> dict[str, Any]:
+    """What a new connection to a worker costs, plain and over TLS, and what reuse saves.
+
+    Sequential route + worker calls on raw sync httpx (the router's connection always reused);
+    the worker's connection reused, or new for each request (``Connection: close``: the same
+    client, so no client or TLS context is built), or a new client per request (with the
+    worker context already built). Then what building the contexts costs, and a new
+    ``VastClient``'s first and second request to HTTPS workers.
+    """
+    from vast_llm import VastClient, worker_ssl_context
+    from vast_llm._tls import _combined_context, _worker_context, load_worker_ca
+
+    tls = TARGET["tls"]
+    verify = worker_ssl_context(tls["worker_ca"])
+    out: dict[str, Any] = {"case": "tls_connections"}
+
+    def variant(target: dict[str, Any], key: str, new: str | None) -> None:
+        base, endpoint = target["base_url"], target["tgi"]
+        router, worker = httpx.Client(), httpx.Client(verify=verify)
+        headers = {"Connection": "close"} if new == "connection" else {}
+
+        def call() -> Any:
+            route = {**route_body(endpoint, MAX_TOKENS), "api_key": target["api_key"]}
+            assignment = router.post(base + "/route/", json=route).json()
+            body = {"auth_data": assignment, "session_id": None, "payload": tgi_payload()}
+            client = httpx.Client(verify=verify) if new == "client" else worker
+            try:
+                url = assignment["url"] + "/generate"
+                return client.post(url, json=body, headers=headers).json()
+            finally:
+                if new == "client":
+                    client.close()
+
+        out[key] = sequential(call, requests)
+        router.close()
+        worker.close()
+
+    for key, target, new in (
+        ("plain_reused", TARGET, None), ("plain_new_connection", TARGET, "connection"),
+        ("tls_reused", tls, None), ("tls_new_connection", tls, "connection"),
+        ("tls_new_client", tls, "client"),
+    ):  # fmt: skip
+        variant(target, key, new)
+
+    def cost_ms(build: Callable[[], Any], n: int = 20) -> float:
+        times = []
+        for _ in range(n):
+            started = time.perf_counter()
+            build()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1e3
+
+    pem = load_worker_ca(tls["worker_ca"])
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    out["context_ms"] = {
+        "worker": cost_ms(lambda: _worker_context.__wrapped__(pem)),
+        "router": cost_ms(lambda: httpx.create_ssl_context(trust_env=True)),
+        "combined": cost_ms(lambda: _combined_context.__wrapped__(pem, cafile, capath)),
+    }
+    firsts, seconds = [], []
+    for _ in range(20):
+        with VastClient(tls["tgi"], api_key=tls["api_key"], base_url=tls["base_url"],
+                        worker_ca=tls["worker_ca"]) as client:  # fmt: skip
+            started = time.perf_counter()
+            client.generate(PROMPT, max_tokens=MAX_TOKENS)  # key fetch, new TLS connection
+            firsts.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            client.generate(PROMPT, max_tokens=MAX_TOKENS)
+            seconds.append(time.perf_counter() - started)
+    out["core_first_ms"] = statistics.median(firsts) * 1e3
+    out["core_second_ms"] = statistics.median(seconds) * 1e3
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
 CASES: dict[str, Callable[[], Any]] = {
     "floor": lambda: floor("tgi"),
     "floor_openai": lambda: floor("openai"),
@@ -303,6 +478,10 @@ CASES: dict[str, Callable[[], Any]] = {
     "lc_chatvast": lambda: langchain("chat"),
     "li_complete": lambda: llamaindex(stream=False),
     "li_astream_complete": lambda: llamaindex(stream=True),
+    "floor_tls": floor_tls,
+    "floor_aiohttp_raw_tls": floor_aiohttp_raw_tls,
+    "core_tls": core_tls,
+    "core_native_tls": lambda: core_tls(native=True),
 }
 STREAM_CASES = {"stream_raw": stream_raw, "stream_core": stream_core}
 
@@ -392,7 +571,7 @@ async def run(name: str, requests: int, total: int, grow: int) -> dict[str, Any]
         if name not in ("floor_no_reuse",):
             out["throughput_rps"] = await concurrent(async_call, total, 64)
         if grow and name in ("floor", "core_generate", "core_native", "lc_chatvast",
-                             "li_complete"):  # fmt: skip
+                             "li_complete", "core_tls"):  # fmt: skip
             out["rss_growth_mb"] = await growth(async_call, grow)
     out["peak_rss_mb"] = peak_rss_mb()
     result = close()
@@ -447,6 +626,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.case == "micro":
         print(json.dumps(micro()))
+        return
+    if args.case == "tls_connections":
+        print(json.dumps(tls_connections(min(args.requests, 300))))
         return
     print(json.dumps(asyncio.run(run(args.case, args.requests, args.total, args.growth))))
 

@@ -34,6 +34,7 @@ CASES = [
     "core_native",
     "lc_vastllm", "lc_vastllm_abatch", "lc_chatvast", "li_complete", "li_astream_complete",
     "stream_raw", "stream_core", "micro",
+    "floor_tls", "core_tls", "floor_aiohttp_raw_tls", "core_native_tls", "tls_connections",
 ]  # fmt: skip
 
 # (label, case, mode, floor case): mode "sync" or "async" picks the measurement.
@@ -75,12 +76,30 @@ ROWS = [
     ("llamaindex: Vast.acomplete", "li_complete", "async", "floor"),
     ("llamaindex: Vast.astream_complete", "li_astream_complete", "async", "floor_stream"),
     ("floor without connection reuse", "floor_no_reuse", "sync", "floor"),
+    # HTTPS workers (issue 12): workers under the emulator's CA, the router plain HTTP.
+    ("HTTPS workers, floor: raw httpx, worker CA", "floor_tls", "sync", "floor_tls"),
+    ("HTTPS workers, floor (async)", "floor_tls", "async", "floor_tls"),
+    ("HTTPS workers, core: VastClient.generate", "core_tls", "sync", "floor_tls"),
+    ("HTTPS workers, core: AsyncVastClient.generate", "core_tls", "async", "floor_tls"),
+    (
+        "HTTPS workers, floor on aiohttp: raw aiohttp, worker CA",
+        "floor_aiohttp_raw_tls",
+        "async",
+        "floor_aiohttp_raw_tls",
+    ),
+    (
+        "HTTPS workers, core: AsyncVastClient.generate on an aiohttp.ClientSession",
+        "core_native_tls",
+        "async",
+        "floor_aiohttp_raw_tls",
+    ),
 ]
 
 
 def run_case(name: str, env: dict[str, str], sizes: dict[str, int]) -> dict[str, Any]:
     if name == "floor_no_reuse":
-        # A new connection per request costs ~20 ms; 300 of them show it plainly.
+        # A new client and connection per request is slow (the row shows how slow): 300 of
+        # them show it plainly.
         sizes = dict(sizes, requests=min(sizes["requests"], 300))
     if name == "official_sdk":
         if not SDK_PYTHON.exists():
@@ -214,6 +233,20 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
             f"{r:.2f}×" if r else "—",
         )
     )
+    # HTTPS workers (issue 12): the same targets against a floor with the same TLS setup.
+    for label, case, base, modes in (
+        ("core", "core_tls", "floor_tls", ("sync", "async")),
+        ("core on an aiohttp session", "core_native_tls", "floor_aiohttp_raw_tls", ("async",)),
+    ):  # fmt: skip
+        for mode in modes:
+            for what, key, bound in (("median latency", "median_ms", 1.15),
+                                     ("client CPU", "cpu_ms", 1.3)):  # fmt: skip
+                r = ratio(case, mode, key, base)
+                out.append((f"HTTPS workers: {label} ({mode}) {what} ≤ {bound}× floor",
+                            r is not None and r <= bound, f"{r:.2f}×" if r else "—"))  # fmt: skip
+        r = ratio(case, "async", "throughput_rps", base)
+        out.append((f"HTTPS workers: {label} throughput at c=64 ≥ 0.85× floor",
+                    r is not None and r >= 0.85, f"{r:.2f}×" if r else "—"))  # fmt: skip
     for label, case, base in (("VastLLM", "lc_vastllm", "floor"), ("ChatVast", "lc_chatvast", "floor_openai"),
                               ("LlamaIndex Vast", "li_complete", "floor")):  # fmt: skip
         worst = max((ratio(case, m, "median_ms", base) or 99) for m in ("sync", "async"))
@@ -304,6 +337,59 @@ def plot(ratios: list[dict[str, Any]], path: pathlib.Path) -> None:
         axis.invert_yaxis()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
+
+
+def tls_report(results: dict[str, Any]) -> list[str]:
+    """The HTTPS workers section: what a new worker connection costs, and what reuse saves."""
+    found = results.get("tls_connections")
+    if not found or "tls_reused" not in found:
+        return []
+
+    def row(label: str, key: str) -> str:
+        got, base = found[key], found["plain_reused"]
+        return (f"| {label} | {got['median_ms']:.2f} | {got['median_ms'] - base['median_ms']:+.2f} "
+                f"| {got['cpu_ms']:.2f} | {got['cpu_ms'] - base['cpu_ms']:+.2f} |")  # fmt: skip
+
+    tls, plain = found["tls_new_connection"], found["tls_reused"]
+    context = found["context_ms"]
+    return [
+        "## HTTPS workers",
+        "",
+        "Vast's workers serve HTTPS under Vast's own root; the rows marked *HTTPS workers* above "
+        "run against emulated workers under a CA built like it (`Emulator(tls=True)`, router "
+        "plain HTTP, as in the emulator), the clients given `worker_ca`. Their floor is raw "
+        "`httpx` with the same TLS setup: the router with httpx's default trust, the worker "
+        "with `verify=vast_llm.worker_ssl_context(worker_ca)`, connections reused (raw aiohttp "
+        "with `ssl=` the same context for the aiohttp row).",
+        "",
+        "What a connection to a worker costs, on raw sync `httpx` (route then worker, the "
+        "router's connection always reused; one worker request at a time; the server's side of "
+        "TLS runs in the emulator's process, so the CPU column is the client's alone):",
+        "",
+        "| worker connection | median ms | vs plain, reused | client CPU ms/req | vs plain, reused |",
+        "|---|---|---|---|---|",
+        row("plain HTTP, reused", "plain_reused"),
+        row("plain HTTP, a new connection per request", "plain_new_connection"),
+        row("HTTPS, reused", "tls_reused"),
+        row("HTTPS, a new connection per request (same client and context)", "tls_new_connection"),
+        row("HTTPS, a new `httpx.Client` per request (context already built)", "tls_new_client"),
+        "",
+        f"A new TLS connection to a worker costs **{tls['median_ms'] - plain['median_ms']:.2f} ms** "
+        f"of latency and **{tls['cpu_ms'] - plain['cpu_ms']:.2f} ms** of client CPU more than "
+        "a reused one on loopback (the handshake and the certificate check; a real network adds "
+        "a round trip or two). The clients keep their connections to each worker (and to the "
+        "router) open between calls, so they pay it once per worker and connection, not per "
+        "request. Building TLS contexts: the worker context (the worker CA only) "
+        f"**{context['worker']:.2f} ms**, httpx's default context for the router "
+        f"**{context['router']:.1f} ms** (it loads a CA bundle: certifi, or `SSL_CERT_FILE`), "
+        f"`vast_llm.ssl_context()` (both in one) **{context['combined']:.1f} ms**; each is made "
+        "once per process and shared by every client and event loop (a new `httpx.Client()` "
+        "with httpx's defaults builds its own, which is most of the *floor without connection "
+        "reuse* row). A new `VastClient` with `worker_ca`: first request (key fetch, new "
+        f"connections, TLS handshake) **{found['core_first_ms']:.2f} ms**, second "
+        f"**{found['core_second_ms']:.2f} ms**.",
+        "",
+    ]
 
 
 def versions() -> str:
@@ -438,6 +524,7 @@ def main() -> int:
         f"({stream_core['per_token_us'] / stream_raw['per_token_us']:.2f}×).",
         "",
         *sdk_note,
+        *tls_report(results),
         *embed_lines,
         "## Where the core could lose",
         "",

@@ -209,8 +209,9 @@ def _cookieless(client: httpx.Client | httpx.AsyncClient) -> None:
 
 def router_ssl_context() -> ssl.SSLContext:
     """The autoscaler's trust, as httpx would build it (certifi, or SSL_CERT_FILE /
-    SSL_CERT_DIR), made once per process and per environment: loading certifi's bundle costs
-    ~20 ms, which every client (and every event loop's pool) used to pay again."""
+    SSL_CERT_DIR), made once per process and per environment: loading a CA bundle is slow
+    (docs/benchmarks.md, "HTTPS workers"), and every client (and every event loop's pool) used
+    to pay it again."""
     return _router_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 

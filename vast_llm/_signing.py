@@ -139,8 +139,9 @@ def verify(
     With ``memo`` (a :class:`Memo`), a check already made is not made again. An RSA check is
     a pure function of key, message and signature, and PKCS#1 v1.5 signatures are
     deterministic: g3 signs only the worker's URL, so every assignment to one worker carries
-    the same signature over the same bytes. The memo turns that repeat (~20-60 µs of RSA per
-    call) into a dict lookup; any change of key, message or signature is a new check.
+    the same signature over the same bytes. The memo turns that repeat (an RSA check per call;
+    its cost: docs/benchmarks.md) into a dict lookup; any change of key, message or signature
+    is a new check.
     """
     signature = answer.get("signature")
     raw = _decode_signature(signature)

@@ -149,7 +149,7 @@ def worker_ssl_context(worker_ca: WorkerCA = None) -> ssl.SSLContext:
     ``CERT_REQUIRED``, ``check_hostname`` on, ``VERIFY_X509_STRICT`` on and
     ``VERIFY_X509_PARTIAL_CHAIN`` off on every Python version.
 
-    Contexts are cached by the CA's content (building one costs about a millisecond) and
+    Contexts are cached by the CA's content (what building one costs: docs/benchmarks.md) and
     shared between clients: do not modify the one you get.
 
     Raises:

@@ -112,7 +112,10 @@ class Conn:
                 name = name.strip().lower()
                 headers[name] = (headers[name] + ", " if name in headers else "") + value.strip()
         length = int(headers.get("content-length", "0") or 0)
-        body = await self.reader.readexactly(length) if length else b""
+        try:
+            body = await self.reader.readexactly(length) if length else b""
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None  # the client gave up while sending (its time budget, a cancellation)
         request = Request(method, target, headers, body, bytes(head) + body)
         if self.record:
             self.received += request.raw

@@ -249,7 +249,7 @@ class State:
         self.impostor_url = ""  # an HTTPS server with a foreign CA's certificate (foreign_ca)
         # (key, recipe, message) -> signature. PKCS#1 v1.5 signing is deterministic, and g3
         # signs only the worker URL, so the router's answers repeat their signature; an RSA
-        # signature costs ~0.3 ms, which made the router the bottleneck of load benchmarks.
+        # signature per answer made the router the bottleneck of load benchmarks.
         self._signatures: dict[tuple[int, str, bytes], tuple[rsa.RSAPrivateKey, str]] = {}
         self._public: tuple[rsa.RSAPrivateKey, rsa.RSAPublicKey] | None = None
         self.verified = Memo()  # the workers' signature checks (see _signing.verify)
