@@ -24,8 +24,8 @@ def test_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
             "llamaindex: Vast.astream_complete", "official vastai SDK", "## Targets",
             "floor on aiohttp: raw aiohttp", "on an aiohttp.ClientSession", "## Embeddings",
             "core: embed", "HTTPS workers, core: AsyncVastClient.generate", "## HTTPS workers",
-            "HTTPS, a new connection per request",
-            "HTTPS workers: core (sync) median latency", "## Latency on a realistic network")  # fmt: skip
+            "HTTPS, a new connection per request", "HTTPS workers: core (sync) median latency",
+            "## Latency on a realistic network")  # fmt: skip
     for row in rows:
         assert row in report
     assert "not measured" not in report  # the official SDK's venv is part of make test
