@@ -66,21 +66,34 @@ def _missing(marker: str) -> bool:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """What ``-n auto`` (in addopts) means: a worker per core for the suite or a folder of it;
+    """What ``-n auto`` (in addopts) means: workers for the suite or a folder of it (see below);
     none for chosen files, which take less time than starting workers does. xdist's own
     PYTEST_XDIST_AUTO_NUM_WORKERS, and ``-n N``, still decide when given."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # xdist reads it
     if any(pathlib.Path(arg.split("::")[0]).is_file() for arg in config.args):
         return 0
-    return None  # xdist's default: the number of cores
+    # Twice the cores (at most four more): most of a socket test's time is spent waiting on
+    # timers and loopback, not computing; a plain run on two cores took 131 s with two workers,
+    # 93 s with four, 110 s with eight (each worker collects the suite again).
+    cores = os.cpu_count() or 1
+    return min(2 * cores, cores + 4)
+
+
+# Whole programs and load runs (seconds each, most of a plain run's time before they were marked)
+# prove what the unit and socket tests already cover piece by piece; `make test` runs them.
+_SYSTEM = "a whole program or a load run: `make test` runs it (or `pytest -m system`)"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("VAST_LLM_TEST_ALL") == "1":
         return
+    run_system = "system" in (config.getoption("markexpr") or "")
     missing: dict[str, bool] = {}
     for item in items:
+        if not run_system and item.get_closest_marker("system") is not None:
+            item.add_marker(pytest.mark.skip(reason=_SYSTEM))
+            continue
         for marker, reason in _NEEDS.items():
             if item.get_closest_marker(marker) is None:
                 continue

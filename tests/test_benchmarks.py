@@ -11,6 +11,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.system
 @pytest.mark.vastai_sdk  # the report compares against the official SDK (make sdk)
 def test_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     out, png = tmp_path / "bench.md", tmp_path / "bench.png"
@@ -32,6 +33,7 @@ def test_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     assert png.stat().st_size > 10_000
 
 
+@pytest.mark.system
 def test_embedding_benchmark_smoke_run() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.embed", "--smoke"],
@@ -44,6 +46,7 @@ def test_embedding_benchmark_smoke_run() -> None:
         assert row in result.stdout
 
 
+@pytest.mark.system
 def test_tail_trace_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.tail", "--requests", "20"],

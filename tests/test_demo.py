@@ -14,6 +14,7 @@ from vast_llm.cli import main
 from vast_llm.emulator import Emulator
 
 
+@pytest.mark.system
 def test_demo_on_the_emulator(capsys: pytest.CaptureFixture[str]) -> None:
     # Log records are not where the transcript comes from: silence them all.
     logging.disable(logging.CRITICAL)
@@ -48,6 +49,7 @@ def test_demo_on_the_emulator(capsys: pytest.CaptureFixture[str]) -> None:
     assert "recovered on attempt 2" in out and "source: signatures.md" in out
 
 
+@pytest.mark.system
 def test_demo_against_a_named_endpoint(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,7 @@ def test_the_examples_are_the_documented_ones() -> None:
     ]  # fmt: skip
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_runs_as_a_script(name: str) -> None:
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("VAST_")}

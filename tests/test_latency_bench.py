@@ -7,11 +7,14 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks.latency import SECTION, splice
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.system
 def test_latency_smoke_run(tmp_path: pathlib.Path) -> None:
     out, png = tmp_path / "benchmarks.md", tmp_path / "benchmarks-latency.png"
     out.write_text("# Benchmarks\n\nthe rest of the report\n")

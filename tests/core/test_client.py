@@ -209,13 +209,14 @@ async def test_route_failures_give_up_after_max_retries(tgi: Emulator, make_driv
 
 
 async def test_router_unreachable(make_driver: Any) -> None:
-    from vast_llm.emulator._server import free_port
+    from vast_llm.emulator._server import refusing_socket
 
     emu = Emulator()
-    emu.base_url = f"http://127.0.0.1:{free_port()}"
-    d: Driver = make_driver(emu, max_retries=1)
-    with pytest.raises(RouteError, match="cannot reach the autoscaler") as info:
-        await d.generate("x")
+    with refusing_socket() as dead:  # held: no parallel test's server can take the port
+        emu.base_url = f"http://127.0.0.1:{dead.getsockname()[1]}"
+        d: Driver = make_driver(emu, max_retries=1)
+        with pytest.raises(RouteError, match="cannot reach the autoscaler") as info:
+            await d.generate("x")
     assert isinstance(info.value.__cause__, VastConnectionError)
 
 

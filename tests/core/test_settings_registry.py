@@ -72,6 +72,7 @@ def test_per_call_settings_are_validated() -> None:
             client._settings.for_call({"base_url": "https://x"})
 
 
+@pytest.mark.system
 def test_mypy_sees_the_literal_types_and_the_names(tmp_path: pathlib.Path) -> None:
     pytest.importorskip("mypy", reason="mypy is a dev tool (not installed by make test-lowest)")
     snippet = tmp_path / "user_code.py"

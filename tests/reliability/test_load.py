@@ -1,7 +1,8 @@
-"""Load with faults: 1,000 concurrent async requests (200 in a plain ``pytest``; ``make test``
-runs the thousand). ~10% of them go to a hostile endpoint at the same time (raw-socket workers:
-decompression bombs, tricklers, silent and endless workers, malformed answers;
-``scenarios.HOSTILE_KINDS``), and ~10% of the rest meet one of the emulator's faults.
+"""Load with faults: 1,000 concurrent async requests under ``make test`` (200 under ``pytest -m
+system``; a plain ``pytest`` skips these). ~10% of them go to a hostile endpoint at the same
+time (raw-socket workers: decompression bombs, tricklers, silent and endless workers,
+malformed answers; ``scenarios.HOSTILE_KINDS``), and ~10% of the rest meet one of the
+emulator's faults.
 
 Every request ends (recovered or a typed error) within its deadline (plus ``timeout`` for a
 body that started), no request's work is sent to a worker again after a worker answered it,
@@ -11,6 +12,8 @@ peak memory stays under :data:`MEMORY_BOUND_MIB`, and sockets and tasks return t
 from __future__ import annotations
 
 import asyncio
+
+import pytest
 
 from tests.conftest import sweep
 from tests.reliability.hostile import Net
@@ -53,6 +56,7 @@ def check(result: LoadResult) -> None:
     assert result.tasks_after == result.tasks_before
 
 
+@pytest.mark.system
 async def test_thousand_concurrent_requests_with_faults_and_hostile_workers() -> None:
     with Emulator(workers=4).serve() as emu, Net() as net:
         result = await run_load(emu, n=N, fault_rate=0.1, hostile=HostileEndpoint(net))
@@ -64,6 +68,7 @@ async def test_thousand_concurrent_requests_with_faults_and_hostile_workers() ->
     assert result.client_sockets_after <= result.client_sockets_before
 
 
+@pytest.mark.system
 async def test_thousand_concurrent_requests_with_faults_on_an_aiohttp_session() -> None:
     """The same load on the aiohttp driver: its connector, its exceptions, its stream closing."""
     import aiohttp

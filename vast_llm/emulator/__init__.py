@@ -93,7 +93,7 @@ from ._script import (
     Turn,
     TurnLike,
 )
-from ._server import Servers, bind_loopback, free_port
+from ._server import Servers, bind_loopback, refusing_socket
 from ._sessions import DEFAULT_MAX_SESSIONS, SESSION_GC_INTERVAL, Session, SessionTable
 from ._tls import Authority, TLSFiles, foreign_leaf, new_authority
 
@@ -523,7 +523,9 @@ class Emulator:
         files = TLSFiles() if self._authority is not None else None
         try:
             state, apps = self._build(bind)
-            state.dead_url = f"{worker_scheme}://127.0.0.1:{free_port()}"
+            dead = refusing_socket()  # held by the servers until they stop
+            sockets["dead"] = dead
+            state.dead_url = f"{worker_scheme}://127.0.0.1:{dead.getsockname()[1]}"
             tls: dict[int, tuple[str, str]] = {}
             if files is not None and self._authority is not None:
                 files.write("worker_ca.pem", self._authority.pem)
@@ -535,6 +537,7 @@ class Emulator:
                 apps.append((impostor_app(state), state.impostor_url))
                 tls[len(apps) - 1] = files.server("impostor", foreign_leaf())
             servers = Servers()
+            servers.hold(sockets["dead"])
             servers.start([(app, sockets[url]) for app, url in apps], tls=tls)
         except BaseException:
             for sock in sockets.values():

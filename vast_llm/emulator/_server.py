@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import socket
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import uvicorn
 from starlette.types import ASGIApp
 
-__all__ = ["Servers", "bind_loopback", "free_port"]
+__all__ = ["Servers", "bind_loopback", "free_port", "refusing_socket"]
 
 
 def bind_loopback(port: int = 0) -> socket.socket:
@@ -31,8 +32,35 @@ def bind_loopback(port: int = 0) -> socket.socket:
     return sock
 
 
+def refusing_socket(port: int = 0) -> socket.socket:
+    """A socket bound on 127.0.0.1 that never listens: connections to its port are refused,
+    and while it stays open no other process can take the port.
+
+    Without ``SO_REUSEADDR``: Linux lets two sockets share a port when both set it, so the
+    listening sockets of other emulators (``bind_loopback``) could land on this port and
+    answer what should be refused (a free port, closed again, was taken by a parallel test's
+    server). Re-binding a port a server just left can meet its TIME_WAIT connections; then
+    it is bound with ``SO_REUSEADDR``, which still refuses connections.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        if not port:
+            sock.close()
+            raise
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            raise
+    return sock
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 with nothing listening (for the worker_refuse fault)."""
+    """A port on 127.0.0.1 with nothing listening at the time of the call (another process
+    may take it later: for a port that must keep refusing, hold a :func:`refusing_socket`)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -62,6 +90,12 @@ class Servers:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._ports: list[int] = []
+        self._held: list[socket.socket] = []  # ports that refuse connections (hold, stop_one)
+
+    def hold(self, sock: socket.socket) -> None:
+        """Keep ``sock`` (a :func:`refusing_socket`) open until :meth:`stop`."""
+        self._held.append(sock)
 
     def start(
         self,
@@ -73,6 +107,7 @@ class Servers:
         """Serve each app on its socket; ``tls`` maps an app's index to (certfile, keyfile)
         for the ones that speak HTTPS."""
         logging.getLogger("uvicorn.error").addFilter(_filter)
+        self._ports = [sock.getsockname()[1] for _, sock in apps]
         ready = threading.Event()
         tls = tls or {}
         self._servers = [
@@ -145,6 +180,10 @@ class Servers:
             await asyncio.wait([task])
 
         asyncio.run_coroutine_threadsafe(stopped(), loop).result(timeout)
+        # The port keeps refusing: held, so that no other server (another test's) takes it.
+        # (If it was taken in the instant between, nothing more can be done from here.)
+        with contextlib.suppress(OSError):
+            self._held.append(refusing_socket(self._ports[index]))
 
     def drop_connection(self, index: int, peer: tuple[str, int]) -> bool:
         """Close the connection the ``index``-th app's server has with ``peer``, at once and
@@ -164,3 +203,6 @@ class Servers:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        for sock in self._held:
+            sock.close()
+        self._held.clear()
