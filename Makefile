@@ -66,7 +66,7 @@ $(LOWEST_VENV)/.installed: pyproject.toml tools/lowest.py
 
 test-lowest: $(LOWEST_VENV)/.installed
 	@$(LOWEST_VENV)/bin/python -c 'import sys; print("lowest versions on Python", sys.version.split()[0])'
-	$(LOWEST_VENV)/bin/python -m pytest -q -m "not model and not vastai_sdk" \
+	VAST_LLM_TEST_SYSTEM=1 $(LOWEST_VENV)/bin/python -m pytest -q -m "not model and not vastai_sdk" \
 		--ignore=tests/langchain/test_standard.py
 
 # The demo (the vast_llm_demo package, run by `vast-llm demo`): the emulator with HTTPS workers,

@@ -80,7 +80,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     return min(2 * cores, cores + 4)
 
 
-# Whole programs and load runs (seconds each, most of a plain run's time before they were marked)
+# Whole programs and load runs (seconds each: over a quarter of a plain run's time, unmarked)
 # prove what the unit and socket tests already cover piece by piece; `make test` runs them.
 _SYSTEM = "a whole program or a load run: `make test` runs it (or `pytest -m system`)"
 
@@ -88,7 +88,10 @@ _SYSTEM = "a whole program or a load run: `make test` runs it (or `pytest -m sys
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.environ.get("VAST_LLM_TEST_ALL") == "1":
         return
-    run_system = "system" in (config.getoption("markexpr") or "")
+    run_system = (
+        "system" in (config.getoption("markexpr") or "")
+        or os.environ.get("VAST_LLM_TEST_SYSTEM") == "1"  # make test-lowest: on the floors too
+    )
     missing: dict[str, bool] = {}
     for item in items:
         if not run_system and item.get_closest_marker("system") is not None:
