@@ -119,8 +119,9 @@ def _floor_stream(
         assignment = route.json()
         url = assignment["url"] + "/generate_stream"
         async with async_client.stream("POST", url, json=body(assignment)) as response:
-            return [json.loads(e.data)["token"]["text"]
-                    async for e in EventSource(response).aiter_sse()]  # fmt: skip
+            return [
+                json.loads(e.data)["token"]["text"] async for e in EventSource(response).aiter_sse()
+            ]
 
     return call, acall
 
@@ -160,10 +161,17 @@ def core_native() -> tuple[None, AsyncCall, Callable[[], Any]]:
     async def acall() -> Any:
         if not clients:
             session = aiohttp.ClientSession()
-            clients.append((session, AsyncVastClient(
-                TARGET["tgi"], api_key=TARGET["api_key"], base_url=TARGET["base_url"],
-                http_client=session,
-            )))  # fmt: skip
+            clients.append(
+                (
+                    session,
+                    AsyncVastClient(
+                        TARGET["tgi"],
+                        api_key=TARGET["api_key"],
+                        base_url=TARGET["base_url"],
+                        http_client=session,
+                    ),
+                )
+            )
         return await clients[0][1].generate(PROMPT, max_tokens=MAX_TOKENS)
 
     async def close() -> None:
@@ -270,8 +278,12 @@ def langchain(kind: str) -> tuple[SyncCall | None, AsyncCall, Callable[[], Any]]
 def llamaindex(stream: bool) -> tuple[SyncCall, AsyncCall, Callable[[], Any]]:
     from llamaindex_vast import Vast
 
-    llm = Vast(TARGET["tgi"], api_key=TARGET["api_key"], base_url=TARGET["base_url"],
-               max_new_tokens=MAX_TOKENS)  # fmt: skip
+    llm = Vast(
+        TARGET["tgi"],
+        api_key=TARGET["api_key"],
+        base_url=TARGET["base_url"],
+        max_new_tokens=MAX_TOKENS,
+    )
 
     def call() -> Any:
         if stream:
@@ -356,8 +368,7 @@ def core_tls(native: bool = False) -> tuple[SyncCall | None, AsyncCall, Callable
     from vast_llm import AsyncVastClient, VastClient
 
     tls = TARGET["tls"]
-    kwargs = {"api_key": tls["api_key"], "base_url": tls["base_url"],
-              "worker_ca": tls["worker_ca"]}  # fmt: skip
+    kwargs = {"api_key": tls["api_key"], "base_url": tls["base_url"], "worker_ca": tls["worker_ca"]}
     sync_client = None if native else VastClient(tls["tgi"], **kwargs)
     clients: list[Any] = []
 
@@ -424,10 +435,12 @@ def tls_connections(requests: int) -> dict[str, Any]:
         worker.close()
 
     for key, target, new in (
-        ("plain_reused", TARGET, None), ("plain_new_connection", TARGET, "connection"),
-        ("tls_reused", tls, None), ("tls_new_connection", tls, "connection"),
+        ("plain_reused", TARGET, None),
+        ("plain_new_connection", TARGET, "connection"),
+        ("tls_reused", tls, None),
+        ("tls_new_connection", tls, "connection"),
         ("tls_new_client", tls, "client"),
-    ):  # fmt: skip
+    ):
         variant(target, key, new)
 
     def cost_ms(build: Callable[[], Any], n: int = 20) -> float:
@@ -447,8 +460,9 @@ def tls_connections(requests: int) -> dict[str, Any]:
     }
     firsts, seconds = [], []
     for _ in range(20):
-        with VastClient(tls["tgi"], api_key=tls["api_key"], base_url=tls["base_url"],
-                        worker_ca=tls["worker_ca"]) as client:  # fmt: skip
+        with VastClient(
+            tls["tgi"], api_key=tls["api_key"], base_url=tls["base_url"], worker_ca=tls["worker_ca"]
+        ) as client:
             started = time.perf_counter()
             client.generate(PROMPT, max_tokens=MAX_TOKENS)  # key fetch, new TLS connection
             firsts.append(time.perf_counter() - started)
@@ -570,8 +584,14 @@ async def run(name: str, requests: int, total: int, grow: int) -> dict[str, Any]
         out["async"] = await asequential(async_call, requests)
         if name not in ("floor_no_reuse",):
             out["throughput_rps"] = await concurrent(async_call, total, 64)
-        if grow and name in ("floor", "core_generate", "core_native", "lc_chatvast",
-                             "li_complete", "core_tls"):  # fmt: skip
+        if grow and name in (
+            "floor",
+            "core_generate",
+            "core_native",
+            "lc_chatvast",
+            "li_complete",
+            "core_tls",
+        ):
             out["rss_growth_mb"] = await growth(async_call, grow)
     out["peak_rss_mb"] = peak_rss_mb()
     result = close()

@@ -41,8 +41,16 @@ def extract(revision: str, into: Path) -> Path:
 def run_case(tree: Path, name: str, env: dict[str, str], sizes: dict[str, int]) -> dict[str, Any]:
     # `python -m` puts the working directory first on sys.path: the tree's own packages win
     # over the editable install of this one.
-    command = [sys.executable, "-m", "benchmarks.cases", name,
-               "--requests", str(sizes["requests"]), "--total", str(sizes["total"])]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.cases",
+        name,
+        "--requests",
+        str(sizes["requests"]),
+        "--total",
+        str(sizes["total"]),
+    ]
     if name == "floor_no_reuse":
         command[command.index("--requests") + 1] = str(min(sizes["requests"], 300))
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tree, timeout=1800)
@@ -58,9 +66,12 @@ def measure(
     """Every run of every case, by tree ("new", "old"), in round order; ``save`` gets them
     after each case (a long run interrupted keeps what it measured)."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.serve"], cwd=ROOT, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, "-m", "benchmarks.serve"],
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {"new": {}, "old": {}}
     try:
         assert server.stdout is not None
@@ -72,8 +83,11 @@ def measure(
                 if round_ % 2:
                     order.reverse()
                 for label, tree in order:
-                    print(f"  round {round_ + 1}/{rounds}: {name} ({label})", file=sys.stderr,
-                          flush=True)  # fmt: skip
+                    print(
+                        f"  round {round_ + 1}/{rounds}: {name} ({label})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     runs[label].setdefault(name, []).append(run_case(tree, name, env, sizes))
                 if save is not None:
                     save.write_text(json.dumps(runs, indent=1))
@@ -126,8 +140,10 @@ def report(runs: dict[str, dict[str, list[dict[str, Any]]]], revision: str) -> l
         if case in old and case in new:
             a, b = old[case]["per_token_us"], new[case]["per_token_us"]
             ratio = paired(runs, case, "", "per_token_us")
-            lines.append(f"| {case}: µs of client CPU per token | — | — | {a:.1f} → {b:.1f} | "
-                         f"{ratio or 0:.2f}× | — | — |")  # fmt: skip
+            lines.append(
+                f"| {case}: µs of client CPU per token | — | — | {a:.1f} → {b:.1f} | "
+                f"{ratio or 0:.2f}× | — | — |"
+            )
     lines += [
         "",
         "Each ratio is the median over rounds of that round's now ÷ then (the two runs of a "

@@ -41,8 +41,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 64
 CONCURRENCY = 8
 CASES = ("floor", "core", "lc_vast", "lc_openai")
-WORDS = ("route worker signature vector model answer cold start retry deadline batch text "
-         "query document rerank embedding endpoint").split()  # fmt: skip
+WORDS = (
+    "route worker signature vector model answer cold start retry deadline batch text "
+    "query document rerank embedding endpoint"
+).split()
 
 
 def texts(n: int) -> list[str]:
@@ -114,8 +116,12 @@ def floor() -> tuple[Any, Any, Any]:
 
 def _settings() -> dict[str, Any]:
     t = target()
-    return {"endpoint": t["openai"], "api_key": t["api_key"], "base_url": t["base_url"],
-            "api": "openai"}  # fmt: skip
+    return {
+        "endpoint": t["openai"],
+        "api_key": t["api_key"],
+        "base_url": t["base_url"],
+        "api": "openai",
+    }
 
 
 def case_calls(name: str) -> tuple[Any, Any, Any]:
@@ -153,11 +159,15 @@ def case_calls(name: str) -> tuple[Any, Any, Any]:
         endpoint = s.pop("endpoint")
         # check_embedding_ctx_length=False: otherwise tiktoken downloads its tables at run time.
         model = OpenAIEmbeddings(
-            model="fake-embedding", base_url="http://vast/v1", api_key="unused",
-            max_retries=0, chunk_size=BATCH, check_embedding_ctx_length=False,
+            model="fake-embedding",
+            base_url="http://vast/v1",
+            api_key="unused",
+            max_retries=0,
+            chunk_size=BATCH,
+            check_embedding_ctx_length=False,
             http_client=httpx.Client(transport=VastTransport(endpoint, **s)),
             http_async_client=httpx.AsyncClient(transport=AsyncVastTransport(endpoint, **s)),
-        )  # fmt: skip
+        )
         return model.embed_documents, model.aembed_documents, None
     raise ValueError(name)
 
@@ -237,17 +247,21 @@ def measure(n: int, rounds: int, env: dict[str, str] | None = None) -> dict[str,
     server = None
     if env is None:
         server = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.serve"], cwd=ROOT, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        )  # fmt: skip
+            [sys.executable, "-m", "benchmarks.serve"],
+            cwd=ROOT,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert server.stdout is not None
         env = {**os.environ, "BENCH_TARGET": server.stdout.readline().strip()}
     try:
         runs: dict[str, list[dict[str, Any]]] = {}
         for round_ in range(rounds):
             for name in (*CASES, "rss_iter", "rss_whole"):
-                print(f"  embeddings round {round_ + 1}/{rounds}: {name}", file=sys.stderr,
-                      flush=True)  # fmt: skip
+                print(
+                    f"  embeddings round {round_ + 1}/{rounds}: {name}", file=sys.stderr, flush=True
+                )
                 runs.setdefault(name, []).append(_subprocess(name, n, env))
         return {name: _median(results) for name, results in runs.items()}
     finally:
@@ -266,9 +280,12 @@ def report(
     results: dict[str, Any], n: int, rounds: int
 ) -> tuple[list[str], list[tuple[str, bool | None, str]]]:
     """The report's section (Markdown lines) and the targets: (target, met?, numbers)."""
-    labels = {"floor": "floor: raw httpx, route + worker per batch", "core": "core: embed",
-              "lc_vast": "langchain: VastEmbeddings.embed_documents",
-              "lc_openai": "langchain: OpenAIEmbeddings over VastTransport"}  # fmt: skip
+    labels = {
+        "floor": "floor: raw httpx, route + worker per batch",
+        "core": "core: embed",
+        "lc_vast": "langchain: VastEmbeddings.embed_documents",
+        "lc_openai": "langchain: OpenAIEmbeddings over VastTransport",
+    }
     lines = [
         "## Embeddings",
         "",
@@ -326,11 +343,21 @@ def report(
                 _get(results, c, mode, "cpu_us_per_text") for c in ("lc_vast", "lc_openai")
             )
             if ours and theirs:
-                checks.append((f"VastEmbeddings ({mode}) CPU below OpenAIEmbeddings over VastTransport",
-                               ours < theirs, f"{ours:.1f} vs {theirs:.1f} µs/text"))  # fmt: skip
+                checks.append(
+                    (
+                        f"VastEmbeddings ({mode}) CPU below OpenAIEmbeddings over VastTransport",
+                        ours < theirs,
+                        f"{ours:.1f} vs {theirs:.1f} µs/text",
+                    )
+                )
     if grow_iter is not None and grow_whole is not None:
-        checks.append(("iter_embed peak RSS stays that of a batch (growth < 5 MB)",
-                       grow_iter < 5, f"{grow_iter:.1f} MB (embed: {grow_whole:.1f} MB)"))  # fmt: skip
+        checks.append(
+            (
+                "iter_embed peak RSS stays that of a batch (growth < 5 MB)",
+                grow_iter < 5,
+                f"{grow_iter:.1f} MB (embed: {grow_whole:.1f} MB)",
+            )
+        )
     return lines, checks
 
 

@@ -53,8 +53,12 @@ TTFT_CASES = [
     ("session: VastSession.stream_chat", "session_sync"),
     ("session: AsyncVastSession.stream_chat", "session_async"),
 ]
-FLOOR_OF = {"floor_async": "floor_async", "core_async": "floor_async",
-            "core_aiohttp": "floor_async", "session_async": "floor_async"}  # fmt: skip
+FLOOR_OF = {
+    "floor_async": "floor_async",
+    "core_async": "floor_async",
+    "core_aiohttp": "floor_async",
+    "session_async": "floor_async",
+}
 
 
 # -- the emulator's process ----------------------------------------------------------------------
@@ -66,15 +70,27 @@ def serve() -> None:
     from vast_llm.emulator import Emulator
 
     emu = Emulator(
-        api="openai", workers=WORKERS, endpoint="lat", tls=True, router_delay=ROUTER_RTT,
-        worker_delay=WORKER_RTT, jitter=JITTER, token_delay=TOKEN_DELAY, log_limit=1000,
+        api="openai",
+        workers=WORKERS,
+        endpoint="lat",
+        tls=True,
+        router_delay=ROUTER_RTT,
+        worker_delay=WORKER_RTT,
+        jitter=JITTER,
+        token_delay=TOKEN_DELAY,
+        log_limit=1000,
         prefill_delay=1e-12,  # counts the cache without costing time: the no-cache endpoint
-    )  # fmt: skip
-    emu.add_endpoint("lat-prefill", api="openai", workers=WORKERS, token_delay=TOKEN_DELAY,
-                     prefill_delay=PREFILL)  # fmt: skip
+    )
+    emu.add_endpoint(
+        "lat-prefill", api="openai", workers=WORKERS, token_delay=TOKEN_DELAY, prefill_delay=PREFILL
+    )
     with emu.serve():
-        print(json.dumps({"base_url": emu.base_url, "api_key": emu.api_key,
-                          "worker_ca": emu.worker_ca}), flush=True)  # fmt: skip
+        print(
+            json.dumps(
+                {"base_url": emu.base_url, "api_key": emu.api_key, "worker_ca": emu.worker_ca}
+            ),
+            flush=True,
+        )
         for line in sys.stdin:
             _, _, endpoint = line.strip().partition(" ")
             counts = {"prefilled": 0, "cached": 0}
@@ -91,9 +107,12 @@ class Server:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.latency", "--serve"], cwd=ROOT, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        )  # fmt: skip
+            [sys.executable, "-m", "benchmarks.latency", "--serve"],
+            cwd=ROOT,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert self.process.stdout is not None
         self.target: dict[str, Any] = json.loads(self.process.stdout.readline())
 
@@ -137,8 +156,7 @@ class Floor:
         from vast_llm import worker_ssl_context
 
         self.route = target["base_url"] + "/route/"
-        self.route_body = {"endpoint": endpoint, "api_key": target["api_key"],
-                           "cost": MAX_TOKENS}  # fmt: skip
+        self.route_body = {"endpoint": endpoint, "api_key": target["api_key"], "cost": MAX_TOKENS}
         self.verify = worker_ssl_context(target["worker_ca"])
         self.client = httpx.Client(verify=self.verify)
 
@@ -204,12 +222,17 @@ async def async_ttft(stream: Any) -> float:
 
 
 def _options(target: dict[str, Any]) -> dict[str, Any]:
-    return {"api_key": target["api_key"], "base_url": target["base_url"], "api": "openai",
-            "worker_ca": target["worker_ca"]}  # fmt: skip
+    return {
+        "api_key": target["api_key"],
+        "base_url": target["base_url"],
+        "api": "openai",
+        "worker_ca": target["worker_ca"],
+    }
 
 
-def measure_ttft(target: dict[str, Any], loop: asyncio.AbstractEventLoop, rounds: int,
-                 per_round: int) -> dict[str, list[float]]:  # fmt: skip
+def measure_ttft(
+    target: dict[str, Any], loop: asyncio.AbstractEventLoop, rounds: int, per_round: int
+) -> dict[str, list[float]]:
     """Warm time to first token of every case, ``per_round`` calls a case a round."""
     import aiohttp
 
@@ -232,14 +255,17 @@ def measure_ttft(target: dict[str, Any], loop: asyncio.AbstractEventLoop, rounds
         "floor": floor.ttft,
         "floor_async": lambda: run(floor.attft()),
         "core_sync": lambda: sync_ttft(sync_client.stream_chat(MESSAGES, max_tokens=MAX_TOKENS)),
-        "core_async": lambda: run(async_ttft(async_client.stream_chat(MESSAGES,
-                                                                      max_tokens=MAX_TOKENS))),
-        "core_aiohttp": lambda: run(async_ttft(aio_client.stream_chat(MESSAGES,
-                                                                      max_tokens=MAX_TOKENS))),
+        "core_async": lambda: run(
+            async_ttft(async_client.stream_chat(MESSAGES, max_tokens=MAX_TOKENS))
+        ),
+        "core_aiohttp": lambda: run(
+            async_ttft(aio_client.stream_chat(MESSAGES, max_tokens=MAX_TOKENS))
+        ),
         "session_sync": lambda: sync_ttft(session.stream_chat(MESSAGES, max_tokens=MAX_TOKENS)),
-        "session_async": lambda: run(async_ttft(asession.stream_chat(MESSAGES,
-                                                                     max_tokens=MAX_TOKENS))),
-    }  # fmt: skip
+        "session_async": lambda: run(
+            async_ttft(asession.stream_chat(MESSAGES, max_tokens=MAX_TOKENS))
+        ),
+    }
     for case in cases.values():  # warm: connections, keys, verified signatures
         case()
         case()
@@ -264,8 +290,13 @@ def measure_first_calls(target: dict[str, Any], runs: int) -> dict[str, list[flo
     pools costs."""
     from vast_llm import VastClient
 
-    out: dict[str, list[float]] = {"core_first": [], "core_second": [], "core_pools": [],
-                                   "floor_first": [], "floor_second": []}  # fmt: skip
+    out: dict[str, list[float]] = {
+        "core_first": [],
+        "core_second": [],
+        "core_pools": [],
+        "floor_first": [],
+        "floor_second": [],
+    }
     for _ in range(runs):
         started = time.perf_counter()
         with VastClient("lat", **_options(target)) as client:
@@ -361,8 +392,13 @@ def measure_agent(
             wall["session"].append(time.perf_counter() - started)
             counts["session"].append(server.stats(endpoint))
         client.close()
-        out[endpoint] = {"runs": runs, "counts": counts, "setup": setup, "end": ending,
-                         "wall": wall}  # fmt: skip
+        out[endpoint] = {
+            "runs": runs,
+            "counts": counts,
+            "setup": setup,
+            "end": ending,
+            "wall": wall,
+        }
     return out
 
 
@@ -379,12 +415,22 @@ def client_main(smoke: bool) -> dict[str, Any]:
         agent = measure_agent(server, target, reps=1 if smoke else 5, turns=turns)
         loop.close()
         return {
-            "ttft": ttft, "first": first, "agent": agent,
-            "load": [load_before, os.getloadavg()], "seconds": time.perf_counter() - started,
-            "settings": {"router_rtt": ROUTER_RTT, "worker_rtt": WORKER_RTT, "jitter": JITTER,
-                         "token_delay": TOKEN_DELAY, "prefill": PREFILL, "workers": WORKERS,
-                         "turns": turns, "smoke": smoke},
-        }  # fmt: skip
+            "ttft": ttft,
+            "first": first,
+            "agent": agent,
+            "load": [load_before, os.getloadavg()],
+            "seconds": time.perf_counter() - started,
+            "settings": {
+                "router_rtt": ROUTER_RTT,
+                "worker_rtt": WORKER_RTT,
+                "jitter": JITTER,
+                "token_delay": TOKEN_DELAY,
+                "prefill": PREFILL,
+                "workers": WORKERS,
+                "turns": turns,
+                "smoke": smoke,
+            },
+        }
     finally:
         server.close()
 
@@ -392,10 +438,12 @@ def client_main(smoke: bool) -> dict[str, Any]:
 def measure(smoke: bool = False) -> dict[str, Any]:
     """Run the latency section's measurements in a process of their own (run.py's hook)."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.latency", "--client"]
-        + (["--smoke"] if smoke else []),
-        cwd=ROOT, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+        [sys.executable, "-m", "benchmarks.latency", "--client"] + (["--smoke"] if smoke else []),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"the latency benchmark failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -423,17 +471,23 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
     for case in ("core_sync", "core_async", "core_aiohttp"):
         floor = FLOOR_OF.get(case, "floor")
         ratio = _med(ttft[case]) / _med(ttft[floor])
-        out.append((f"{case}: time to first token ≤ 1.02× floor ({floor})", ratio <= 1.02,
-                    f"{ratio:.3f}×"))  # fmt: skip
+        out.append(
+            (f"{case}: time to first token ≤ 1.02× floor ({floor})", ratio <= 1.02, f"{ratio:.3f}×")
+        )
     rtt = results["settings"]["router_rtt"]
     for endpoint, label in (("lat", "no prefix cache"), ("lat-prefill", "prefix cache")):
         runs = results["agent"][endpoint]["runs"]
         cut = statistics.mean(_per_turn(runs["routed"])) - statistics.mean(
             _per_turn(runs["session"])
         )
-        out.append((f"agent, {label}: the session cuts per-turn time to first token by ≥ the "
-                    f"route round trip ({rtt * 1000:.0f} ms)", cut >= rtt,
-                    f"{cut * 1000:.1f} ms"))  # fmt: skip
+        out.append(
+            (
+                f"agent, {label}: the session cuts per-turn time to first token by ≥ the "
+                f"route round trip ({rtt * 1000:.0f} ms)",
+                cut >= rtt,
+                f"{cut * 1000:.1f} ms",
+            )
+        )
     return out
 
 
@@ -466,8 +520,10 @@ def section(results: dict[str, Any], png: pathlib.Path) -> list[str]:
         floor = FLOOR_OF.get(case, "floor")
         values = sorted(ttft[case])
         p90 = values[min(len(values) - 1, int(0.9 * len(values)))]
-        lines.append(f"| {label} | {_ms(_med(values))} | "
-                     f"{_med(values) / _med(ttft[floor]):.3f}× | {_ms(p90)} |")  # fmt: skip
+        lines.append(
+            f"| {label} | {_ms(_med(values))} | "
+            f"{_med(values) / _med(ttft[floor]):.3f}× | {_ms(p90)} |"
+        )
     lines += [
         "",
         "Async cases are compared with the async floor. A session's calls skip the route round "
@@ -505,16 +561,19 @@ def section(results: dict[str, Any], png: pathlib.Path) -> list[str]:
             turns = _per_turn(agent[endpoint]["runs"][mode])
             per_turn[f"{mode}, {name}"] = turns
             cells = " | ".join(_ms(t) for t in turns)
-            lines.append(f"| {mode}, {name} (ms) | {cells} | "
-                         f"{_ms(statistics.mean(turns))} |")  # fmt: skip
+            lines.append(f"| {mode}, {name} (ms) | {cells} | {_ms(statistics.mean(turns))} |")
     lines.append("")
     for endpoint, name in (("lat", "Without a prefix cache"), ("lat-prefill", "With one")):
         data = agent[endpoint]
         routed, pinned = (statistics.mean(per_turn_of(data, m)) for m in ("routed", "session"))
-        prefilled = {m: statistics.mean(c["prefilled"] for c in data["counts"][m]) / s["turns"]
-                     for m in ("routed", "session")}  # fmt: skip
-        cached = {m: statistics.mean(c["cached"] for c in data["counts"][m]) / s["turns"]
-                  for m in ("routed", "session")}  # fmt: skip
+        prefilled = {
+            m: statistics.mean(c["prefilled"] for c in data["counts"][m]) / s["turns"]
+            for m in ("routed", "session")
+        }
+        cached = {
+            m: statistics.mean(c["cached"] for c in data["counts"][m]) / s["turns"]
+            for m in ("routed", "session")
+        }
         lines.append(
             f"- {name}: the session's turns take {_ms(pinned)} ms to the first token against "
             f"{_ms(routed)} ms routed, {_ms(routed - pinned)} ms less (the route round trip is "
@@ -557,8 +616,14 @@ def plot(results: dict[str, Any], per_turn: dict[str, list[float]], path: pathli
     figure, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8))
     labels = [label for label, _ in TTFT_CASES]
     values = [_med(ttft[case]) * 1000 for _, case in TTFT_CASES]
-    colors = ["#888" if case.startswith("floor") else "#2a9d5c" if case.startswith("session")
-              else "#3b7dd8" for _, case in TTFT_CASES]  # fmt: skip
+    colors = [
+        "#888"
+        if case.startswith("floor")
+        else "#2a9d5c"
+        if case.startswith("session")
+        else "#3b7dd8"
+        for _, case in TTFT_CASES
+    ]
     left.barh(labels, values, color=colors)
     for y, value in enumerate(values):
         left.text(value + 2, y, f"{value:.1f}", va="center", fontsize=8)
@@ -575,8 +640,15 @@ def plot(results: dict[str, Any], per_turn: dict[str, list[float]], path: pathli
     turns = range(1, results["settings"]["turns"] + 1)
     for name, values_ in per_turn.items():
         color, style = styles[name]
-        right.plot(turns, [v * 1000 for v in values_], style, color=color, marker="o",
-                   markersize=3, label=name)  # fmt: skip
+        right.plot(
+            turns,
+            [v * 1000 for v in values_],
+            style,
+            color=color,
+            marker="o",
+            markersize=3,
+            label=name,
+        )
     right.set_xlabel("agent turn (the conversation grows each turn)")
     right.set_ylabel("time to first token, median ms")
     right.set_title("an agent's turns: routed per call vs one worker session", fontsize=10)
@@ -593,8 +665,9 @@ def splice(report: pathlib.Path, lines: list[str]) -> None:
     report.write_text((head + "\n\n" if head else "") + "\n".join(lines))
 
 
-def report_section(report: pathlib.Path, png: pathlib.Path, *, smoke: bool = False,
-                   saved_only: bool = False) -> list[str]:  # fmt: skip
+def report_section(
+    report: pathlib.Path, png: pathlib.Path, *, smoke: bool = False, saved_only: bool = False
+) -> list[str]:
     """Measure (or, with ``saved_only``, reread the measurements saved next to ``report``)
     and return the section's lines; the plot goes to ``png``. benchmarks/run.py's hook."""
     saved = report.with_name("benchmarks-latency.json")
@@ -618,7 +691,7 @@ def main() -> int:
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
     if args.serve:
         serve()
         return 0
@@ -626,8 +699,9 @@ def main() -> int:
         print(json.dumps(client_main(args.smoke)))
         return 0
     out = pathlib.Path(args.out)
-    lines = report_section(out, pathlib.Path(args.png), smoke=args.smoke,
-                           saved_only=args.report_only)  # fmt: skip
+    lines = report_section(
+        out, pathlib.Path(args.png), smoke=args.smoke, saved_only=args.report_only
+    )
     splice(out, lines)
     print("\n".join(lines))
     return 0

@@ -34,8 +34,11 @@ with emu.serve():
 def _measure(name: str, run: Callable[[], Any]) -> None:
     wall, cpu = time.perf_counter(), time.process_time()
     run()
-    print(f"{name:<22} wall {time.perf_counter() - wall:6.2f} s   "
-          f"client CPU {time.process_time() - cpu:6.2f} s", flush=True)  # fmt: skip
+    print(
+        f"{name:<22} wall {time.perf_counter() - wall:6.2f} s   "
+        f"client CPU {time.process_time() - cpu:6.2f} s",
+        flush=True,
+    )
 
 
 def main() -> None:

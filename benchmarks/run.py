@@ -29,13 +29,31 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SDK_PYTHON = ROOT / ".venv-vastai" / "bin" / "python"
 
 CASES = [
-    "floor", "floor_openai", "floor_no_reuse", "floor_stream", "floor_aiohttp",
-    "floor_aiohttp_raw", "core_generate", "core_stream", "core_chat", "core_aiohttp",
+    "floor",
+    "floor_openai",
+    "floor_no_reuse",
+    "floor_stream",
+    "floor_aiohttp",
+    "floor_aiohttp_raw",
+    "core_generate",
+    "core_stream",
+    "core_chat",
+    "core_aiohttp",
     "core_native",
-    "lc_vastllm", "lc_vastllm_abatch", "lc_chatvast", "li_complete", "li_astream_complete",
-    "stream_raw", "stream_core", "micro",
-    "floor_tls", "core_tls", "floor_aiohttp_raw_tls", "core_native_tls", "tls_connections",
-]  # fmt: skip
+    "lc_vastllm",
+    "lc_vastllm_abatch",
+    "lc_chatvast",
+    "li_complete",
+    "li_astream_complete",
+    "stream_raw",
+    "stream_core",
+    "micro",
+    "floor_tls",
+    "core_tls",
+    "floor_aiohttp_raw_tls",
+    "core_native_tls",
+    "tls_connections",
+]
 
 # (label, case, mode, floor case): mode "sync" or "async" picks the measurement.
 ROWS = [
@@ -104,12 +122,25 @@ def run_case(name: str, env: dict[str, str], sizes: dict[str, int]) -> dict[str,
     if name == "official_sdk":
         if not SDK_PYTHON.exists():
             return {"case": name, "missing": "run `make sdk` to measure the official SDK"}
-        command = [str(SDK_PYTHON), str(ROOT / "benchmarks" / "vastai_case.py"),
-                   str(sizes["requests"]), str(sizes["total"])]  # fmt: skip
+        command = [
+            str(SDK_PYTHON),
+            str(ROOT / "benchmarks" / "vastai_case.py"),
+            str(sizes["requests"]),
+            str(sizes["total"]),
+        ]
     else:
-        command = [sys.executable, "-m", "benchmarks.cases", name,
-                   "--requests", str(sizes["requests"]), "--total", str(sizes["total"]),
-                   "--growth", str(sizes["growth"])]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.cases",
+            name,
+            "--requests",
+            str(sizes["requests"]),
+            "--total",
+            str(sizes["total"]),
+            "--growth",
+            str(sizes["growth"]),
+        ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark case {name} failed:\n{done.stderr[-3000:]}")
@@ -129,9 +160,12 @@ def _median_of(runs: list[Any]) -> Any:
 
 def measure(sizes: dict[str, int], rounds: int) -> dict[str, dict[str, Any]]:
     server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.serve"], cwd=ROOT, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, "-m", "benchmarks.serve"],
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert server.stdout is not None
         target = server.stdout.readline()
@@ -191,12 +225,14 @@ def table(results: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
             f"{_num(rps, 0)} | {_ratio(rps, base_rps)} | {_num(_get(results, case, mode, 'peak_rss_mb'), 1)} | "
             f"{_num(growth, 1)} |"
         )
-        ratios.append({
-            "label": label,
-            "latency": median / base_median if median and base_median else None,
-            "cpu": cpu / base_cpu if cpu and base_cpu else None,
-            "throughput": rps / base_rps if rps and base_rps else None,
-        })  # fmt: skip
+        ratios.append(
+            {
+                "label": label,
+                "latency": median / base_median if median and base_median else None,
+                "cpu": cpu / base_cpu if cpu and base_cpu else None,
+                "throughput": rps / base_rps if rps and base_rps else None,
+            }
+        )
     return lines, ratios
 
 
@@ -237,18 +273,33 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     for label, case, base, modes in (
         ("core", "core_tls", "floor_tls", ("sync", "async")),
         ("core on an aiohttp session", "core_native_tls", "floor_aiohttp_raw_tls", ("async",)),
-    ):  # fmt: skip
+    ):
         for mode in modes:
-            for what, key, bound in (("median latency", "median_ms", 1.15),
-                                     ("client CPU", "cpu_ms", 1.3)):  # fmt: skip
+            for what, key, bound in (
+                ("median latency", "median_ms", 1.15),
+                ("client CPU", "cpu_ms", 1.3),
+            ):
                 r = ratio(case, mode, key, base)
-                out.append((f"HTTPS workers: {label} ({mode}) {what} ≤ {bound}× floor",
-                            r is not None and r <= bound, f"{r:.2f}×" if r else "—"))  # fmt: skip
+                out.append(
+                    (
+                        f"HTTPS workers: {label} ({mode}) {what} ≤ {bound}× floor",
+                        r is not None and r <= bound,
+                        f"{r:.2f}×" if r else "—",
+                    )
+                )
         r = ratio(case, "async", "throughput_rps", base)
-        out.append((f"HTTPS workers: {label} throughput at c=64 ≥ 0.85× floor",
-                    r is not None and r >= 0.85, f"{r:.2f}×" if r else "—"))  # fmt: skip
-    for label, case, base in (("VastLLM", "lc_vastllm", "floor"), ("ChatVast", "lc_chatvast", "floor_openai"),
-                              ("LlamaIndex Vast", "li_complete", "floor")):  # fmt: skip
+        out.append(
+            (
+                f"HTTPS workers: {label} throughput at c=64 ≥ 0.85× floor",
+                r is not None and r >= 0.85,
+                f"{r:.2f}×" if r else "—",
+            )
+        )
+    for label, case, base in (
+        ("VastLLM", "lc_vastllm", "floor"),
+        ("ChatVast", "lc_chatvast", "floor_openai"),
+        ("LlamaIndex Vast", "li_complete", "floor"),
+    ):
         worst = max((ratio(case, m, "median_ms", base) or 99) for m in ("sync", "async"))
         out.append(
             (
@@ -261,14 +312,21 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
         _get(results, "stream_raw", "", "per_token_us"),
         _get(results, "stream_core", "", "per_token_us"),
     )
-    out.append(("streaming per-token cost ≤ 1.3× raw httpx + SSE parse",
-                bool(raw and ours and ours / raw <= 1.3), f"{ours:.1f} µs vs {raw:.1f} µs" if raw and ours else "—"))  # fmt: skip
+    out.append(
+        (
+            "streaming per-token cost ≤ 1.3× raw httpx + SSE parse",
+            bool(raw and ours and ours / raw <= 1.3),
+            f"{ours:.1f} µs vs {raw:.1f} µs" if raw and ours else "—",
+        )
+    )
     sdk = results.get("official_sdk", {})
     if sdk.get("missing"):
         out.append(("ahead of the official SDK on every row", None, sdk["missing"]))
     else:
-        for case, label in (("core_native", "AsyncVastClient on an aiohttp.ClientSession"),
-                            ("core_generate", "AsyncVastClient on httpx, the default")):  # fmt: skip
+        for case, label in (
+            ("core_native", "AsyncVastClient on an aiohttp.ClientSession"),
+            ("core_generate", "AsyncVastClient on httpx, the default"),
+        ):
             met, detail = versus_sdk(results, case)
             out.append((f"ahead of the official SDK on every row ({label})", met, detail))
     growths = {
@@ -278,8 +336,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     measured = {c: g for c, g in growths.items() if g is not None}
     if measured:
         worst = max(measured.values())
-        out.append(("RSS growth < 10 MB over 10,000 requests", worst < 10,
-                    ", ".join(f"{c} {g:+.1f} MB" for c, g in measured.items())))  # fmt: skip
+        out.append(
+            (
+                "RSS growth < 10 MB over 10,000 requests",
+                worst < 10,
+                ", ".join(f"{c} {g:+.1f} MB" for c, g in measured.items()),
+            )
+        )
     return out
 
 
@@ -305,8 +368,11 @@ def versus_sdk(results: dict[str, Any], case: str) -> tuple[bool, str]:
             ahead = False
             continue
         ahead = ahead and (ours < theirs if lower else ours > theirs)
-        parts.append(f"{name} {ours:.2f} vs {theirs:.2f}" if key != "throughput_rps"
-                     else f"{name} {ours:.0f} vs {theirs:.0f}")  # fmt: skip
+        parts.append(
+            f"{name} {ours:.2f} vs {theirs:.2f}"
+            if key != "throughput_rps"
+            else f"{name} {ours:.0f} vs {theirs:.0f}"
+        )
     return ahead, ", ".join(parts)
 
 
@@ -320,10 +386,16 @@ def plot(ratios: list[dict[str, Any]], path: pathlib.Path) -> None:
     labels = [r["label"] for r in rows]
     figure, axes = plt.subplots(1, 3, figsize=(15, 0.45 * len(rows) + 1.5), sharey=True)
     for axis, key, title, line in zip(
-        axes, ("latency", "cpu", "throughput"),
-        ("median latency (c=1) ÷ floor", "client CPU per request ÷ floor", "throughput (c=64) ÷ floor"),
-        (1.15, 1.3, 0.85), strict=True,
-    ):  # fmt: skip
+        axes,
+        ("latency", "cpu", "throughput"),
+        (
+            "median latency (c=1) ÷ floor",
+            "client CPU per request ÷ floor",
+            "throughput (c=64) ÷ floor",
+        ),
+        (1.15, 1.3, 0.85),
+        strict=True,
+    ):
         values = [r[key] or 0 for r in rows]
         shown = [min(v, 3.0) for v in values]  # a 27x outlier would flatten every other bar
         axis.barh(labels, shown, color=["#888" if v == 0 else "#3b7dd8" for v in values])
@@ -347,8 +419,10 @@ def tls_report(results: dict[str, Any]) -> list[str]:
 
     def row(label: str, key: str) -> str:
         got, base = found[key], found["plain_reused"]
-        return (f"| {label} | {got['median_ms']:.2f} | {got['median_ms'] - base['median_ms']:+.2f} "
-                f"| {got['cpu_ms']:.2f} | {got['cpu_ms'] - base['cpu_ms']:+.2f} |")  # fmt: skip
+        return (
+            f"| {label} | {got['median_ms']:.2f} | {got['median_ms'] - base['median_ms']:+.2f} "
+            f"| {got['cpu_ms']:.2f} | {got['cpu_ms'] - base['cpu_ms']:+.2f} |"
+        )
 
     tls, plain = found["tls_new_connection"], found["tls_reused"]
     context = found["context_ms"]
@@ -418,14 +492,18 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--png", default=str(ROOT / "docs" / "benchmarks.png"))
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rewrite the report from the saved measurements (no new run)")  # fmt: skip
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report from the saved measurements (no new run)",
+    )
     args = parser.parse_args()
     sizes = (
-        {"requests": 5, "total": 64, "growth": 0} if args.smoke
+        {"requests": 5, "total": 64, "growth": 0}
+        if args.smoke
         # 1000 sequential requests: p99 is then the 10th slowest, not the 3rd.
         else {"requests": 1000, "total": 2000, "growth": 10000}
-    )  # fmt: skip
+    )
     rounds = 1 if args.smoke else args.rounds
     raw_path = pathlib.Path(args.out).with_suffix(".json")
     embed_texts = 256 if args.smoke else 10_000
@@ -438,9 +516,11 @@ def main() -> int:
         # Embeddings (benchmarks/embed.py): their own emulator, three rounds at most.
         embeddings = embed_bench.measure(embed_texts, min(rounds, 3))
         raw_path.write_text(
-            json.dumps({"results": results, "sizes": sizes, "rounds": rounds,
-                        "embeddings": embeddings}, indent=1)
-        )  # fmt: skip
+            json.dumps(
+                {"results": results, "sizes": sizes, "rounds": rounds, "embeddings": embeddings},
+                indent=1,
+            )
+        )
     embed_lines, embed_checks = (
         embed_bench.report(embeddings, embed_texts, min(rounds, 3)) if embeddings else ([], [])
     )

@@ -21,17 +21,30 @@ def main() -> None:
     emu = Emulator(api="tgi", workers=2, endpoint="bench-tgi", responses=[ANSWER], log_limit=1000)
     emu.add_endpoint("bench-openai", api="openai", workers=2, responses=[ANSWER])
     # HTTPS workers (issue 12): an emulator of their own, as Emulator(tls=True) is per emulator.
-    tls = Emulator(api="tgi", workers=2, endpoint="bench-tgi-tls", responses=[ANSWER],
-                   log_limit=1000, tls=True)  # fmt: skip
+    tls = Emulator(
+        api="tgi", workers=2, endpoint="bench-tgi-tls", responses=[ANSWER], log_limit=1000, tls=True
+    )
     with emu.serve(), tls.serve():
         # What is alive now lives to the end: out of the collector's sight, so its pauses do not
         # land in whichever client is being measured.
         gc.freeze()
-        print(json.dumps({"base_url": emu.base_url, "api_key": emu.api_key,
-                          "tgi": "bench-tgi", "openai": "bench-openai",
-                          "tls": {"base_url": tls.base_url, "api_key": tls.api_key,
-                                  "tgi": "bench-tgi-tls", "worker_ca": tls.worker_ca}}),
-              flush=True)  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "base_url": emu.base_url,
+                    "api_key": emu.api_key,
+                    "tgi": "bench-tgi",
+                    "openai": "bench-openai",
+                    "tls": {
+                        "base_url": tls.base_url,
+                        "api_key": tls.api_key,
+                        "tgi": "bench-tgi-tls",
+                        "worker_ca": tls.worker_ca,
+                    },
+                }
+            ),
+            flush=True,
+        )
         sys.stdin.read()  # until the benchmark closes our stdin
 
 

@@ -28,8 +28,9 @@ async def trace(target: dict[str, Any], requests: int, stack: str) -> list[float
     from vast_llm import AsyncVastClient
 
     session = aiohttp.ClientSession() if stack == "aiohttp" else None
-    client = AsyncVastClient(target["tgi"], api_key=target["api_key"], base_url=target["base_url"],
-                             http_client=session)  # fmt: skip
+    client = AsyncVastClient(
+        target["tgi"], api_key=target["api_key"], base_url=target["base_url"], http_client=session
+    )
     try:
         for _ in range(20):
             await client.generate("Benchmark prompt", max_tokens=16)
@@ -64,8 +65,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--stack", choices=["aiohttp", "httpx"], default="aiohttp")
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "benchmarks.serve"], cwd=ROOT, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.serve"],
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert server.stdout is not None
         target = json.loads(server.stdout.readline())
@@ -80,8 +86,10 @@ def main() -> int:
     runs = bursts(times)
     slow = sum(length for _, length in runs)
     longest = max(runs, key=lambda run: run[1], default=(0, 0))
-    print(f"{slow} requests slower than 1.5 × the median, in {len(runs)} runs; the longest: "
-          f"{longest[1]} in a row from request {longest[0]}")  # fmt: skip
+    print(
+        f"{slow} requests slower than 1.5 × the median, in {len(runs)} runs; the longest: "
+        f"{longest[1]} in a row from request {longest[0]}"
+    )
     return 0
 
 

@@ -32,8 +32,10 @@ async def run() -> int:
             routes = [a.route for a in answers if a.route is not None]
             workers = {r.worker_url for r in routes}
             checks = {r.signature for r in routes}
-            print(f"{len(answers)} answers in {elapsed:.2f} s from {len(workers)} workers; "
-                  f"signatures: {', '.join(sorted(checks))}")  # fmt: skip
+            print(
+                f"{len(answers)} answers in {elapsed:.2f} s from {len(workers)} workers; "
+                f"signatures: {', '.join(sorted(checks))}"
+            )
             async with client.stream("Once upon a time", max_tokens=16) as stream:
                 async for chunk in stream:
                     print(chunk.text, end="", flush=True)

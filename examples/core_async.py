@@ -23,8 +23,9 @@ async def run() -> list[str]:
             )
             for prompt, answer in zip(PROMPTS, answers, strict=True):
                 print(f"{prompt} -> {answer.text}  [{answer.route.worker_url}]")
-            async with client.stream_chat([{"role": "user", "content": "Tell a story."}],
-                                          max_tokens=24) as stream:  # fmt: skip
+            async with client.stream_chat(
+                [{"role": "user", "content": "Tell a story."}], max_tokens=24
+            ) as stream:
                 async for chunk in stream:
                     print(chunk.text, end="", flush=True)
             print()

@@ -16,13 +16,17 @@ def main() -> str:
         answer = client.generate("The capital of France is", max_tokens=16)
         print(answer.text)
         route = answer.route
-        print(f"[worker {route.worker_url}, reqnum {route.reqnum}, signature {route.signature}, "
-              f"{route.route_latency * 1000:.0f} ms to a verified worker]")  # fmt: skip
+        print(
+            f"[worker {route.worker_url}, reqnum {route.reqnum}, signature {route.signature}, "
+            f"{route.route_latency * 1000:.0f} ms to a verified worker]"
+        )
         with client.stream("Once upon a time", max_tokens=24) as stream:
             for chunk in stream:
                 print(chunk.text, end="", flush=True)
-        print(f"\n[{stream.usage.completion_tokens if stream.usage else '?'} tokens, "
-              f"finish: {stream.finish_reason}]")  # fmt: skip
+        print(
+            f"\n[{stream.usage.completion_tokens if stream.usage else '?'} tokens, "
+            f"finish: {stream.finish_reason}]"
+        )
         return answer.text
 
 

@@ -17,9 +17,11 @@ def main() -> str:
     with vast_endpoint(api="openai") as where:
         llm = ChatVast(max_tokens=64, temperature=0)  # endpoint and key from the environment
         prompt = ChatPromptTemplate.from_messages(
-            [("system", "You are a helpful assistant. Answer in one short sentence."),
-             ("human", "{question}")]
-        )  # fmt: skip
+            [
+                ("system", "You are a helpful assistant. Answer in one short sentence."),
+                ("human", "{question}"),
+            ]
+        )
         chain = prompt | llm | StrOutputParser()
         print(f"[{where}]")
         answer = ""

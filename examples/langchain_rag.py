@@ -40,8 +40,9 @@ def main() -> str:
     with vast_endpoint(api="openai"):
         chat_endpoint = os.environ["VAST_ENDPOINT"]
         embeddings = VastEmbeddings(endpoint=os.environ.get("VAST_EMBED_ENDPOINT", chat_endpoint))
-        reranker = VastRerank(endpoint=os.environ.get("VAST_RERANK_ENDPOINT", chat_endpoint),
-                              top_n=2)  # fmt: skip
+        reranker = VastRerank(
+            endpoint=os.environ.get("VAST_RERANK_ENDPOINT", chat_endpoint), top_n=2
+        )
         store = InMemoryVectorStore.from_texts(DOCS, embeddings)
         retriever = store.as_retriever(search_kwargs={"k": 3})
 
@@ -49,9 +50,11 @@ def main() -> str:
             return list(reranker.compress_documents(inputs["docs"], inputs["question"]))
 
         prompt = ChatPromptTemplate.from_messages(
-            [("system", "Answer from the context in one sentence.\nContext:\n{context}"),
-             ("human", "{question}")]
-        )  # fmt: skip
+            [
+                ("system", "Answer from the context in one sentence.\nContext:\n{context}"),
+                ("human", "{question}"),
+            ]
+        )
         chain = (
             {"docs": retriever, "question": RunnablePassthrough()}
             | RunnablePassthrough.assign(context=RunnableLambda(rerank) | format_docs)

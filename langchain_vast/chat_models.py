@@ -620,9 +620,11 @@ class ChatVast(VastFields, BaseChatModel):
             )
         llm = self.bind(
             response_format=response_format,
-            ls_structured_output_format={"kwargs": {"method": method, "strict": strict},
-                                         "schema": schema},
-        )  # fmt: skip
+            ls_structured_output_format={
+                "kwargs": {"method": method, "strict": strict},
+                "schema": schema,
+            },
+        )
         parser: Runnable[Any, Any] = (
             PydanticOutputParser(pydantic_object=schema)
             if isinstance(schema, type) and is_basemodel_subclass(schema)

@@ -84,9 +84,10 @@ def _content(message: ChatMessage) -> str | list[dict[str, Any]]:
     dropped; reasoning (ThinkingBlock) is not sent back, as vLLM's own chat UI does not."""
     if not any(isinstance(b, ImageBlock) for b in message.blocks):
         unsupported = [
-            b for b in message.blocks
+            b
+            for b in message.blocks
             if not isinstance(b, (TextBlock, ToolCallBlock, ThinkingBlock, CachePoint))
-        ]  # fmt: skip
+        ]
         if unsupported:
             raise ValueError(_unsupported(unsupported[0]))
         return message.content or ""
@@ -159,10 +160,13 @@ def _openai_calls(calls: Sequence[Any]) -> list[dict[str, Any]]:
     """Tool calls in OpenAI's format (as LlamaIndex's OpenAI integration keeps them in
     ``additional_kwargs["tool_calls"]``, which its structured streaming reads)."""
     return [
-        {"id": call.id, "type": "function",
-         "function": {"name": call.name or "", "arguments": call.arguments}}
+        {
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name or "", "arguments": call.arguments},
+        }
         for call in calls
-    ]  # fmt: skip
+    ]
 
 
 def chatml_messages_to_prompt(messages: Sequence[ChatMessage]) -> str:
@@ -706,9 +710,10 @@ class Vast(ClientModel, FunctionCallingLLM):
             calls = [b for b in response.message.blocks if isinstance(b, ToolCallBlock)]
             if len(calls) > 1:
                 response.message.blocks = [
-                    b for b in response.message.blocks
+                    b
+                    for b in response.message.blocks
                     if not isinstance(b, ToolCallBlock) or b is calls[0]
-                ]  # fmt: skip
+                ]
         return response
 
     def get_tool_calls_from_response(

@@ -44,11 +44,13 @@ class VastEmbedding(PoolingFields, BaseEmbedding):
         default="unknown", description="The model name sent to the worker ('unknown': none)."
     )
     embed_batch_size: int | None = Field(  # type: ignore[assignment]
-        default=None, gt=0, le=2048,
+        default=None,
+        gt=0,
+        le=2048,
         description="Texts per request: the client's embed_batch_size (64 by default). "
         "LlamaIndex hands each call's texts to the client whole, which batches them (the async "
         "methods run the batches concurrently) and shares its pools with equal models.",
-    )  # fmt: skip
+    )
 
     def __init__(self, endpoint: str | None = None, **kwargs: Any) -> None:
         """``endpoint`` (``VAST_ENDPOINT``) and any field by name."""

@@ -55,10 +55,12 @@ class VastRerank(PoolingFields, BaseNodePostprocessor):
     def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> list[str]:
         dispatcher.event(
             ReRankStartEvent(
-                query=query_bundle, nodes=nodes, top_n=self.top_n,
+                query=query_bundle,
+                nodes=nodes,
+                top_n=self.top_n,
                 model_name=self.model or self.endpoint or "vast",
             )
-        )  # fmt: skip
+        )
         if query_bundle is None:
             raise ValueError("VastRerank needs the query (postprocess_nodes(..., query_str=...))")
         return [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]

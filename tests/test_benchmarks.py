@@ -17,16 +17,30 @@ def test_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
     out, png = tmp_path / "bench.md", tmp_path / "bench.png"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out), "--png", str(png)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = out.read_text()
-    rows = ("floor: raw httpx", "core: AsyncVastClient.generate", "langchain: ChatVast.invoke",
-            "llamaindex: Vast.astream_complete", "official vastai SDK", "## Targets",
-            "floor on aiohttp: raw aiohttp", "on an aiohttp.ClientSession", "## Embeddings",
-            "core: embed", "HTTPS workers, core: AsyncVastClient.generate", "## HTTPS workers",
-            "HTTPS, a new connection per request", "HTTPS workers: core (sync) median latency",
-            "## Latency on a realistic network")  # fmt: skip
+    rows = (
+        "floor: raw httpx",
+        "core: AsyncVastClient.generate",
+        "langchain: ChatVast.invoke",
+        "llamaindex: Vast.astream_complete",
+        "official vastai SDK",
+        "## Targets",
+        "floor on aiohttp: raw aiohttp",
+        "on an aiohttp.ClientSession",
+        "## Embeddings",
+        "core: embed",
+        "HTTPS workers, core: AsyncVastClient.generate",
+        "## HTTPS workers",
+        "HTTPS, a new connection per request",
+        "HTTPS workers: core (sync) median latency",
+        "## Latency on a realistic network",
+    )
     for row in rows:
         assert row in report
     assert "not measured" not in report  # the official SDK's venv is part of make test
@@ -37,12 +51,21 @@ def test_benchmark_smoke_run(tmp_path: pathlib.Path) -> None:
 def test_embedding_benchmark_smoke_run() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.embed", "--smoke"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    for row in ("| floor: raw httpx", "| core: embed | sync", "| core: embed | async",
-                "VastEmbeddings.embed_documents", "OpenAIEmbeddings over VastTransport",
-                "for `iter_embed` over a generator", "embed (async) client CPU"):  # fmt: skip
+    for row in (
+        "| floor: raw httpx",
+        "| core: embed | sync",
+        "| core: embed | async",
+        "VastEmbeddings.embed_documents",
+        "OpenAIEmbeddings over VastTransport",
+        "for `iter_embed` over a generator",
+        "embed (async) client CPU",
+    ):
         assert row in result.stdout
 
 
@@ -50,8 +73,11 @@ def test_embedding_benchmark_smoke_run() -> None:
 def test_tail_trace_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.tail", "--requests", "20"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "p99:" in result.stdout and "slower than 1.5" in result.stdout
 

@@ -19,15 +19,31 @@ def test_latency_smoke_run(tmp_path: pathlib.Path) -> None:
     out, png = tmp_path / "benchmarks.md", tmp_path / "benchmarks-latency.png"
     out.write_text("# Benchmarks\n\nthe rest of the report\n")
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.latency", "--smoke", "--out", str(out),
-         "--png", str(png)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.latency",
+            "--smoke",
+            "--out",
+            str(out),
+            "--png",
+            str(png),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = out.read_text()
     assert report.startswith("# Benchmarks\n\nthe rest of the report\n\n" + SECTION)
-    rows = ("floor: raw httpx, route + worker", "session: VastSession.stream_chat",
-            "A new client's first call", "session, prefix cache", "latency target")  # fmt: skip
+    rows = (
+        "floor: raw httpx, route + worker",
+        "session: VastSession.stream_chat",
+        "A new client's first call",
+        "session, prefix cache",
+        "latency target",
+    )
     for row in rows:
         assert row in report
     assert png.stat().st_size > 10_000

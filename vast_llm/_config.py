@@ -86,109 +86,157 @@ class ClientOptions(TypedDict, total=False):
 
     api_key: Annotated[
         str | None,
-        Doc("Vast.ai API key; sent to the autoscaler only, never to a worker", env="VAST_API_KEY",
-            shown="required", secret=True),
-    ]  # fmt: skip
+        Doc(
+            "Vast.ai API key; sent to the autoscaler only, never to a worker",
+            env="VAST_API_KEY",
+            shown="required",
+            secret=True,
+        ),
+    ]
     base_url: Annotated[
         str | None,
         Doc("the autoscaler", env="VAST_BASE_URL", shown=f"`{DEFAULT_BASE_URL}`"),
     ]
     api: Annotated[
         Api,
-        Doc("the worker template's model API: `tgi` (`/generate`) or `openai` (vLLM, `/v1/...`)",
-            default="tgi", shown="`tgi` (`ChatVast`: `openai`)"),
-    ]  # fmt: skip
+        Doc(
+            "the worker template's model API: `tgi` (`/generate`) or `openai` (vLLM, `/v1/...`)",
+            default="tgi",
+            shown="`tgi` (`ChatVast`: `openai`)",
+        ),
+    ]
     payload_format: Annotated[
         PayloadFormat,
         Doc("`wrapped` for current workers, `flat` for legacy ones", default="wrapped"),
     ]
     signature_policy: Annotated[
         SignaturePolicy | None,
-        Doc("what to do when an assignment's signature does not verify: `strict` (raise), "
-            "`warn` (log once and go on) or `off`", env="VAST_SIGNATURE_POLICY",
-            shown="`strict`"),
-    ]  # fmt: skip
+        Doc(
+            "what to do when an assignment's signature does not verify: `strict` (raise), "
+            "`warn` (log once and go on) or `off`",
+            env="VAST_SIGNATURE_POLICY",
+            shown="`strict`",
+        ),
+    ]
     public_key: Annotated[
         PublicKeySource,
-        Doc("pin the autoscaler's key (PEM text, bytes or a file path) instead of fetching it",
-            env="VAST_PUBLIC_KEY", shown="fetched once from `/pubkey/`"),
-    ]  # fmt: skip
+        Doc(
+            "pin the autoscaler's key (PEM text, bytes or a file path) instead of fetching it",
+            env="VAST_PUBLIC_KEY",
+            shown="fetched once from `/pubkey/`",
+        ),
+    ]
     worker_ca: Annotated[
         WorkerCA,
-        Doc("the CA that workers' HTTPS certificates must chain to (PEM text, bytes or a file "
-            "path); only it is trusted for workers", env="VAST_WORKER_CA",
-            shown="Vast's root, bundled and pinned"),
-    ]  # fmt: skip
+        Doc(
+            "the CA that workers' HTTPS certificates must chain to (PEM text, bytes or a file "
+            "path); only it is trusted for workers",
+            env="VAST_WORKER_CA",
+            shown="Vast's root, bundled and pinned",
+        ),
+    ]
     timeout: Annotated[
         float | httpx.Timeout,
-        Doc("seconds a worker may stay silent (connect: at most 10 s), or an `httpx.Timeout`; "
+        Doc(
+            "seconds a worker may stay silent (connect: at most 10 s), or an `httpx.Timeout`; "
             "600 s is the worker's own queue limit, which a whole answer may spend waiting",
-            default=600.0, per_call=True),
-    ]  # fmt: skip
+            default=600.0,
+            per_call=True,
+        ),
+    ]
     route_timeout: Annotated[
         float, Doc("seconds for one `/route/` or `/pubkey/` call", default=10.0)
     ]
     deadline: Annotated[
         float,
-        Doc("seconds until a worker starts answering: route waits (a cold start takes "
-            "minutes), retries and the worker's queue included", default=900.0,
-            per_call=True),
-    ]  # fmt: skip
+        Doc(
+            "seconds until a worker starts answering: route waits (a cold start takes "
+            "minutes), retries and the worker's queue included",
+            default=900.0,
+            per_call=True,
+        ),
+    ]
     max_retries: Annotated[
         int,
-        Doc("retries of a failed attempt (route or worker), each on a fresh route, before the "
-            "answer starts", default=3, per_call=True),
-    ]  # fmt: skip
+        Doc(
+            "retries of a failed attempt (route or worker), each on a fresh route, before the "
+            "answer starts",
+            default=3,
+            per_call=True,
+        ),
+    ]
     backoff: Annotated[
         Backoff | None,
         Doc("waits between attempts and re-polls (`vast_llm.Backoff`)", shown="`Backoff()`"),
     ]
     cost: Annotated[
         Cost,
-        Doc("the load estimate sent to `/route/`: a number, or a callable of the request body",
-            shown="the request's max tokens", per_call=True),
-    ]  # fmt: skip
+        Doc(
+            "the load estimate sent to `/route/`: a number, or a callable of the request body",
+            shown="the request's max tokens",
+            per_call=True,
+        ),
+    ]
     chat_template: Annotated[
         ChatTemplate | None,
         Doc("renders chat messages into a prompt for TGI workers", shown="ChatML"),
     ]
     recipes: Annotated[
         tuple[Recipe, ...],
-        Doc("the signing recipes accepted, newest first", default=RECIPES,
-            shown="`('g3', 'g2', 'g1')`"),
-    ]  # fmt: skip
+        Doc(
+            "the signing recipes accepted, newest first",
+            default=RECIPES,
+            shown="`('g3', 'g2', 'g1')`",
+        ),
+    ]
     limits: Annotated[
         httpx.Limits | None,
-        Doc("connection pool limits of the client's own HTTP pools",
-            shown="256 connections, 20 kept alive for 30 s"),
-    ]  # fmt: skip
+        Doc(
+            "connection pool limits of the client's own HTTP pools",
+            shown="256 connections, 20 kept alive for 30 s",
+        ),
+    ]
     max_concurrency: Annotated[
         int | None,
-        Doc("requests in flight per client; more wait their turn (their deadline starts after)",
-            shown="the pool size, 256"),
-    ]  # fmt: skip
+        Doc(
+            "requests in flight per client; more wait their turn (their deadline starts after)",
+            shown="the pool size, 256",
+        ),
+    ]
     embed_batch_size: Annotated[
         int,
-        Doc("texts (or documents) per `/v1/embeddings`, `/v1/rerank` or `/v1/score` request; "
+        Doc(
+            "texts (or documents) per `/v1/embeddings`, `/v1/rerank` or `/v1/score` request; "
             "longer inputs go in batches of this size, and a batch a worker refuses as too large "
-            "is halved", default=64),
-    ]  # fmt: skip
+            "is halved",
+            default=64,
+        ),
+    ]
     max_answer_bytes: Annotated[
         int,
-        Doc("the most bytes (decoded) one answer may have, a stream's included; more is a "
-            "typed error", default=32 << 20, shown="32 MiB"),
-    ]  # fmt: skip
+        Doc(
+            "the most bytes (decoded) one answer may have, a stream's included; more is a "
+            "typed error",
+            default=32 << 20,
+            shown="32 MiB",
+        ),
+    ]
     max_event_bytes: Annotated[
         int,
-        Doc("the most bytes one line or one event of a stream may have", default=8 << 20,
-            shown="8 MiB"),
-    ]  # fmt: skip
+        Doc(
+            "the most bytes one line or one event of a stream may have",
+            default=8 << 20,
+            shown="8 MiB",
+        ),
+    ]
     on_progress: Annotated[
         ProgressListener | None,
-        Doc("called with each `vast_llm.Progress` event of the client's requests (waiting for "
+        Doc(
+            "called with each `vast_llm.Progress` event of the client's requests (waiting for "
             "a worker, routed, verified, retrying, answering); see also `vast_llm.observe`",
-            shown="none"),
-    ]  # fmt: skip
+            shown="none",
+        ),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +256,15 @@ class Setting:
 def _derive() -> tuple[Setting, ...]:
     hints = typing.get_type_hints(ClientOptions, include_extras=True)
     endpoint = Setting(
-        "endpoint", str | None, None, "VAST_ENDPOINT", "the endpoint's name in the Vast.ai console",
-        "required", per_call=False, secret=False,
-    )  # fmt: skip
+        "endpoint",
+        str | None,
+        None,
+        "VAST_ENDPOINT",
+        "the endpoint's name in the Vast.ai console",
+        "required",
+        per_call=False,
+        secret=False,
+    )
     specs = [endpoint]
     for name, hint in hints.items():
         base, doc = get_args(hint)

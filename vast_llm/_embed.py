@@ -208,13 +208,22 @@ def route_workload(path: str, payload: Any) -> float | None:
     if path == EMBEDDINGS_PATH:
         return _units(_input_chars(payload.get("input")), _EMBED_REFERENCE_CHARS)
     if path == RERANK_PATH:
-        return _units(_pair_chars(payload.get("query"), payload.get("documents")),
-                      _PAIRS_REFERENCE_CHARS)  # fmt: skip
+        return _units(
+            _pair_chars(payload.get("query"), payload.get("documents")), _PAIRS_REFERENCE_CHARS
+        )
     if path == SCORE_PATH:
-        first = next((payload[k] for k in ("queries", "text_1", "data_1") if payload.get(k)
-                      is not None), None)  # fmt: skip
-        second = next((payload[k] for k in ("documents", "items", "text_2", "data_2")
-                       if payload.get(k) is not None), None)  # fmt: skip
+        first = next(
+            (payload[k] for k in ("queries", "text_1", "data_1") if payload.get(k) is not None),
+            None,
+        )
+        second = next(
+            (
+                payload[k]
+                for k in ("documents", "items", "text_2", "data_2")
+                if payload.get(k) is not None
+            ),
+            None,
+        )
         return _units(_pair_chars(first, second), _PAIRS_REFERENCE_CHARS)
     return None
 
@@ -356,9 +365,11 @@ def parse_embeddings(
         if len(vector) != dimensions:
             if dimensions >= 0 or not vector:
                 raise malformed(
-                    url, f"mixed dimensions: {len(vector)} and {dimensions}"
-                    if dimensions >= 0 else "an empty vector"
-                )  # fmt: skip
+                    url,
+                    f"mixed dimensions: {len(vector)} and {dimensions}"
+                    if dimensions >= 0
+                    else "an empty vector",
+                )
             dimensions = len(vector)
         try:
             # One pass in C: non-numbers raise TypeError. NaN and infinities never parse
@@ -655,9 +666,12 @@ def _batch(parts: list[_Part], dimensions: _Dimensions) -> EmbeddingBatch:
         dimensions.check(part)
         vectors.extend(part.values)
     return EmbeddingBatch(
-        parts[0].start, vectors, _sum_usage(p.usage for p in parts), tuple(p.route for p in parts),
+        parts[0].start,
+        vectors,
+        _sum_usage(p.usage for p in parts),
+        tuple(p.route for p in parts),
         next((p.model for p in parts if p.model), None),
-    )  # fmt: skip
+    )
 
 
 def _whole(batches_: list[EmbeddingBatch]) -> Embeddings:
@@ -799,8 +813,11 @@ def rerank_sync(
         _rerank_job(query, p.extra),
         _Fit(p.batch_size),
     )
-    parts = [part for s, i in batches(docs, p.batch_size, "documents")
-             for part in _run_sync(send, job, s, i, fit)]  # fmt: skip
+    parts = [
+        part
+        for s, i in batches(docs, p.batch_size, "documents")
+        for part in _run_sync(send, job, s, i, fit)
+    ]
     return _ranking(docs, parts, top_n)
 
 
@@ -810,8 +827,11 @@ def score_sync(
     docs = _pairs_input(query, documents)
     p = _params(client, params)
     send, job, fit = _send_sync(client, p.overrides), _score_job(query, p.extra), _Fit(p.batch_size)
-    parts = [part for s, i in batches(docs, p.batch_size, "documents")
-             for part in _run_sync(send, job, s, i, fit)]  # fmt: skip
+    parts = [
+        part
+        for s, i in batches(docs, p.batch_size, "documents")
+        for part in _run_sync(send, job, s, i, fit)
+    ]
     return Scores(*_scores(parts))
 
 

@@ -378,9 +378,13 @@ def _assign_flow(
             logger.info("route call failed (%s); retrying in %.2fs", outcome.error, delay)
             if state.observed:
                 yield state.progress(
-                    ctx, s, "retrying", error=outcome.error.message, retry_in=delay,
+                    ctx,
+                    s,
+                    "retrying",
+                    error=outcome.error.message,
+                    retry_in=delay,
                     attempt=attempt,
-                )  # fmt: skip
+                )
         yield Sleep(max(0.0, min(delay, state.deadline_at - ctx.clock())))
 
 
@@ -511,13 +515,29 @@ def _no_answer(exc: httpx.RemoteProtocolError) -> bool:
 _WORKER_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-language"})
 _WORKER_HEADER_PREFIXES = ("x-vast-", "x-request-id", "openai-beta", "x-stainless-")
 _CREDENTIAL_WORDS = (
-    "auth", "cookie", "key", "token", "secret", "password", "session", "signature",
+    "auth",
+    "cookie",
+    "key",
+    "token",
+    "secret",
+    "password",
+    "session",
+    "signature",
     "organization",
-)  # fmt: skip
+)
 _HOP_HEADERS = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "accept-encoding", "te",
-     "upgrade", "keep-alive", "proxy-connection"}
-)  # fmt: skip
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "accept-encoding",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+    }
+)
 
 
 def worker_header_allowed(name: str, *, named_by_user: bool = True) -> bool:
@@ -641,9 +661,10 @@ def request_flow(
                 return response, info
             try:
                 body: bytes = yield ReadBody(
-                    response, ERROR_READ_LIMIT, min(s.timeout.read or ERROR_READ_SECONDS,
-                                                    ERROR_READ_SECONDS)
-                )  # fmt: skip
+                    response,
+                    ERROR_READ_LIMIT,
+                    min(s.timeout.read or ERROR_READ_SECONDS, ERROR_READ_SECONDS),
+                )
             except DecodeError as exc:
                 body = f"(an error body that could not be decoded: {exc})".encode()
             except httpx.TransportError:
@@ -660,7 +681,12 @@ def request_flow(
         logger.info("worker attempt %d failed (%s); re-routing in %.2fs", attempts, error, delay)
         if state.observed:
             yield state.progress(
-                ctx, s, "retrying", worker_url=ready.url, error=error.message, retry_in=delay,
+                ctx,
+                s,
+                "retrying",
+                worker_url=ready.url,
+                error=error.message,
+                retry_in=delay,
                 attempt=attempts,
-            )  # fmt: skip
+            )
         yield Sleep(delay)

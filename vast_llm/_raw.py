@@ -157,10 +157,15 @@ def raw_call(
 def _flow(client: VastClient | AsyncVastClient, call: RawCall) -> Any:
     if call.session is not None:  # made inside a session view's call (vast_llm._session)
         return call_flow(
-            call.session, call.settings, client._ctx, path=call.path, payload=call.payload,
-            stream=call.stream, headers=call.headers,
+            call.session,
+            call.settings,
+            client._ctx,
+            path=call.path,
+            payload=call.payload,
+            stream=call.stream,
+            headers=call.headers,
             observed=listening(call.settings.on_progress),
-        )  # fmt: skip
+        )
     return request_flow(
         call.settings,
         client._ctx,

@@ -82,9 +82,19 @@ def build_route_request(
 
 # Route answer fields never forwarded to a worker (compared lower-case).
 _CREDENTIALS = frozenset(
-    {"api_key", "apikey", "api-key", "key", "token", "access_token", "secret", "password",
-     "authorization", "cookie"}
-)  # fmt: skip
+    {
+        "api_key",
+        "apikey",
+        "api-key",
+        "key",
+        "token",
+        "access_token",
+        "secret",
+        "password",
+        "authorization",
+        "cookie",
+    }
+)
 _URL_MAX = 65536  # httpx's own limit; a real worker address is an IP and a port
 _URL_CACHED = 2048  # only addresses this short are remembered (a cache of 60 KB URLs is not)
 

@@ -147,9 +147,11 @@ class Pin:
     """
 
     def __init__(
-        self, lifetime: float = DEFAULT_LIFETIME, cost: float = DEFAULT_MAX_TOKENS,
+        self,
+        lifetime: float = DEFAULT_LIFETIME,
+        cost: float = DEFAULT_MAX_TOKENS,
         recreate: bool = True,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)):
             raise ConfigError(f"lifetime must be a number of seconds, got {lifetime!r}")
         if not (lifetime > 0 and math.isfinite(lifetime)):
@@ -222,9 +224,10 @@ def _progress(
     s: Settings, ctx: Context, started: float, status: str, url: str, error: str | None = None
 ) -> Notify:
     return Notify(
-        Progress("session", s.endpoint, ctx.clock() - started, status=status, worker_url=url,
-                 error=error)
-    )  # fmt: skip
+        Progress(
+            "session", s.endpoint, ctx.clock() - started, status=status, worker_url=url, error=error
+        )
+    )
 
 
 def _manage_request(url: str, body: bytes, timeout: float) -> Req:
@@ -233,13 +236,16 @@ def _manage_request(url: str, body: bytes, timeout: float) -> Req:
     return Req(
         "POST",
         url,
-        {"Content-Type": "application/json", "Accept": "application/json",
-         "User-Agent": USER_AGENT},
+        {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        },
         body,
         {"connect": bound, "read": bound, "write": bound, "pool": bound},
         worker=True,
         budget=bound,  # one bound for the whole exchange, however the worker drips it
-    )  # fmt: skip
+    )
 
 
 def _session_id(content: bytes) -> str | None:
@@ -281,8 +287,10 @@ def create_flow(
     the deadline. Raises :class:`WorkerError` for a worker without session routes (404).
     """
     if s.payload_format != "wrapped":
-        raise ConfigError("worker sessions need the wrapped payload format (legacy flat-format "
-                          "workers have no session routes)")  # fmt: skip
+        raise ConfigError(
+            "worker sessions need the wrapped payload format (legacy flat-format "
+            "workers have no session routes)"
+        )
     started = ctx.clock()
     state = _RouteState(
         started=started,
@@ -307,8 +315,10 @@ def create_flow(
         try:
             got: Fetched = yield Send(request, read_limit=_READ_LIMIT)
         except DecodeError as exc:
-            error = WorkerError(f"{where} answered /session/create with a body that could not "
-                                f"be read ({exc})", worker_url=ready.url)  # fmt: skip
+            error = WorkerError(
+                f"{where} answered /session/create with a body that could not be read ({exc})",
+                worker_url=ready.url,
+            )
         except httpx.TransportError as exc:
             refused = certificate_error(exc)
             if refused is not None:
@@ -324,14 +334,18 @@ def create_flow(
                     raise WorkerError(
                         f"{where} answered /session/create with "
                         f"{excerpt(got.content, secret=s.api_key)!r}, which names no session",
-                        status_code=status, body=excerpt(got.content, secret=s.api_key),
+                        status_code=status,
+                        body=excerpt(got.content, secret=s.api_key),
                         worker_url=ready.url,
-                    )  # fmt: skip
+                    )
                 info = _route_info(s, ready, recipe, state, attempts, ctx)
                 pinned = Pinned(
-                    session_id, ready.body, ready.url,
-                    dataclasses.replace(info, session_id=session_id), sent + lifetime,
-                )  # fmt: skip
+                    session_id,
+                    ready.body,
+                    ready.url,
+                    dataclasses.replace(info, session_id=session_id),
+                    sent + lifetime,
+                )
                 if observed:
                     yield _progress(s, ctx, started, "created", ready.url)
                 return pinned
@@ -349,9 +363,14 @@ def create_flow(
         logger.info("session create failed (%s); re-routing in %.2fs", error, delay)
         if observed:
             yield state.progress(
-                ctx, s, "retrying", worker_url=ready.url, error=error.message, retry_in=delay,
+                ctx,
+                s,
+                "retrying",
+                worker_url=ready.url,
+                error=error.message,
+                retry_in=delay,
                 attempt=attempts,
-            )  # fmt: skip
+            )
         yield Sleep(delay)
 
 
@@ -369,8 +388,9 @@ def end_flow(s: Settings, ctx: Context, pinned: Pinned, *, observed: bool = Fals
         cause = _transport_error(str(where), exc) if isinstance(exc, httpx.TransportError) else exc
         logger.warning(
             "could not end the session on %s (%s); its worker ends it once it expires",
-            abbreviate(pinned.url), cause,
-        )  # fmt: skip
+            abbreviate(pinned.url),
+            cause,
+        )
         return False
     if got.status_code == 200:
         if observed:
@@ -381,8 +401,10 @@ def end_flow(s: Settings, ctx: Context, pinned: Pinned, *, observed: bool = Fals
         return False
     logger.warning(
         "could not end the session on %s (HTTP %d: %s); its worker ends it once it expires",
-        abbreviate(pinned.url), got.status_code, excerpt(got.content, secret=s.api_key),
-    )  # fmt: skip
+        abbreviate(pinned.url),
+        got.status_code,
+        excerpt(got.content, secret=s.api_key),
+    )
     return False
 
 
@@ -483,9 +505,15 @@ def call_flow(
         attempts += 1
         ready = Ready(pinned.auth, pinned.url, pinned.route.request_idx)
         request = _worker_request(
-            s, ready, path, payload, stream, headers, deadline_at - ctx.clock(),
+            s,
+            ready,
+            path,
+            payload,
+            stream,
+            headers,
+            deadline_at - ctx.clock(),
             session_id=pinned.session_id,
-        )  # fmt: skip
+        )
         pin.extend(pinned)
         retry_after: float | None = None
         failing = False  # the worker still holds the session: end it when leaving it
@@ -522,20 +550,31 @@ def call_flow(
             if 200 <= status < 300:
                 if observed:
                     yield Notify(
-                        Progress("answering", s.endpoint, ctx.clock() - started,
-                                 attempt=attempts, worker_url=pinned.url)
-                    )  # fmt: skip
+                        Progress(
+                            "answering",
+                            s.endpoint,
+                            ctx.clock() - started,
+                            attempt=attempts,
+                            worker_url=pinned.url,
+                        )
+                    )
                 return response, RouteInfo(
-                    endpoint=s.endpoint, worker_url=pinned.url, reqnum=pinned.route.reqnum,
-                    request_idx=pinned.route.request_idx, attempts=attempts,
-                    route_calls=route_calls, route_latency=route_latency,
-                    signature=pinned.route.signature, session_id=pinned.session_id,
-                )  # fmt: skip
+                    endpoint=s.endpoint,
+                    worker_url=pinned.url,
+                    reqnum=pinned.route.reqnum,
+                    request_idx=pinned.route.request_idx,
+                    attempts=attempts,
+                    route_calls=route_calls,
+                    route_latency=route_latency,
+                    signature=pinned.route.signature,
+                    session_id=pinned.session_id,
+                )
             try:
                 content: bytes = yield ReadBody(
-                    response, ERROR_READ_LIMIT, min(s.timeout.read or ERROR_READ_SECONDS,
-                                                    ERROR_READ_SECONDS)
-                )  # fmt: skip
+                    response,
+                    ERROR_READ_LIMIT,
+                    min(s.timeout.read or ERROR_READ_SECONDS, ERROR_READ_SECONDS),
+                )
             except DecodeError as exc:
                 content = f"(an error body that could not be decoded: {exc})".encode()
             except httpx.TransportError:
@@ -706,8 +745,9 @@ class VastSession(_SessionView):
             )
         except ConfigError as exc:  # the client was closed first: it cannot reach the worker
             self._pin.close()
-            logger.warning("could not end the session (%s); its worker ends it once it expires",
-                           exc)  # fmt: skip
+            logger.warning(
+                "could not end the session (%s); its worker ends it once it expires", exc
+            )
 
     def __enter__(self) -> VastSession:
         return self.open()
@@ -730,9 +770,12 @@ class VastSession(_SessionView):
         return client._whole(_pinned(call, self._pin))
 
     def chat(
-        self, messages: Sequence[Message], *, headers: Mapping[str, str] | None = None,
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
         **params: Any,
-    ) -> Completion:  # fmt: skip
+    ) -> Completion:
         """:meth:`VastClient.chat <vast_llm.VastClient.chat>`, in the session."""
         self._pin.usable()
         client = self._client
@@ -751,9 +794,12 @@ class VastSession(_SessionView):
         return Stream(client, _pinned(call, self._pin))
 
     def stream_chat(
-        self, messages: Sequence[Message], *, headers: Mapping[str, str] | None = None,
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
         **params: Any,
-    ) -> Stream:  # fmt: skip
+    ) -> Stream:
         """:meth:`VastClient.stream_chat <vast_llm.VastClient.stream_chat>`, in the session."""
         from ._client import Stream
 
@@ -763,9 +809,14 @@ class VastSession(_SessionView):
         return Stream(client, _pinned(call, self._pin))
 
     def request(
-        self, path: str, payload: Any, *, stream: bool = False,
-        headers: Mapping[str, str] | None = None, **settings: Any,
-    ) -> WorkerAnswer | EventStream:  # fmt: skip
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: bool = False,
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> WorkerAnswer | EventStream:
         """:meth:`VastClient.request <vast_llm.VastClient.request>`, in the session."""
         self._pin.usable()
         with pinned(self._pin):
@@ -825,8 +876,9 @@ class AsyncVastSession(_SessionView):
             state = await client._state()
         except ConfigError as exc:
             self._pin.close()
-            logger.warning("could not end the session (%s); its worker ends it once it expires",
-                           exc)  # fmt: skip
+            logger.warning(
+                "could not end the session (%s); its worker ends it once it expires", exc
+            )
             return
         flow = close_flow(self._pin, client.settings, client._ctx, observed=self._observed())
         await client._run(flow, state)
@@ -853,9 +905,12 @@ class AsyncVastSession(_SessionView):
         return await client._whole(_pinned(call, self._pin))
 
     async def chat(
-        self, messages: Sequence[Message], *, headers: Mapping[str, str] | None = None,
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
         **params: Any,
-    ) -> Completion:  # fmt: skip
+    ) -> Completion:
         """:meth:`AsyncVastClient.chat <vast_llm.AsyncVastClient.chat>`, in the session."""
         self._pin.usable()
         client = self._client
@@ -874,9 +929,12 @@ class AsyncVastSession(_SessionView):
         return AsyncStream(client, _pinned(call, self._pin))
 
     def stream_chat(
-        self, messages: Sequence[Message], *, headers: Mapping[str, str] | None = None,
+        self,
+        messages: Sequence[Message],
+        *,
+        headers: Mapping[str, str] | None = None,
         **params: Any,
-    ) -> AsyncStream:  # fmt: skip
+    ) -> AsyncStream:
         """:meth:`AsyncVastClient.stream_chat <vast_llm.AsyncVastClient.stream_chat>`, in the
         session."""
         from ._client import AsyncStream
@@ -887,9 +945,14 @@ class AsyncVastSession(_SessionView):
         return AsyncStream(client, _pinned(call, self._pin))
 
     async def request(
-        self, path: str, payload: Any, *, stream: bool = False,
-        headers: Mapping[str, str] | None = None, **settings: Any,
-    ) -> WorkerAnswer | AsyncEventStream:  # fmt: skip
+        self,
+        path: str,
+        payload: Any,
+        *,
+        stream: bool = False,
+        headers: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> WorkerAnswer | AsyncEventStream:
         """:meth:`AsyncVastClient.request <vast_llm.AsyncVastClient.request>`, in the
         session."""
         self._pin.usable()
@@ -916,9 +979,14 @@ class AsyncVastSession(_SessionView):
         return _pinned_aiter(self._pin, batches.__aiter__())
 
     async def rerank(
-        self, query: str, documents: Sequence[str], *, top_n: int | None = None,
-        concurrency: int | None = None, **params: Any,
-    ) -> Reranking:  # fmt: skip
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        concurrency: int | None = None,
+        **params: Any,
+    ) -> Reranking:
         """:meth:`AsyncVastClient.rerank <vast_llm.AsyncVastClient.rerank>`, in the session."""
         self._pin.usable()
         with pinned(self._pin):
@@ -927,9 +995,13 @@ class AsyncVastSession(_SessionView):
             )
 
     async def score(
-        self, query: str, documents: Sequence[str], *, concurrency: int | None = None,
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        concurrency: int | None = None,
         **params: Any,
-    ) -> Scores:  # fmt: skip
+    ) -> Scores:
         """:meth:`AsyncVastClient.score <vast_llm.AsyncVastClient.score>`, in the session."""
         self._pin.usable()
         with pinned(self._pin):
@@ -946,9 +1018,15 @@ def session_flow(
 ) -> Any:
     """The flow of one client call made in ``pin``'s session (the clients' dispatch)."""
     return call_flow(
-        pin, s, ctx, path=call.path, payload=call.payload, stream=call.stream, headers=headers,
+        pin,
+        s,
+        ctx,
+        path=call.path,
+        payload=call.payload,
+        stream=call.stream,
+        headers=headers,
         observed=observed,
-    )  # fmt: skip
+    )
 
 
 def pin_for(settings: Settings, lifetime: float, cost: float | None, recreate: bool) -> Pin:
@@ -957,8 +1035,10 @@ def pin_for(settings: Settings, lifetime: float, cost: float | None, recreate: b
     if cost is None:
         cost = settings.cost if isinstance(settings.cost, (int, float)) else DEFAULT_MAX_TOKENS
     if settings.payload_format != "wrapped":
-        raise ConfigError("worker sessions need payload_format='wrapped' (legacy flat-format "
-                          "workers have no session routes)")  # fmt: skip
+        raise ConfigError(
+            "worker sessions need payload_format='wrapped' (legacy flat-format "
+            "workers have no session routes)"
+        )
     return Pin(lifetime, cost, recreate)
 
 
@@ -971,9 +1051,13 @@ class SessionPair:
     it pins its sync and async calls alike. Open and close it from either world."""
 
     def __init__(
-        self, pair: ClientPair, *, lifetime: float = DEFAULT_LIFETIME, cost: float | None = None,
+        self,
+        pair: ClientPair,
+        *,
+        lifetime: float = DEFAULT_LIFETIME,
+        cost: float | None = None,
         recreate: bool = True,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._pair = pair
         self._pin = pin_for(pair.sync.settings, lifetime, cost, recreate)
         self._sync: VastSession | None = None
@@ -1032,9 +1116,14 @@ class ModelSession(Generic[M]):
     session), and ends the session when the block exits."""
 
     def __init__(
-        self, pair: ClientPair, bind: Callable[[SessionPair], M], *,
-        lifetime: float = DEFAULT_LIFETIME, cost: float | None = None, recreate: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        pair: ClientPair,
+        bind: Callable[[SessionPair], M],
+        *,
+        lifetime: float = DEFAULT_LIFETIME,
+        cost: float | None = None,
+        recreate: bool = True,
+    ) -> None:
         self.session = SessionPair(pair, lifetime=lifetime, cost=cost, recreate=recreate)
         self._bind = bind
 

@@ -149,9 +149,12 @@ class _Relay:
         idle = s.timeout.read or float("inf")
         if "text/event-stream" in response.headers.get("content-type", ""):
             self.reader: EventReader | None = EventReader(
-                response, max_bytes=s.max_answer_bytes, max_event=s.max_event_bytes,
-                max_events=4 * max_tokens + 64, idle=idle,
-            )  # fmt: skip
+                response,
+                max_bytes=s.max_answer_bytes,
+                max_event=s.max_event_bytes,
+                max_events=4 * max_tokens + 64,
+                idle=idle,
+            )
             self.decoder: BoundedDecoder | None = None
         else:
             self.reader = None

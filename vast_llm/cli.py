@@ -31,15 +31,28 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
         "--signature-policy", choices=("strict", "warn", "off"), help="default: strict"
     )
     parser.add_argument("--public-key", help="pin the autoscaler's key (a PEM file)")
-    parser.add_argument("--format", dest="payload_format", choices=("wrapped", "flat"),
-                        default="wrapped", help="worker payload format")  # fmt: skip
-    parser.add_argument("--deadline", type=float, default=None,
-                        help="seconds until a worker starts answering, cold starts and retries "
-                        "included (default: 900)")  # fmt: skip
-    parser.add_argument("--worker-ca", help="the CA workers' certificates chain to (a PEM "
-                        "file; default: VAST_WORKER_CA, else Vast's bundled root)")  # fmt: skip
-    parser.add_argument("--quiet", action="store_true",
-                        help="do not print progress (waiting for a worker, retries)")  # fmt: skip
+    parser.add_argument(
+        "--format",
+        dest="payload_format",
+        choices=("wrapped", "flat"),
+        default="wrapped",
+        help="worker payload format",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        help="seconds until a worker starts answering, cold starts and retries "
+        "included (default: 900)",
+    )
+    parser.add_argument(
+        "--worker-ca",
+        help="the CA workers' certificates chain to (a PEM "
+        "file; default: VAST_WORKER_CA, else Vast's bundled root)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="do not print progress (waiting for a worker, retries)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,91 +64,176 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     emu = commands.add_parser(
-        "emulator", help="serve a local emulator of the autoscaler and its workers",
+        "emulator",
+        help="serve a local emulator of the autoscaler and its workers",
         description="Serve the Vast.ai autoscaler and workers on 127.0.0.1 until interrupted.",
-    )  # fmt: skip
+    )
     emu.add_argument("--port", type=int, default=0, help="router port (default: any free port)")
     emu.add_argument("--workers", type=int, default=1, help="number of workers (default: 1)")
-    emu.add_argument("--api", choices=("tgi", "openai", "both"), default="tgi",
-                     help="worker model API (both: TGI and OpenAI-compatible routes)")  # fmt: skip
-    emu.add_argument("--model", choices=("fake", "smollm2"), default="fake",
-                     help="fake: deterministic words; smollm2: the real small model")  # fmt: skip
-    emu.add_argument("--recipe", choices=("g3", "g2", "g1"), default="g3",
-                     help="how assignments are signed (default: g3, current)")  # fmt: skip
-    emu.add_argument("--format", dest="payload_format", choices=("wrapped", "flat"),
-                     default="wrapped", help="payload format workers accept")  # fmt: skip
-    emu.add_argument("--cold-start", type=float, default=0.0, metavar="SECONDS",
-                     help="seconds before the workers are ready")  # fmt: skip
-    emu.add_argument("--fault", action="append", default=[], metavar="NAME[:COUNT]",
-                     help="inject a fault (repeatable); COUNT is a number or *; "
-                     "see --list-faults")  # fmt: skip
+    emu.add_argument(
+        "--api",
+        choices=("tgi", "openai", "both"),
+        default="tgi",
+        help="worker model API (both: TGI and OpenAI-compatible routes)",
+    )
+    emu.add_argument(
+        "--model",
+        choices=("fake", "smollm2"),
+        default="fake",
+        help="fake: deterministic words; smollm2: the real small model",
+    )
+    emu.add_argument(
+        "--recipe",
+        choices=("g3", "g2", "g1"),
+        default="g3",
+        help="how assignments are signed (default: g3, current)",
+    )
+    emu.add_argument(
+        "--format",
+        dest="payload_format",
+        choices=("wrapped", "flat"),
+        default="wrapped",
+        help="payload format workers accept",
+    )
+    emu.add_argument(
+        "--cold-start",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds before the workers are ready",
+    )
+    emu.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[:COUNT]",
+        help="inject a fault (repeatable); COUNT is a number or *; see --list-faults",
+    )
     emu.add_argument("--list-faults", action="store_true", help="list the faults and exit")
     emu.add_argument("--endpoint", default="emulated-endpoint", help="the endpoint's name")
-    emu.add_argument("--token-delay", type=float, default=0.0, metavar="SECONDS",
-                     help="seconds between the fake model's tokens")  # fmt: skip
-    emu.add_argument("--tls", action="store_true",
-                     help="workers serve HTTPS under an emulator CA built like Vast's root "
-                     "(prints VAST_WORKER_CA)")  # fmt: skip
-    emu.add_argument("--cold-workers", action="store_true",
-                     help="workers sit Stopped (cold) until a request wakes one")  # fmt: skip
-    emu.add_argument("--activation-delay", type=float, default=2.0, metavar="SECONDS",
-                     help="seconds a woken cold worker takes to be ready (default: 2)")  # fmt: skip
-    emu.add_argument("--router-delay", type=float, default=0.0, metavar="SECONDS",
-                     help="latency added to each router answer")  # fmt: skip
-    emu.add_argument("--worker-delay", type=float, default=0.0, metavar="SECONDS",
-                     help="latency added before each worker answer's headers")  # fmt: skip
-    emu.add_argument("--jitter", type=float, default=0.0, metavar="FRACTION",
-                     help="each delay varies by up to this fraction (0.1: +-10%%)")  # fmt: skip
-    emu.add_argument("--script", metavar="FILE",
-                     help="the fake model's scripted turns, a .json file (or .yaml, with "
-                     "PyYAML installed)")  # fmt: skip
-    emu.add_argument("--reasoning", choices=("reasoning_content", "reasoning", "think"),
-                     help="the fake model thinks first, in vLLM's format: this field of chat "
-                     "answers, or <think> text")  # fmt: skip
-    emu.add_argument("--no-embeddings", dest="embeddings", action="store_false",
-                     help="OpenAI workers answer 404 on /v1/embeddings, /v1/rerank and "
-                     "/v1/score (served by default)")  # fmt: skip
-    emu.add_argument("--embedding-max-batch", type=int, default=None, metavar="N",
-                     help="more inputs than this in one embeddings/rerank/score request are "
-                     "refused with 413")  # fmt: skip
+    emu.add_argument(
+        "--token-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds between the fake model's tokens",
+    )
+    emu.add_argument(
+        "--tls",
+        action="store_true",
+        help="workers serve HTTPS under an emulator CA built like Vast's root "
+        "(prints VAST_WORKER_CA)",
+    )
+    emu.add_argument(
+        "--cold-workers",
+        action="store_true",
+        help="workers sit Stopped (cold) until a request wakes one",
+    )
+    emu.add_argument(
+        "--activation-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds a woken cold worker takes to be ready (default: 2)",
+    )
+    emu.add_argument(
+        "--router-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="latency added to each router answer",
+    )
+    emu.add_argument(
+        "--worker-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="latency added before each worker answer's headers",
+    )
+    emu.add_argument(
+        "--jitter",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="each delay varies by up to this fraction (0.1: +-10%%)",
+    )
+    emu.add_argument(
+        "--script",
+        metavar="FILE",
+        help="the fake model's scripted turns, a .json file (or .yaml, with PyYAML installed)",
+    )
+    emu.add_argument(
+        "--reasoning",
+        choices=("reasoning_content", "reasoning", "think"),
+        help="the fake model thinks first, in vLLM's format: this field of chat "
+        "answers, or <think> text",
+    )
+    emu.add_argument(
+        "--no-embeddings",
+        dest="embeddings",
+        action="store_false",
+        help="OpenAI workers answer 404 on /v1/embeddings, /v1/rerank and "
+        "/v1/score (served by default)",
+    )
+    emu.add_argument(
+        "--embedding-max-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="more inputs than this in one embeddings/rerank/score request are refused with 413",
+    )
 
     route = commands.add_parser(
-        "route", help="print one verified worker assignment (a debugging tool)",
+        "route",
+        help="print one verified worker assignment (a debugging tool)",
         description="Call /route/ until a worker is assigned, verify its signature, print it. "
         "Reads VAST_API_KEY.",
-    )  # fmt: skip
+    )
     route.add_argument("endpoint", help="endpoint name")
     route.add_argument("--cost", type=float, default=256.0, help="load estimate (default: 256)")
     _add_client_options(route)
 
     gen = commands.add_parser(
-        "generate", help="generate text with an endpoint",
+        "generate",
+        help="generate text with an endpoint",
         description="Send one prompt through a verified worker and print the answer. "
         "Reads VAST_API_KEY.",
-    )  # fmt: skip
+    )
     gen.add_argument("endpoint", help="endpoint name")
     gen.add_argument("prompt", help="the prompt")
     gen.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     gen.add_argument("--api", choices=("tgi", "openai"), default="tgi", help="worker model API")
-    gen.add_argument("--chat", action="store_true",
-                     help="send the prompt as a chat message (chat template for tgi)")  # fmt: skip
+    gen.add_argument(
+        "--chat",
+        action="store_true",
+        help="send the prompt as a chat message (chat template for tgi)",
+    )
     gen.add_argument("--max-tokens", type=int, default=256, help="default: 256")
     gen.add_argument("--temperature", type=float, default=None)
     _add_client_options(gen)
 
     demo = commands.add_parser(
-        "demo", help="show the whole product working (on the emulator by default)",
+        "demo",
+        help="show the whole product working (on the emulator by default)",
         description="Run the demo: a LangChain chain through a cold start, a reasoning answer, "
         "a LlamaIndex RAG query, route facts, a tampered assignment rejected and a worker "
         "failure recovered, on the local emulator with HTTPS workers. With --endpoint (and "
         "VAST_API_KEY) it runs against Vast.ai instead. Needs the demo extra: "
         'pip install "vast-llm[demo]".',
-    )  # fmt: skip
+    )
     demo.add_argument("--endpoint", help="a real endpoint (needs VAST_API_KEY)")
-    demo.add_argument("--api", choices=("tgi", "openai"), default="openai",
-                      help="the real endpoint's worker API (with --endpoint)")  # fmt: skip
-    demo.add_argument("--model", choices=("auto", "smollm2", "fake"), default="auto",
-                      help="the emulator's model (auto: smollm2 when installed)")  # fmt: skip
+    demo.add_argument(
+        "--api",
+        choices=("tgi", "openai"),
+        default="openai",
+        help="the real endpoint's worker API (with --endpoint)",
+    )
+    demo.add_argument(
+        "--model",
+        choices=("auto", "smollm2", "fake"),
+        default="auto",
+        help="the emulator's model (auto: smollm2 when installed)",
+    )
     return parser
 
 
@@ -207,8 +305,10 @@ def _run_emulator(args: argparse.Namespace) -> int:
         extras = "".join(
             [", HTTPS workers" if args.tls else "", ", cold workers" if args.cold_workers else ""]
         )
-        print(f"Vast emulator serving on {emu.base_url}  ({args.api}, {args.workers} worker(s), "
-              f"model {model}, recipe {args.recipe}, {args.payload_format}{extras})")  # fmt: skip
+        print(
+            f"Vast emulator serving on {emu.base_url}  ({args.api}, {args.workers} worker(s), "
+            f"model {model}, recipe {args.recipe}, {args.payload_format}{extras})"
+        )
         if emu.script is not None:
             print(f"script {args.script}: {len(emu.script.turns)} turn(s)")
         print(f"export VAST_BASE_URL={emu.base_url}")
@@ -245,9 +345,10 @@ def _run_generate(args: argparse.Namespace) -> int:
     with VastClient(args.endpoint, **_client_kwargs(args)) as client:
         if args.stream:
             stream = (
-                client.stream_chat(messages, **params) if args.chat
+                client.stream_chat(messages, **params)
+                if args.chat
                 else client.stream(args.prompt, **params)
-            )  # fmt: skip
+            )
             with stream:
                 for chunk in stream:
                     print(chunk.text, end="", flush=True)
@@ -255,14 +356,18 @@ def _run_generate(args: argparse.Namespace) -> int:
             route, finish = stream.route, stream.finish_reason
         else:
             answer = (
-                client.chat(messages, **params) if args.chat
+                client.chat(messages, **params)
+                if args.chat
                 else client.generate(args.prompt, **params)
-            )  # fmt: skip
+            )
             print(answer.text)
             route, finish = answer.route, answer.finish_reason
     if route is not None:
-        print(f"[worker {route.worker_url}, reqnum {route.reqnum}, signature {route.signature}, "
-              f"finish {finish}]", file=sys.stderr)  # fmt: skip
+        print(
+            f"[worker {route.worker_url}, reqnum {route.reqnum}, signature {route.signature}, "
+            f"finish {finish}]",
+            file=sys.stderr,
+        )
     return 0
 
 

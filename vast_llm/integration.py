@@ -174,8 +174,12 @@ def _frozen(value: Any) -> Any:
     if isinstance(value, httpx.Timeout):
         return ("timeout", tuple(sorted(value.as_dict().items())))
     if isinstance(value, httpx.Limits):
-        return ("limits", value.max_connections, value.max_keepalive_connections,
-                value.keepalive_expiry)  # fmt: skip
+        return (
+            "limits",
+            value.max_connections,
+            value.max_keepalive_connections,
+            value.keepalive_expiry,
+        )
     if isinstance(value, (tuple, list)):
         return tuple(_frozen(v) for v in value)
     try:

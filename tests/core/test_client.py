@@ -92,11 +92,19 @@ async def test_openai_chat_and_completions(openai_emu: Emulator, make_driver: An
 
 async def test_tool_calls_whole_and_streamed(openai_emu: Emulator, make_driver: Any) -> None:
     d: Driver = make_driver(openai_emu, api="openai")
-    tools = [{"type": "function", "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
-    }}]  # fmt: skip
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
     messages = [{"role": "user", "content": "Weather in Paris?"}]
     answer = await d.chat(messages, tools=tools)
     assert answer.finish_reason == "tool_calls"

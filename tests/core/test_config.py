@@ -23,8 +23,13 @@ KEY = "k-" + "x" * 30
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("VAST_ENDPOINT", "VAST_API_KEY", "VAST_BASE_URL", "VAST_SIGNATURE_POLICY",
-                 "VAST_PUBLIC_KEY"):  # fmt: skip
+    for name in (
+        "VAST_ENDPOINT",
+        "VAST_API_KEY",
+        "VAST_BASE_URL",
+        "VAST_SIGNATURE_POLICY",
+        "VAST_PUBLIC_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -34,8 +39,10 @@ def test_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("VAST_BASE_URL", "https://run-alpha.vast.ai")
     s = resolve_settings("arg-ep", api_key="arg-key", base_url="https://run-candidate.vast.ai/")
     assert (s.endpoint, s.api_key, s.base_url) == (
-        "arg-ep", "arg-key", "https://run-candidate.vast.ai"
-    )  # fmt: skip
+        "arg-ep",
+        "arg-key",
+        "https://run-candidate.vast.ai",
+    )
 
 
 def test_environment_then_default(monkeypatch: pytest.MonkeyPatch) -> None:

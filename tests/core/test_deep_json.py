@@ -49,8 +49,12 @@ def test_a_route_answer_nested_past_the_bound_is_malformed_json() -> None:
 
 def test_signing_a_field_too_deep_to_encode_is_no_message() -> None:
     cost = deep_value(100_000)
-    assert signed_message("g2", {"cost": cost, "endpoint": "e", "reqnum": 1,
-                                 "request_idx": 1, "url": "u"}) is None  # fmt: skip
+    assert (
+        signed_message(
+            "g2", {"cost": cost, "endpoint": "e", "reqnum": 1, "request_idx": 1, "url": "u"}
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize("kind", ["tgi", "completions", "chat"])

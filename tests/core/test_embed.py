@@ -30,8 +30,11 @@ def answer(vectors: list[Any], **extra: Any) -> bytes:
 
 
 def test_vectors_come_back_in_input_order_whatever_the_answer_order() -> None:
-    body = {"data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}],
-            "usage": {"prompt_tokens": 3, "total_tokens": 3}, "model": "m"}  # fmt: skip
+    body = {
+        "data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}],
+        "usage": {"prompt_tokens": 3, "total_tokens": 3},
+        "model": "m",
+    }
     vectors, usage, model = parse_embeddings(json.dumps(body).encode(), 2, URL)
     assert vectors == [[1.0, 0.0], [0.0, 1.0]]
     assert usage is not None and usage.prompt_tokens == 3 and model == "m"
@@ -52,18 +55,27 @@ def test_base64_vectors_are_decoded() -> None:
         (answer([[1.0], [[1.0]], [2.0]]), "not a number"),
         (answer([[1.0], [1.0, 2.0], [2.0]]), "mixed dimensions"),
         (answer([[], [], []]), "empty vector"),
-        (b'{"data": [{"index": 0, "embedding": [NaN]}, {"index": 1, "embedding": [1]}, '
-         b'{"index": 2, "embedding": [1]}]}', "NaN"),
+        (
+            b'{"data": [{"index": 0, "embedding": [NaN]}, {"index": 1, "embedding": [1]}, '
+            b'{"index": 2, "embedding": [1]}]}',
+            "NaN",
+        ),
         (b'{"data": [{"index": 0, "embedding": [Infinity]}]}', "Infinity"),
-        (b'{"data": [{"index": 0, "embedding": [1]}, {"index": 0, "embedding": [1]}, '
-         b'{"index": 1, "embedding": [1]}]}', "index 0 given twice"),
-        (b'{"data": [{"index": 5, "embedding": [1]}, {"index": 0, "embedding": [1]}, '
-         b'{"index": 1, "embedding": [1]}]}', "index 5 out of range"),
+        (
+            b'{"data": [{"index": 0, "embedding": [1]}, {"index": 0, "embedding": [1]}, '
+            b'{"index": 1, "embedding": [1]}]}',
+            "index 0 given twice",
+        ),
+        (
+            b'{"data": [{"index": 5, "embedding": [1]}, {"index": 0, "embedding": [1]}, '
+            b'{"index": 1, "embedding": [1]}]}',
+            "index 5 out of range",
+        ),
         (b"<html>oops</html>", "not JSON"),
         (b"[1, 2]", "not a JSON object"),
         (b'{"object": "error"}', "no 'data' list"),
     ],
-)  # fmt: skip
+)
 def test_a_malformed_embeddings_answer_is_a_worker_error(content: bytes, problem: str) -> None:
     count = 1 if b"Infinity" in content else 3
     with pytest.raises(WorkerError, match="malformed answer") as caught:
@@ -123,16 +135,20 @@ def error(status: int, body: str) -> WorkerError:
     ("status", "body", "too_large"),
     [
         (413, "", True),
-        (400, "This model's maximum context length is 512 tokens. However, you requested 900 "
-              "tokens in the input for embedding generation. Please reduce the length of the "
-              "input.", True),
+        (
+            400,
+            "This model's maximum context length is 512 tokens. However, you requested 900 "
+            "tokens in the input for embedding generation. Please reduce the length of the "
+            "input.",
+            True,
+        ),
         (422, "Input validation error: `inputs` must have less than 512 tokens", True),
         (500, "input is too large to process. increase the physical batch size", True),
         (400, "model 'x' does not exist", False),
         (404, "too long", False),
         (401, "", False),
     ],
-)  # fmt: skip
+)
 def test_which_refusals_mean_too_large(status: int, body: str, too_large: bool) -> None:
     assert refused_as_too_large(error(status, body)) is too_large
 

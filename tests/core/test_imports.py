@@ -13,17 +13,52 @@ import vast_llm
 def test_public_names_are_pinned() -> None:
     assert vast_llm.__all__ == sorted(vast_llm.__all__)
     assert set(vast_llm.__all__) == {
-        "Assignment", "AsyncEventStream", "AsyncStream", "AsyncVastClient", "AsyncVastSession",
+        "Assignment",
+        "AsyncEventStream",
+        "AsyncStream",
+        "AsyncVastClient",
+        "AsyncVastSession",
         "AsyncVastTransport",
-        "AuthenticationError", "Backoff", "Chunk", "ClientOptions", "Completion", "ConfigError",
-        "EmbeddingBatch", "Embeddings", "EndpointStopped", "Event", "EventStream",
-        "NoWorkerReady", "Progress", "Ranked", "Reranking", "RouteError", "RouteInfo", "Scores",
-        "Settings", "SignatureError", "Stream", "ToolCall", "ToolCallDelta", "Usage",
-        "VastClient", "VastConnectionError", "VastError", "VastSecurityWarning", "VastSession",
+        "AuthenticationError",
+        "Backoff",
+        "Chunk",
+        "ClientOptions",
+        "Completion",
+        "ConfigError",
+        "EmbeddingBatch",
+        "Embeddings",
+        "EndpointStopped",
+        "Event",
+        "EventStream",
+        "NoWorkerReady",
+        "Progress",
+        "Ranked",
+        "Reranking",
+        "RouteError",
+        "RouteInfo",
+        "Scores",
+        "Settings",
+        "SignatureError",
+        "Stream",
+        "ToolCall",
+        "ToolCallDelta",
+        "Usage",
+        "VastClient",
+        "VastConnectionError",
+        "VastError",
+        "VastSecurityWarning",
+        "VastSession",
         "VastTimeout",
-        "VastTransport", "WorkerAnswer", "WorkerCertificateError", "WorkerError",
-        "WorkerStreamError", "__version__", "observe", "ssl_context", "worker_ssl_context",
-    }  # fmt: skip
+        "VastTransport",
+        "WorkerAnswer",
+        "WorkerCertificateError",
+        "WorkerError",
+        "WorkerStreamError",
+        "__version__",
+        "observe",
+        "ssl_context",
+        "worker_ssl_context",
+    }
     for name in vast_llm.__all__:
         assert getattr(vast_llm, name) is not None
 
@@ -31,13 +66,22 @@ def test_public_names_are_pinned() -> None:
 def _modules_after(code: str) -> set[str]:
     result = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys; print('\\n'.join(sys.modules))"],
-        capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     return set(result.stdout.split())
 
 
-FRAMEWORKS = {"langchain", "langchain_core", "llama_index", "langchain_vast", "llamaindex_vast",
-              "vast_llm_demo"}  # fmt: skip
+FRAMEWORKS = {
+    "langchain",
+    "langchain_core",
+    "llama_index",
+    "langchain_vast",
+    "llamaindex_vast",
+    "vast_llm_demo",
+}
 
 
 def test_core_imports_no_framework_and_no_server() -> None:
@@ -91,7 +135,7 @@ def test_errors_form_one_tree() -> None:
         VastTimeout,
         WorkerError,
         WorkerStreamError,
-    )  # fmt: skip
+    )
 
     assert issubclass(EndpointStopped, NoWorkerReady) and issubclass(NoWorkerReady, RouteError)
     assert issubclass(AuthenticationError, RouteError) and issubclass(
@@ -110,5 +154,8 @@ def test_errors_pickle() -> None:
     error = WorkerError("boom", status_code=500, body="x", worker_url="http://w")
     again = pickle.loads(pickle.dumps(error))
     assert (again.message, again.status_code, again.body, again.worker_url) == (
-        "boom", 500, "x", "http://w"
-    )  # fmt: skip
+        "boom",
+        500,
+        "x",
+        "http://w",
+    )

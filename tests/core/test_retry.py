@@ -12,9 +12,21 @@ from vast_llm._retry import FAR_FUTURE, parse_retry_after, retryable_status
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [(200, False), (400, False), (401, False), (404, False), (408, True), (410, False),
-     (413, False), (422, False), (429, True), (500, True), (503, True), (599, True)],
-)  # fmt: skip
+    [
+        (200, False),
+        (400, False),
+        (401, False),
+        (404, False),
+        (408, True),
+        (410, False),
+        (413, False),
+        (422, False),
+        (429, True),
+        (500, True),
+        (503, True),
+        (599, True),
+    ],
+)
 def test_retryable_statuses(status: int, expected: bool) -> None:
     assert retryable_status(status) is expected
 

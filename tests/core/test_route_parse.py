@@ -23,8 +23,12 @@ def test_request_carries_the_key_in_body_and_header() -> None:
     request = build_route_request("https://run.vast.ai", "ep", KEY, 256.0, None, 4.0)
     body = json.loads(request.content)
     assert body == {
-        "endpoint": "ep", "api_key": KEY, "cost": 256.0, "request_idx": 0, "replay_timeout": 60.0
-    }  # fmt: skip
+        "endpoint": "ep",
+        "api_key": KEY,
+        "cost": 256.0,
+        "request_idx": 0,
+        "replay_timeout": 60.0,
+    }
     assert request.headers["Authorization"] == f"Bearer {KEY}"
     assert request.url == "https://run.vast.ai/route/"
     assert request.timeout["read"] == 4.0

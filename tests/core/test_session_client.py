@@ -36,9 +36,13 @@ class Pinned:
         self.flavor = flavor
         self.events: list[Progress] = []
         options: dict[str, Any] = {
-            "api_key": emu.api_key, "base_url": emu.base_url, "backoff": FAST,
-            "deadline": 10.0, "on_progress": self.events.append, **settings,
-        }  # fmt: skip
+            "api_key": emu.api_key,
+            "base_url": emu.base_url,
+            "backoff": FAST,
+            "deadline": 10.0,
+            "on_progress": self.events.append,
+            **settings,
+        }
         self._http: Any = None
         if flavor == "sync":
             self.client: Any = VastClient(emu.endpoint, **options)
@@ -157,8 +161,9 @@ async def test_calls_go_to_one_worker_without_routing_and_the_block_ends_it(
     assert {r.worker for r in calls} == {session.worker}
     assert {r.json["session_id"] for r in calls} == {session.session_id}
     assert all(r.json["auth_data"] == session.auth_data for r in calls)
-    assert all(emu.api_key not in r.text and "authorization" not in r.headers
-               for r in emu.worker_requests)  # fmt: skip
+    assert all(
+        emu.api_key not in r.text and "authorization" not in r.headers for r in emu.worker_requests
+    )
     assert emu.sessions()[0].calls == 6
     for answer in (*answers, chat):
         assert answer.route.session_id == session.session_id
@@ -316,8 +321,9 @@ async def test_the_block_ends_the_session_when_it_raises(emu: Emulator, flavor: 
 
     async def async_run() -> None:
         http = pytest.importorskip("aiohttp").ClientSession() if flavor == "aiohttp" else None
-        client = AsyncVastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                                 http_client=http)  # fmt: skip
+        client = AsyncVastClient(
+            emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, http_client=http
+        )
         try:
             async with client, client.session() as session:
                 await session.generate("Hi", max_tokens=2)
@@ -334,12 +340,10 @@ async def test_the_block_ends_the_session_when_it_raises(emu: Emulator, flavor: 
 async def test_concurrent_calls_that_lose_the_session_keep_one_new_session(
     emu: Emulator,
 ) -> None:
-    client = AsyncVastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                             backoff=FAST)  # fmt: skip
+    client = AsyncVastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, backoff=FAST)
     async with client, client.session() as session:
         emu.inject("session_lost")
-        answers = await asyncio.gather(*[session.generate("Hi", max_tokens=2)
-                                         for _ in range(6)])  # fmt: skip
+        answers = await asyncio.gather(*[session.generate("Hi", max_tokens=2) for _ in range(6)])
         assert all(a.text for a in answers)
         # Several calls may have made a new session at once: one was kept, the spares were
         # ended, and every later call uses the one kept.
@@ -407,8 +411,9 @@ async def test_a_worker_without_session_routes_is_a_clear_error() -> None:
             return await inner.handle_async_request(request)
 
     async with httpx.AsyncClient(transport=OldWorker()) as http:
-        client = AsyncVastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                                 http_client=http)  # fmt: skip
+        client = AsyncVastClient(
+            emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, http_client=http
+        )
         with pytest.raises(WorkerError, match="no /session/create route") as caught:
             async with client.session():
                 pass
@@ -419,8 +424,11 @@ async def test_a_worker_without_session_routes_is_a_clear_error() -> None:
 
 async def test_the_generic_request_and_embeddings_go_to_the_session(flavor: str) -> None:
     with Emulator(api="openai", workers=2).serve() as emu:
-        options: dict[str, Any] = {"api_key": emu.api_key, "base_url": emu.base_url,
-                                   "api": "openai"}  # fmt: skip
+        options: dict[str, Any] = {
+            "api_key": emu.api_key,
+            "base_url": emu.base_url,
+            "api": "openai",
+        }
         chat = {"messages": MESSAGES, "max_tokens": 3}
         texts = ["red apples", "green pears", "blue sky"]
         if flavor == "sync":
@@ -429,8 +437,9 @@ async def test_the_generic_request_and_embeddings_go_to_the_session(flavor: str)
                 client = VastClient(emu.endpoint, **options)
                 with client, client.session() as session:
                     answer = session.request("/v1/chat/completions", chat)
-                    with session.request("/v1/chat/completions", {**chat, "stream": True},
-                                         stream=True) as events:  # fmt: skip
+                    with session.request(
+                        "/v1/chat/completions", {**chat, "stream": True}, stream=True
+                    ) as events:
                         streamed = list(events)
                     vectors = session.embed(texts, batch_size=2)
                     batches = list(session.iter_embed(texts, batch_size=1))
@@ -444,8 +453,9 @@ async def test_the_generic_request_and_embeddings_go_to_the_session(flavor: str)
             aclient = AsyncVastClient(emu.endpoint, http_client=http, **options)
             async with aclient, aclient.session() as asession:
                 answer = await asession.request("/v1/chat/completions", chat)
-                events = await asession.request("/v1/chat/completions", {**chat, "stream": True},
-                                                stream=True)  # fmt: skip
+                events = await asession.request(
+                    "/v1/chat/completions", {**chat, "stream": True}, stream=True
+                )
                 async with events:
                     streamed = [event async for event in events]
                 vectors = await asession.embed(texts, batch_size=2)

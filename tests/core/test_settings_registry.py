@@ -83,10 +83,21 @@ def test_mypy_sees_the_literal_types_and_the_names(tmp_path: pathlib.Path) -> No
         "VastClient('ep', api='openai', deadline=5.0, timeout=3)\n"
     )
     run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-         "--cache-dir", str(tmp_path / "cache"), str(snippet)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            str(snippet),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     lines = [line for line in run.stdout.splitlines() if "error:" in line]
     assert any(":2:" in line and "api" in line for line in lines), run.stdout
     assert any(":3:" in line and "dedline" in line for line in lines), run.stdout

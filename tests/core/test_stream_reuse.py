@@ -31,8 +31,12 @@ def worker_ports(emu: Emulator) -> list[int]:
 async def test_streams_leave_their_connection_for_the_next_call(api: str) -> None:
     aiohttp = pytest.importorskip("aiohttp")
     with Emulator(api=api, tls=True).serve() as emu:
-        options: dict[str, Any] = {"api_key": emu.api_key, "base_url": emu.base_url, "api": api,
-                                   "worker_ca": emu.worker_ca}  # fmt: skip
+        options: dict[str, Any] = {
+            "api_key": emu.api_key,
+            "base_url": emu.base_url,
+            "api": api,
+            "worker_ca": emu.worker_ca,
+        }
 
         def sync_calls() -> None:
             with VastClient(emu.endpoint, **options) as client:
@@ -57,8 +61,11 @@ async def test_streams_leave_their_connection_for_the_next_call(api: str) -> Non
 
 
 def _final_event() -> str:
-    event = {"token": {"text": " end", "special": False}, "generated_text": "start end",
-             "details": {"finish_reason": "eos_token", "generated_tokens": 2}}  # fmt: skip
+    event = {
+        "token": {"text": " end", "special": False},
+        "generated_text": "start end",
+        "details": {"finish_reason": "eos_token", "generated_tokens": 2},
+    }
     return "data:" + json.dumps(event) + "\n\n"
 
 
@@ -70,8 +77,16 @@ def talker() -> Iterator[str]:
     async def route(request: Request) -> Response:
         kind = (await request.json())["endpoint"]  # the endpoint's name says which
         url = f"http://{request.url.netloc}/{kind}"
-        return JSONResponse({"endpoint": kind, "url": url, "cost": 1.0, "reqnum": 1,
-                             "request_idx": 1, "signature": ""})  # fmt: skip
+        return JSONResponse(
+            {
+                "endpoint": kind,
+                "url": url,
+                "cost": 1.0,
+                "reqnum": 1,
+                "request_idx": 1,
+                "signature": "",
+            }
+        )
 
     async def stream(request: Request) -> Response:
         chatter = request.url.path.startswith("/chatter")
@@ -88,10 +103,12 @@ def talker() -> Iterator[str]:
 
         return StreamingResponse(frames(), media_type="text/event-stream")
 
-    app = Starlette(routes=[
-        Route("/route/", route, methods=["POST"]),
-        Route("/{kind}/generate_stream", stream, methods=["POST"]),
-    ])  # fmt: skip
+    app = Starlette(
+        routes=[
+            Route("/route/", route, methods=["POST"]),
+            Route("/{kind}/generate_stream", stream, methods=["POST"]),
+        ]
+    )
     sock = bind_loopback(0)
     servers = Servers()
     servers.start([(app, sock)])

@@ -270,8 +270,10 @@ def test_chat_stream_reasoning_fields(field: str) -> None:
     )
     got = decode(body.encode(), "chat", [])
     assert [(c.reasoning, c.text) for c in got["chunks"]][:3] == [
-        ("Let me", ""), (" think.", ""), ("", "Paris.")
-    ]  # fmt: skip
+        ("Let me", ""),
+        (" think.", ""),
+        ("", "Paris."),
+    ]
     builder: AnswerBuilder = got["builder"]
     assert builder.reasoning == "Let me think." and builder.text == "Paris."
     assert builder.time_to_first_token is not None  # reasoning is output
@@ -319,8 +321,12 @@ def test_think_text_is_left_alone_unless_the_answer_starts_with_it() -> None:
 
 def test_chat_stream_logprobs_accumulate() -> None:
     def entry(token: str) -> dict[str, Any]:
-        return {"token": token, "logprob": -0.5, "bytes": list(token.encode()),
-                "top_logprobs": [{"token": token, "logprob": -0.5}]}  # fmt: skip
+        return {
+            "token": token,
+            "logprob": -0.5,
+            "bytes": list(token.encode()),
+            "top_logprobs": [{"token": token, "logprob": -0.5}],
+        }
 
     body = (
         chat_event({"content": "Hi"}, logprobs={"content": [entry("Hi")]})
@@ -336,20 +342,31 @@ def test_chat_stream_logprobs_accumulate() -> None:
 def test_completions_logprob_columns_become_entries() -> None:
     from vast_llm._decoders import parse_logprobs
 
-    columns = {"tokens": ["a", "b"], "token_logprobs": [-1.0, -2.0],
-               "top_logprobs": [{"a": -1.0, "c": -3.0}, None], "text_offset": [0, 1]}  # fmt: skip
+    columns = {
+        "tokens": ["a", "b"],
+        "token_logprobs": [-1.0, -2.0],
+        "top_logprobs": [{"a": -1.0, "c": -3.0}, None],
+        "text_offset": [0, 1],
+    }
     assert parse_logprobs(columns) == [
-        {"token": "a", "logprob": -1.0,
-         "top_logprobs": [{"token": "a", "logprob": -1.0}, {"token": "c", "logprob": -3.0}]},
+        {
+            "token": "a",
+            "logprob": -1.0,
+            "top_logprobs": [{"token": "a", "logprob": -1.0}, {"token": "c", "logprob": -3.0}],
+        },
         {"token": "b", "logprob": -2.0},
-    ]  # fmt: skip
+    ]
     assert parse_logprobs(None) is None
 
 
 def test_usage_details_cached_and_reasoning_tokens() -> None:
-    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
-             "prompt_tokens_details": {"cached_tokens": 8},
-             "completion_tokens_details": {"reasoning_tokens": 3}}  # fmt: skip
+    usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "total_tokens": 15,
+        "prompt_tokens_details": {"cached_tokens": 8},
+        "completion_tokens_details": {"reasoning_tokens": 3},
+    }
     body = (
         chat_event({"content": "x"}, "stop")
         + "data: "
@@ -369,21 +386,34 @@ def test_whole_chat_answer_with_several_choices_reasoning_and_logprobs() -> None
     route = RouteInfo("e", "http://w", 1, 1, 1, 1, 0.0, "g3")
     body = {
         "model": "m",
-        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
-                  "prompt_tokens_details": {"cached_tokens": 2}},
+        "usage": {
+            "prompt_tokens": 3,
+            "completion_tokens": 4,
+            "total_tokens": 7,
+            "prompt_tokens_details": {"cached_tokens": 2},
+        },
         "choices": [
-            {"index": 1, "message": {"role": "assistant", "content": "Second END cut"},
-             "finish_reason": "stop", "logprobs": None},
-            {"index": 0, "message": {"role": "assistant", "content": "First",
-                                     "reasoning_content": "Hmm."},
-             "finish_reason": "length",
-             "logprobs": {"content": [{"token": "First", "logprob": -0.1}]}},
+            {
+                "index": 1,
+                "message": {"role": "assistant", "content": "Second END cut"},
+                "finish_reason": "stop",
+                "logprobs": None,
+            },
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "First", "reasoning_content": "Hmm."},
+                "finish_reason": "length",
+                "logprobs": {"content": [{"token": "First", "logprob": -0.1}]},
+            },
         ],
-    }  # fmt: skip
+    }
     answer = whole_answer(
         WorkerCall("chat", "/x", {}, 256, False, ("END",), think=True),
-        json.dumps(body).encode(), route, 0.0, lambda: 1.0,
-    )  # fmt: skip
+        json.dumps(body).encode(),
+        route,
+        0.0,
+        lambda: 1.0,
+    )
     assert (answer.text, answer.reasoning, answer.finish_reason) == ("First", "Hmm.", "length")
     assert answer.logprobs == [{"token": "First", "logprob": -0.1}]
     assert answer.usage is not None and answer.usage.cached_tokens == 2
@@ -406,7 +436,7 @@ def test_whole_answer_think_text_is_reasoning() -> None:
 def test_common_finish_reasons() -> None:
     from vast_llm._types import common_finish_reason
 
-    assert [common_finish_reason(r) for r in ("eos_token", "stop_sequence", "length", "stop",
-                                              "tool_calls", None)] == [
-        "stop", "stop", "length", "stop", "tool_calls", None
-    ]  # fmt: skip
+    assert [
+        common_finish_reason(r)
+        for r in ("eos_token", "stop_sequence", "length", "stop", "tool_calls", None)
+    ] == ["stop", "stop", "length", "stop", "tool_calls", None]

@@ -209,8 +209,9 @@ def test_a_tampered_bundle_raises_and_never_falls_back(
     if tamper == "other_ca":
         bundled_file.write_text(ca.pem)
     elif tamper == "flip_signature_byte":
-        der = bytearray(x509.load_pem_x509_certificate(original).public_bytes(
-            serialization.Encoding.DER))  # fmt: skip
+        der = bytearray(
+            x509.load_pem_x509_certificate(original).public_bytes(serialization.Encoding.DER)
+        )
         der[-5] ^= 0x01
         changed = x509.load_der_x509_certificate(bytes(der))
         bundled_file.write_bytes(changed.public_bytes(serialization.Encoding.PEM))

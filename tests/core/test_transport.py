@@ -61,9 +61,12 @@ def test_openai_sdk_streaming_with_usage(openai_emu: Emulator) -> None:
     client = sdk(openai_emu)
     whole = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=6)
     stream = client.chat.completions.create(
-        model="m", messages=MESSAGES, max_tokens=6, stream=True,
+        model="m",
+        messages=MESSAGES,
+        max_tokens=6,
+        stream=True,
         stream_options={"include_usage": True},
-    )  # fmt: skip
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
@@ -121,10 +124,14 @@ def test_plain_httpx_to_a_tgi_endpoint(tgi: Emulator) -> None:
     transport = VastTransport(**settings_for(tgi))
     with httpx.Client(transport=transport, base_url="http://vast.invalid") as client:
         response = client.post(
-            "/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 3}},
-            headers={"Authorization": "Bearer should-be-dropped", "X-Request-Id": "kept",
-                     "X-Trace": "not on the allow-list"},
-        )  # fmt: skip
+            "/generate",
+            json={"inputs": "hi", "parameters": {"max_new_tokens": 3}},
+            headers={
+                "Authorization": "Bearer should-be-dropped",
+                "X-Request-Id": "kept",
+                "X-Trace": "not on the allow-list",
+            },
+        )
         assert response.status_code == 200 and response.json()["generated_text"]
         with client.stream(
             "POST", "/generate_stream", json={"inputs": "hi", "parameters": {"max_new_tokens": 3}}

@@ -24,10 +24,22 @@ def test_emulator_command_prints_its_address_and_serves(tmp_path: Path) -> None:
     script = tmp_path / "turns.json"
     script.write_text(json.dumps([{"answer": "Scripted hello.", "when": {"kind": "chat"}}]))
     process = subprocess.Popen(
-        [*EXE, "emulator", "--api", "openai", "--workers", "2", "--fault", "worker_500:1",
-         "--script", str(script)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *EXE,
+            "emulator",
+            "--api",
+            "openai",
+            "--workers",
+            "2",
+            "--fault",
+            "worker_500:1",
+            "--script",
+            str(script),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines: dict[str, str] = {}
         deadline = time.monotonic() + 20
@@ -37,8 +49,12 @@ def test_emulator_command_prints_its_address_and_serves(tmp_path: Path) -> None:
             if match:
                 lines[match.group(1)] = match.group(2)
         assert set(lines) == {"VAST_BASE_URL", "VAST_ENDPOINT", "VAST_API_KEY"}
-        with VastClient(lines["VAST_ENDPOINT"], api_key=lines["VAST_API_KEY"],
-                        base_url=lines["VAST_BASE_URL"], api="openai") as client:  # fmt: skip
+        with VastClient(
+            lines["VAST_ENDPOINT"],
+            api_key=lines["VAST_API_KEY"],
+            base_url=lines["VAST_BASE_URL"],
+            api="openai",
+        ) as client:
             answer = client.chat([{"role": "user", "content": "hi"}], max_tokens=3)
         assert answer.text == "Scripted hello." and answer.route.attempts == 2  # a fault, once
     finally:
@@ -55,8 +71,9 @@ def test_emulator_options_build_the_emulator(tmp_path: Path) -> None:
     )
     emulator = _emulator(args)
     assert emulator.script is not None and emulator.script.to_data()["turns"] == [
-        {"tool_call": {"name": "search"}}, {"answer": "Done."}
-    ]  # fmt: skip
+        {"tool_call": {"name": "search"}},
+        {"answer": "Done."},
+    ]
     assert emulator._specs[0].api == "both" and emulator._specs[0].reasoning == "reasoning"
     assert emulator._specs[0].embeddings and emulator._specs[0].embedding_max_batch is None
     args = _parser().parse_args(["emulator", "--no-embeddings", "--embedding-max-batch", "8"])
@@ -123,15 +140,17 @@ def test_user_mistakes_are_one_line(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("VAST_")}
     if env_key:
         environment["VAST_API_KEY"] = env_key
-    result = subprocess.run([*EXE, *args], capture_output=True, text=True, env=environment,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [*EXE, *args], capture_output=True, text=True, env=environment, timeout=60
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_wrong_key_is_one_line(env: Emulator, monkeypatch: pytest.MonkeyPatch,
-                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_wrong_key_is_one_line(
+    env: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("VAST_API_KEY", "wrong-key")
     assert main(["generate", env.endpoint, "hi"]) == 1
     err = capsys.readouterr().err

@@ -202,16 +202,31 @@ async def test_one_text_over_the_workers_limit_is_named(emu: Emulator, make: Any
     ("kind", "tamper", "problem"),
     [
         ("embeddings", lambda b: {**b, "data": b["data"][:-1]}, "2 vectors for 3 texts"),
-        ("embeddings", lambda b: {**b, "data": [{**d, "embedding": [math.nan] * 128}
-                                                for d in b["data"]]}, "NaN"),
-        ("embeddings", lambda b: {**b, "data": [{**d, "embedding": d["embedding"][: 4 + d["index"]]}
-                                                for d in b["data"]]}, "mixed dimensions"),
-        ("embeddings", lambda b: {**b, "data": [{**d, "embedding": ["x"] * 128}
-                                                for d in b["data"]]}, "not a number"),
-        ("rerank", lambda b: {**b, "results": [{**r, "index": r["index"] + 10}
-                                               for r in b["results"]]}, "out of range"),
+        (
+            "embeddings",
+            lambda b: {**b, "data": [{**d, "embedding": [math.nan] * 128} for d in b["data"]]},
+            "NaN",
+        ),
+        (
+            "embeddings",
+            lambda b: {
+                **b,
+                "data": [{**d, "embedding": d["embedding"][: 4 + d["index"]]} for d in b["data"]],
+            },
+            "mixed dimensions",
+        ),
+        (
+            "embeddings",
+            lambda b: {**b, "data": [{**d, "embedding": ["x"] * 128} for d in b["data"]]},
+            "not a number",
+        ),
+        (
+            "rerank",
+            lambda b: {**b, "results": [{**r, "index": r["index"] + 10} for r in b["results"]]},
+            "out of range",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_a_malformed_answer_is_a_worker_error(
     emu: Emulator, make: Any, kind: str, tamper: Any, problem: str
 ) -> None:

@@ -86,8 +86,12 @@ def test_arguments_from_the_prompt_where_the_schema_allows() -> None:
         "email": "Fahrenheit",
     }
     assert fake_arguments(schema, "nothing here") == {
-        "name": "name sample", "unit": "celsius", "days": 1, "ratio": 1.5, "email": "email sample"
-    }  # fmt: skip
+        "name": "name sample",
+        "unit": "celsius",
+        "days": 1,
+        "ratio": 1.5,
+        "email": "email sample",
+    }
     assert fake_arguments({"type": "object", "properties": {"n": {"type": "integer"}}}, "x") == {}
 
 
@@ -137,8 +141,9 @@ def test_it_is_deterministic() -> None:
     request = chat("Weather in Oslo?", tools=TOOLS, reasoning="reasoning_content")
     one, two = FakeModel().plan(request), FakeModel().plan(request)
     assert (one.thought, one.tool_calls[0]["arguments"]) == (
-        two.thought, two.tool_calls[0]["arguments"]
-    )  # fmt: skip
+        two.thought,
+        two.tool_calls[0]["arguments"],
+    )
     assert one.thought and FakeModel().plan(chat("Weather in Oslo?")).thought == ""
 
 
@@ -159,8 +164,9 @@ def sse(body: str) -> list[dict[str, Any]]:
 def test_chat_streams_reasoning_deltas_before_the_content(thinking: Emulator) -> None:
     field = thinking.workers[0].reasoning
     payload = {"messages": [{"role": "user", "content": "Why is the sky blue?"}], "stream": True}
-    deltas = [c["choices"][0]["delta"] for c in sse(call(thinking, "/v1/chat/completions",
-                                                         payload).text)]  # fmt: skip
+    deltas = [
+        c["choices"][0]["delta"] for c in sse(call(thinking, "/v1/chat/completions", payload).text)
+    ]
     kinds = [next(iter(d)) for d in deltas[1:] if d]
     assert kinds[0] == field and kinds[-1] == "content"
     assert kinds == sorted(kinds, key=lambda k: k != field)  # all reasoning, then all content
@@ -180,8 +186,12 @@ def test_text_apis_carry_reasoning_as_think_tags(thinking: Emulator) -> None:
 
 
 def test_the_client_still_reads_the_answer_of_a_thinking_model(thinking: Emulator) -> None:
-    settings = {"endpoint": thinking.endpoint, "api_key": thinking.api_key,
-                "base_url": thinking.base_url, "api": "openai"}  # fmt: skip
+    settings = {
+        "endpoint": thinking.endpoint,
+        "api_key": thinking.api_key,
+        "base_url": thinking.base_url,
+        "api": "openai",
+    }
     with VastClient(**settings) as client:
         whole = client.chat([{"role": "user", "content": "Why?"}])
         with client.stream_chat([{"role": "user", "content": "Why?"}]) as stream:
@@ -190,8 +200,10 @@ def test_the_client_still_reads_the_answer_of_a_thinking_model(thinking: Emulato
 
 
 def test_reasoning_turns_with_and_without_a_reasoning_parser() -> None:
-    script = [Reasoning("Two tools.", [ToolCall("get_time", {"city": "Oslo"})]),
-              Reasoning("Simple.", "Hello!")]  # fmt: skip
+    script = [
+        Reasoning("Two tools.", [ToolCall("get_time", {"city": "Oslo"})]),
+        Reasoning("Simple.", "Hello!"),
+    ]
     payload = {"messages": [{"role": "user", "content": "hi"}], "tools": TOOLS}
     with Emulator(api="openai", reasoning="reasoning", script=script).serve() as emu:
         streamed = sse(call(emu, "/v1/chat/completions", {**payload, "stream": True}).text)

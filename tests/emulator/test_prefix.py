@@ -39,8 +39,7 @@ def prefilled(emu: Emulator) -> int:
 
 def test_a_session_prefills_each_turn_once_where_routing_prefills_the_history() -> None:
     with Emulator(api="openai", workers=2, prefill_delay=1e-6).serve() as emu:
-        client = VastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                            api="openai")  # fmt: skip
+        client = VastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, api="openai")
         with client:
             conversation(client.chat, 6, "routed")
             routed = prefilled(emu)

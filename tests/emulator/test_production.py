@@ -284,10 +284,24 @@ def test_delay_settings_are_checked() -> None:
 
 def test_emulator_command_with_tls_and_cold_workers() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "vast_llm.cli", "emulator", "--tls", "--cold-workers",
-         "--activation-delay", "0.1", "--worker-delay", "0.01", "--jitter", "0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "vast_llm.cli",
+            "emulator",
+            "--tls",
+            "--cold-workers",
+            "--activation-delay",
+            "0.1",
+            "--worker-delay",
+            "0.01",
+            "--jitter",
+            "0.1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         found: dict[str, str] = {}
         deadline = time.monotonic() + 20

@@ -22,8 +22,15 @@ def route(emu: Emulator, body: dict[str, Any] | None = None, **kwargs: Any) -> h
 
 def test_ready_answer_is_signed_and_complete(tgi: Emulator) -> None:
     answer = route(tgi).json()
-    assert set(answer) == {"endpoint", "url", "cost", "reqnum", "request_idx", "__request_id",
-                           "signature"}  # fmt: skip
+    assert set(answer) == {
+        "endpoint",
+        "url",
+        "cost",
+        "reqnum",
+        "request_idx",
+        "__request_id",
+        "signature",
+    }
     assert answer["url"] in tgi.worker_urls() and answer["cost"] == 256.0
     assert isinstance(answer["cost"], float)  # the router re-types cost, as production does
     key = load_public_key(httpx.get(tgi.base_url + "/pubkey/").text)
@@ -69,8 +76,15 @@ def test_reqnum_is_monotonic_per_worker_and_request_idx_stable(tgi: Emulator) ->
         reqnums = [a["reqnum"] for a in answers if a["url"] == url]
         assert reqnums == sorted(reqnums) and len(set(reqnums)) == len(reqnums)
     assert len({a["request_idx"] for a in answers}) == 6  # a new index per logical request
-    again = route(tgi, {"endpoint": tgi.endpoint, "api_key": tgi.api_key, "cost": 1,
-                        "request_idx": answers[0]["request_idx"]}).json()  # fmt: skip
+    again = route(
+        tgi,
+        {
+            "endpoint": tgi.endpoint,
+            "api_key": tgi.api_key,
+            "cost": 1,
+            "request_idx": answers[0]["request_idx"],
+        },
+    ).json()
     assert again["request_idx"] == answers[0]["request_idx"]
 
 
@@ -185,8 +199,11 @@ def test_an_abandoned_slow_route_call_takes_no_later_fault(tgi: Emulator) -> Non
 
     tgi.inject(Fault("route_timeout", delay=0.5))
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(tgi.base_url + "/route/", timeout=0.1,
-                   json={"endpoint": tgi.endpoint, "api_key": tgi.api_key, "cost": 1})  # fmt: skip
+        httpx.post(
+            tgi.base_url + "/route/",
+            timeout=0.1,
+            json={"endpoint": tgi.endpoint, "api_key": tgi.api_key, "cost": 1},
+        )
     tgi.inject("missing_signature")
     asyncio.run(asyncio.sleep(0.8))  # the abandoned handler wakes up meanwhile
     assert "signature" not in route(tgi).json()  # the fault is still there for this call
@@ -196,7 +213,9 @@ def test_the_request_log_keeps_the_most_recent() -> None:
     """A long-running emulator keeps a bounded log (load tests, benchmarks)."""
     with Emulator(log_limit=4).serve() as emu:
         for cost in range(6):
-            httpx.post(emu.base_url + "/route/", json={"endpoint": emu.endpoint,
-                       "api_key": emu.api_key, "cost": cost})  # fmt: skip
+            httpx.post(
+                emu.base_url + "/route/",
+                json={"endpoint": emu.endpoint, "api_key": emu.api_key, "cost": cost},
+            )
         costs = [json.loads(r.body)["cost"] for r in emu.requests]
         assert costs == [2, 3, 4, 5]

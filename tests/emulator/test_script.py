@@ -28,14 +28,30 @@ from vast_llm.emulator import (
     Turn,
 )
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}  # fmt: skip
-TIME = {"type": "function", "function": {
-    "name": "get_time", "description": "The local time in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}  # fmt: skip
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The local time in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
 
 
 def user(text: str) -> list[dict[str, Any]]:
@@ -108,8 +124,9 @@ def test_scripted_tool_calls_whole_and_streamed(client_for: Any) -> None:
             streamed = stream.completion()
         for answer in (whole, streamed):
             assert [(c.name, json.loads(c.arguments)) for c in answer.tool_calls] == [
-                ("get_weather", {"city": "Rome"}), ("get_time", {"city": "Lima"})
-            ]  # fmt: skip
+                ("get_weather", {"city": "Rome"}),
+                ("get_time", {"city": "Lima"}),
+            ]
             assert answer.finish_reason == "tool_calls"
             assert len({c.id for c in answer.tool_calls}) == 2
         emu.assert_all_scripted_used()
@@ -140,10 +157,13 @@ def test_json_turns(client_for: Any) -> None:
 
 def test_fail_turns_strike_where_their_fault_does(client_for: Any) -> None:
     script = [
-        Fail("worker_500"), "after a 500",
-        Fail("route_500"), "after a route 500",
-        Turn(Fail("stream_cut", after=1), when=Match(last_user_contains="c")), "after a cut",
-    ]  # fmt: skip
+        Fail("worker_500"),
+        "after a 500",
+        Fail("route_500"),
+        "after a route 500",
+        Turn(Fail("stream_cut", after=1), when=Match(last_user_contains="c")),
+        "after a cut",
+    ]
     with Emulator(api="openai", script=script).serve() as emu:
         client = client_for(emu)
         answer = client.chat(user("a"))
@@ -161,8 +181,11 @@ def test_fail_turns_strike_where_their_fault_does(client_for: Any) -> None:
 
 
 def test_assert_all_used_names_the_turn_and_the_request(client_for: Any) -> None:
-    script = [Turn(ToolCall("get_weather"), when=Match(last_user_contains="weather")),
-              "It is noon.", "Anything else?"]  # fmt: skip
+    script = [
+        Turn(ToolCall("get_weather"), when=Match(last_user_contains="weather")),
+        "It is noon.",
+        "Anything else?",
+    ]
     with Emulator(api="openai", script=script).serve() as emu:
         client_for(emu).chat(user("What time is it in Paris?"), tools=[WEATHER, TIME])
         with pytest.raises(AssertionError) as info:
@@ -178,8 +201,7 @@ def test_assert_all_used_names_the_turn_and_the_request(client_for: Any) -> None
 
 
 def test_unscripted_error_is_a_422_naming_the_turns_left(client_for: Any) -> None:
-    script = Script([Turn("sunny", when=Match(last_user_contains="weather"))],
-                    unscripted="error")  # fmt: skip
+    script = Script([Turn("sunny", when=Match(last_user_contains="weather"))], unscripted="error")
     with Emulator(api="openai", script=script).serve() as emu, pytest.raises(WorkerError) as info:
         client_for(emu).chat(user("hello there"))
     assert info.value.status_code == 422
@@ -243,10 +265,13 @@ def test_the_json_form_maps_one_to_one(tmp_path: Path) -> None:
     ]
     assert data["turns"][8:] == [
         {"fail": "stream_cut", "after": 3, "delay": 2.0},
-        {"answer": "when", "when": {"last_user_contains": "x", "has_tool_results": True},
-         "times": None},
+        {
+            "answer": "when",
+            "when": {"last_user_contains": "x", "has_tool_results": True},
+            "times": None,
+        },
         {"answer": "twice", "times": 2},
-    ]  # fmt: skip
+    ]
     again = Script.from_data(json.loads(json.dumps(data)))
     assert again.turns == ALL_KINDS.turns and again.unscripted == "error"
     path = tmp_path / "script.json"
@@ -292,8 +317,10 @@ def test_records_are_read_only(client_for: Any) -> None:
         assert isinstance(requests, tuple) and isinstance(emu.worker_requests, tuple)
         worker = emu.worker_requests[0]
         assert (worker.status, worker.turn, worker.json["payload"]["messages"]) == (
-            200, 1, user("x")
-        )  # fmt: skip
+            200,
+            1,
+            user("x"),
+        )
         with pytest.raises(dataclasses.FrozenInstanceError):
             worker.status = 500  # type: ignore[misc]
         with pytest.raises(TypeError, match="read-only"):

@@ -32,14 +32,23 @@ def create(auth: dict[str, Any], **payload: Any) -> httpx.Response:
     return httpx.post(auth["url"] + "/session/create", json=body)
 
 
-def call(auth: dict[str, Any], session_id: Any, payload: Any = TGI, path: str = "/generate",
-         url: str | None = None) -> httpx.Response:  # fmt: skip
+def call(
+    auth: dict[str, Any],
+    session_id: Any,
+    payload: Any = TGI,
+    path: str = "/generate",
+    url: str | None = None,
+) -> httpx.Response:
     body = {"auth_data": auth, "session_id": session_id, "payload": payload}
     return httpx.post((url or auth["url"]) + path, json=body)
 
 
-def manage(auth: dict[str, Any], what: str, session_id: Any, session_auth: Any = None,
-           ) -> httpx.Response:  # fmt: skip
+def manage(
+    auth: dict[str, Any],
+    what: str,
+    session_id: Any,
+    session_auth: Any = None,
+) -> httpx.Response:
     """/session/end, /get or /health: the bare body, the route answer as ``session_auth``."""
     given = auth if session_auth is None else session_auth
     body = {"session_id": session_id, "session_auth": given}

@@ -158,10 +158,14 @@ def real(model_server: ModelServer, tmp_path_factory: pytest.TempPathFactory) ->
     with _emulator().serve() as emu:
         port = free_port()
         config = {
-            "port": port, "http_port": free_port(), "model_url": model_server.url,
-            "report_addr": emu.base_url, "api": "tgi", "max_sessions": MAX_SESSIONS,
+            "port": port,
+            "http_port": free_port(),
+            "model_url": model_server.url,
+            "report_addr": emu.base_url,
+            "api": "tgi",
+            "max_sessions": MAX_SESSIONS,
             "gc_interval": GC_INTERVAL,
-        }  # fmt: skip
+        }
         log_path = tmp_path_factory.mktemp("real-worker") / "worker.log"
         with open(log_path, "w") as log:
             process = subprocess.Popen(
@@ -229,9 +233,15 @@ class Steps:
                 value = value.replace(session_id, name)
         return value
 
-    def post(self, step: str, path: str, body: Any = None, raw: bytes | None = None,
-             keep: Callable[[Any], Any] | None = None, typed: bool = True,
-             ) -> httpx.Response:  # fmt: skip
+    def post(
+        self,
+        step: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        keep: Callable[[Any], Any] | None = None,
+        typed: bool = True,
+    ) -> httpx.Response:
         self.sent = time.time()
         if raw is not None:
             response = httpx.post(self.url + path, content=raw)
@@ -254,16 +264,26 @@ class Steps:
         body = {"auth_data": self.auth, "session_id": None, "payload": payload}
         return self.post(step, "/session/create", body, keep=self.times)
 
-    def call(self, step: str, session_id: Any, auth: Any = None, payload: Any = None,
-             path: str = "/generate") -> httpx.Response:  # fmt: skip
+    def call(
+        self,
+        step: str,
+        session_id: Any,
+        auth: Any = None,
+        payload: Any = None,
+        path: str = "/generate",
+    ) -> httpx.Response:
         if payload is None:
             payload = {"inputs": "Hello", "parameters": {"max_new_tokens": 4}}
-        body = {"auth_data": self.auth if auth is None else auth, "session_id": session_id,
-                "payload": payload}  # fmt: skip
+        body = {
+            "auth_data": self.auth if auth is None else auth,
+            "session_id": session_id,
+            "payload": payload,
+        }
         return self.post(step, path, body, typed=False)
 
-    def manage(self, step: str, what: str, session_id: Any, session_auth: Any = "same"
-               ) -> httpx.Response:  # fmt: skip
+    def manage(
+        self, step: str, what: str, session_id: Any, session_auth: Any = "same"
+    ) -> httpx.Response:
         auth = self.auth if session_auth == "same" else session_auth
         body = {"session_id": session_id, "session_auth": auth}
         return self.post(step, f"/session/{what}", body, keep=self.times)
@@ -296,13 +316,21 @@ def scenario(target: Target) -> list[tuple[Any, ...]]:
     emu = target.emu
     emu.reset()
     s = Steps(_route(emu))
-    first = s.create("create", lifetime=30.0, on_close_route="/closed",
-                     on_close_payload={"job": 7}).json()["session_id"]  # fmt: skip
+    first = s.create(
+        "create", lifetime=30.0, on_close_route="/closed", on_close_payload={"job": 7}
+    ).json()["session_id"]
     s.call("call in the session", first)
-    s.post("stream in the session", "/generate_stream",
-           {"auth_data": s.auth, "session_id": first,
-            "payload": {"inputs": "Hello", "parameters": {"max_new_tokens": 3}}},
-           keep=stream_text, typed=False)  # fmt: skip
+    s.post(
+        "stream in the session",
+        "/generate_stream",
+        {
+            "auth_data": s.auth,
+            "session_id": first,
+            "payload": {"inputs": "Hello", "parameters": {"max_new_tokens": 3}},
+        },
+        keep=stream_text,
+        typed=False,
+    )
     s.manage("get after two calls", "get", first)
     s.manage("health", "health", first)
     s.manage("health with another auth", "health", first, {**s.auth, "reqnum": -1})
@@ -328,8 +356,11 @@ def scenario(target: Target) -> list[tuple[Any, ...]]:
     s.create("create: lifetime not a number", lifetime="x")
     s.post("create: no payload", "/session/create", {"auth_data": s.auth})
     s.post("create: no auth_data", "/session/create", {"payload": {}})
-    s.post("create: a cost that is not a number", "/session/create",
-           {"auth_data": {**s.auth, "cost": "high"}, "payload": {}})  # fmt: skip
+    s.post(
+        "create: a cost that is not a number",
+        "/session/create",
+        {"auth_data": {**s.auth, "cost": "high"}, "payload": {}},
+    )
     s.create("full again: that session was kept")
     s.manage("end", "end", first)
     s.log.append(("on_close delivered", s.normal(target.on_close_bodies())))
@@ -338,8 +369,9 @@ def scenario(target: Target) -> list[tuple[Any, ...]]:
     # A session outlives its lifetime until the next sweep, then it is gone.
     short = s.create("short session", lifetime=0.05).json()["session_id"]
     deadline = time.monotonic() + 10
-    while httpx.post(s.url + "/session/health",
-                     json={"session_id": short, "session_auth": s.auth}).json()["ok"]:  # fmt: skip
+    while httpx.post(
+        s.url + "/session/health", json={"session_id": short, "session_auth": s.auth}
+    ).json()["ok"]:
         assert time.monotonic() < deadline, "the expired session was never swept"
         time.sleep(0.05)
     s.call("call after expiry", short)
@@ -357,8 +389,10 @@ def run_sdk_sessions(emu: Emulator) -> dict[str, Any]:
     emu.reset()
     result = subprocess.run(
         [str(SDK_PYTHON), str(DRIVER), emu.base_url, emu.api_key, emu.endpoint, "tgi-session"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return out
@@ -440,24 +474,42 @@ def client_sessions(target: Target) -> list[Any]:
     emu.reset()
     log: list[Any] = []
     events: list[Any] = []
-    options: dict[str, Any] = {"api_key": emu.api_key, "base_url": emu.base_url,
-                               "on_progress": events.append}  # fmt: skip
+    options: dict[str, Any] = {
+        "api_key": emu.api_key,
+        "base_url": emu.base_url,
+        "on_progress": events.append,
+    }
     with VastClient(emu.endpoint, **options) as client:
         with client.session(lifetime=30) as session:
             routes = len(emu.route_requests)
             first = session.generate("Hello", max_tokens=4)
             streamed = "".join(chunk.text for chunk in session.stream("Hello", max_tokens=3))
-            log.append(("two calls", first.text, streamed, first.route.route_calls,
-                        len(emu.route_requests) - routes))  # fmt: skip
+            log.append(
+                (
+                    "two calls",
+                    first.text,
+                    streamed,
+                    first.route.route_calls,
+                    len(emu.route_requests) - routes,
+                )
+            )
             pinned = session._pin.current
             log.append(("open on the worker", _health(pinned)))
             # Ended behind the client's back: the next call meets a 410 and makes a new one.
             body = {"session_id": pinned.session_id, "session_auth": pinned.auth}
-            log.append(("ended elsewhere", httpx.post(pinned.url + "/session/end", json=body)
-                        .status_code))  # fmt: skip
+            log.append(
+                ("ended elsewhere", httpx.post(pinned.url + "/session/end", json=body).status_code)
+            )
             again = session.generate("Hello", max_tokens=4)
-            log.append(("after that", again.text, again.route.attempts, again.route.route_calls,
-                        session.sessions_made))  # fmt: skip
+            log.append(
+                (
+                    "after that",
+                    again.text,
+                    again.route.attempts,
+                    again.route.route_calls,
+                    session.sessions_made,
+                )
+            )
             replaced = session._pin.current
         log.append(("after the block", _health(pinned), _health(replaced)))
         # A whole answer that outlives the session's lifetime is cut by the worker's sweep,
@@ -469,8 +521,13 @@ def client_sessions(target: Target) -> list[Any]:
                 short.generate(SLOW, max_tokens=4)
                 log.append(("outlived its lifetime", "answered"))
             except VastConnectionError as exc:
-                log.append(("outlived its lifetime", type(exc).__name__,
-                            "past the session's lifetime" in str(exc)))  # fmt: skip
+                log.append(
+                    (
+                        "outlived its lifetime",
+                        type(exc).__name__,
+                        "past the session's lifetime" in str(exc),
+                    )
+                )
     log.append(("events", [(e.kind, e.status) for e in events]))
 
     async def run_async() -> list[Any]:

@@ -27,8 +27,9 @@ def real() -> Emulator:
 
 
 def test_streamed_chat_answer_names_paris(real: Emulator) -> None:
-    with VastClient(real.endpoint, api_key=real.api_key, base_url=real.base_url,
-                    api="openai") as client:  # fmt: skip
+    with VastClient(
+        real.endpoint, api_key=real.api_key, base_url=real.base_url, api="openai"
+    ) as client:
         with client.stream_chat(QUESTION, max_tokens=40, temperature=0) as stream:
             chunks = [c.text for c in stream if c.text]
         assert "Paris" in stream.text and len(chunks) > 1  # it really streamed
@@ -47,10 +48,14 @@ def test_tgi_worker_with_the_chatml_template(real: Emulator) -> None:
 
 def test_real_embeddings_and_rerank(real: Emulator) -> None:
     # SmolLM2's own hidden states, mean-pooled (no PyPI wheel ships a GGUF embedding model).
-    docs = ["Paris is the capital of France.", "Bananas are a yellow fruit.",
-            "The stock market fell sharply today."]  # fmt: skip
-    with VastClient(real.endpoint, api_key=real.api_key, base_url=real.base_url,
-                    api="openai") as client:  # fmt: skip
+    docs = [
+        "Paris is the capital of France.",
+        "Bananas are a yellow fruit.",
+        "The stock market fell sharply today.",
+    ]
+    with VastClient(
+        real.endpoint, api_key=real.api_key, base_url=real.base_url, api="openai"
+    ) as client:
         result = client.embed([*docs, "What is the capital of France?"], batch_size=2)
         assert result.dimensions == 576 and result.model == "SmolLM2-135M-Instruct"
         assert all(abs(sum(v * v for v in vector) - 1) < 1e-3 for vector in result.vectors)

@@ -24,8 +24,10 @@ def run_sdk(emu: Emulator, api: str) -> dict[str, Any]:
     extra = [emu.worker_ca_file] if emu.worker_ca_file else []
     result = subprocess.run(
         [str(SDK_PYTHON), str(DRIVER), emu.base_url, emu.api_key, emu.endpoint, api, *extra],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return out

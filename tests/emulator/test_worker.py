@@ -18,8 +18,9 @@ def assign(emu: Emulator, endpoint: str | None = None) -> dict[str, Any]:
     return answer
 
 
-def call(emu: Emulator, path: str, payload: Any, *, auth: dict[str, Any] | None = None,
-         **extra: Any) -> httpx.Response:  # fmt: skip
+def call(
+    emu: Emulator, path: str, payload: Any, *, auth: dict[str, Any] | None = None, **extra: Any
+) -> httpx.Response:
     auth = auth or assign(emu)
     body = {"auth_data": auth, "session_id": None, "payload": payload, **extra}
     return httpx.post(auth["url"] + path, json=body)
@@ -40,8 +41,9 @@ def test_missing_fields_are_listed(tgi: Emulator) -> None:
     response = httpx.post(auth["url"] + "/generate", json={"auth_data": auth})
     assert response.status_code == 422
     assert response.json() == {
-        "auth_data": {"request_idx": "missing parameter"}, "payload": "field missing"
-    }  # fmt: skip
+        "auth_data": {"request_idx": "missing parameter"},
+        "payload": "field missing",
+    }
     response = call(tgi, "/generate", {"parameters": {}})
     assert response.json() == {"payload": {"inputs": "missing parameter"}}
 
@@ -105,8 +107,12 @@ def test_tgi_stream_ends_with_a_special_token_on_eos(tgi: Emulator) -> None:
 
 
 def test_openai_chat_stream_framing(openai_emu: Emulator) -> None:
-    payload = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True,
-               "stream_options": {"include_usage": True}}  # fmt: skip
+    payload = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 3,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     body = call(openai_emu, "/v1/chat/completions", payload).text
     events = body.split("\n\n")[:-1]
     assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
@@ -123,24 +129,44 @@ def test_openai_stream_without_include_usage_has_no_usage(openai_emu: Emulator) 
 
 
 TOOLS = [
-    {"type": "function", "function": {"name": "add", "parameters": {
-        "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-        "required": ["a", "b"]}}},
-    {"type": "function", "function": {"name": "shout", "parameters": {
-        "type": "object", "properties": {"text": {"type": "string"}}}}},
-]  # fmt: skip
+    {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "shout",
+            "parameters": {"type": "object", "properties": {"text": {"type": "string"}}},
+        },
+    },
+]
 
 
 @pytest.mark.parametrize(
     ("tool_choice", "expected"),
-    [("auto", "add"), ("required", "add"), ({"type": "function", "function": {"name": "shout"}},
-                                           "shout"), ("none", None)],
-)  # fmt: skip
+    [
+        ("auto", "add"),
+        ("required", "add"),
+        ({"type": "function", "function": {"name": "shout"}}, "shout"),
+        ("none", None),
+    ],
+)
 def test_tool_calls_honour_tool_choice(
     openai_emu: Emulator, tool_choice: Any, expected: Any
 ) -> None:
-    payload = {"messages": [{"role": "user", "content": "go"}], "tools": TOOLS,
-               "tool_choice": tool_choice}  # fmt: skip
+    payload = {
+        "messages": [{"role": "user", "content": "go"}],
+        "tools": TOOLS,
+        "tool_choice": tool_choice,
+    }
     message = call(openai_emu, "/v1/chat/completions", payload).json()["choices"][0]["message"]
     if expected is None:
         assert message["content"] and "tool_calls" not in message
@@ -153,10 +179,15 @@ def test_tool_calls_honour_tool_choice(
 def test_after_a_tool_result_the_answer_is_text(openai_emu: Emulator) -> None:
     messages = [
         {"role": "user", "content": "add 2 and 3"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": "5"},
-    ]  # fmt: skip
+    ]
     payload = {"messages": messages, "tools": TOOLS}
     choice = call(openai_emu, "/v1/chat/completions", payload).json()["choices"][0]
     assert choice["finish_reason"] == "stop" and "5" in choice["message"]["content"]

@@ -49,8 +49,13 @@ def emu() -> Iterator[Emulator]:
 
 
 def chat_model(emu: Emulator) -> ChatVast:
-    return ChatVast(endpoint=emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                    backoff=FAST, temperature=0)  # fmt: skip
+    return ChatVast(
+        endpoint=emu.endpoint,
+        api_key=emu.api_key,
+        base_url=emu.base_url,
+        backoff=FAST,
+        temperature=0,
+    )
 
 
 def check_the_run(emu: Emulator) -> None:
@@ -86,11 +91,16 @@ def run_tools(llm: ChatVast, tools: Sequence[BaseTool], question: str) -> list[B
 
 @pytest.mark.parametrize("streaming", [False, True])
 def test_a_tool_loop(emu: Emulator, streaming: bool) -> None:
-    messages = run_tools(chat_model(emu).model_copy(update={"streaming": streaming}),
-                         [get_weather, get_time], QUESTION)  # fmt: skip
+    messages = run_tools(
+        chat_model(emu).model_copy(update={"streaming": streaming}),
+        [get_weather, get_time],
+        QUESTION,
+    )
     assert messages[-1].content == FINAL
     calls: Any = [m.tool_calls for m in messages if isinstance(m, AIMessage)]
     assert [[(c["name"], c["args"]) for c in step] for step in calls] == [
-        [("get_weather", {"city": "Paris"})], [("get_time", {"city": "Paris"})], []
-    ]  # fmt: skip
+        [("get_weather", {"city": "Paris"})],
+        [("get_time", {"city": "Paris"})],
+        [],
+    ]
     check_the_run(emu)

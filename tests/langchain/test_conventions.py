@@ -43,9 +43,13 @@ def emu(served: Emulator) -> Emulator:
 
 def chat(emu: Emulator, endpoint: str | None = None, **kwargs: Any) -> ChatVast:
     return ChatVast(
-        endpoint=endpoint or emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-        backoff=FAST, max_retries=0, **kwargs,
-    )  # fmt: skip
+        endpoint=endpoint or emu.endpoint,
+        api_key=emu.api_key,
+        base_url=emu.base_url,
+        backoff=FAST,
+        max_retries=0,
+        **kwargs,
+    )
 
 
 async def run(llm: Any, mode: str, prompt: Any = "Hello there", **kwargs: Any) -> AIMessage:
@@ -158,9 +162,10 @@ class Logprobs(BaseCallbackHandler):
 async def test_logprobs_in_response_metadata(emu: Emulator, mode: str) -> None:
     handler = Logprobs()
     answer = await run(
-        chat(emu, logprobs=True, top_logprobs=1, max_tokens=4), mode,
+        chat(emu, logprobs=True, top_logprobs=1, max_tokens=4),
+        mode,
         config={"callbacks": [handler]},
-    )  # fmt: skip
+    )
     entries = answer.response_metadata["logprobs"]["content"]
     assert "".join(e["token"] for e in entries) == answer.content
     assert all(e["logprob"] == -0.25 and e["top_logprobs"] for e in entries)
@@ -247,8 +252,9 @@ class Tokens(BaseCallbackHandler):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(("endpoint", "api"), [("rc", "openai"), ("r", "openai"),
-                                               ("think", "openai"), ("think", "tgi")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("endpoint", "api"), [("rc", "openai"), ("r", "openai"), ("think", "openai"), ("think", "tgi")]
+)
 async def test_reasoning_in_additional_kwargs_and_content_blocks(
     emu: Emulator, mode: str, endpoint: str, api: str
 ) -> None:
@@ -325,8 +331,13 @@ def test_error_classes_are_static_importable_and_pickle(emu: Emulator) -> None:
 def test_vast_llm_finish_reasons_in_one_vocabulary(emu: Emulator, streaming: bool) -> None:
     from langchain_vast import VastLLM
 
-    llm = VastLLM(endpoint=emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                  max_new_tokens=300, streaming=streaming)  # fmt: skip
+    llm = VastLLM(
+        endpoint=emu.endpoint,
+        api_key=emu.api_key,
+        base_url=emu.base_url,
+        max_new_tokens=300,
+        streaming=streaming,
+    )
     [[generation]] = llm.generate(["Hello"]).generations
     info = generation.generation_info or {}
     assert (info["finish_reason"], info["native_finish_reason"]) == ("stop", "eos_token")

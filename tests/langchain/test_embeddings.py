@@ -34,8 +34,13 @@ def emu() -> Iterator[Emulator]:
 
 
 def params(emu: Emulator, **extra: Any) -> dict[str, Any]:
-    return {"endpoint": emu.endpoint, "api_key": emu.api_key, "base_url": emu.base_url,
-            "backoff": FAST, **extra}  # fmt: skip
+    return {
+        "endpoint": emu.endpoint,
+        "api_key": emu.api_key,
+        "base_url": emu.base_url,
+        "backoff": FAST,
+        **extra,
+    }
 
 
 def test_retrieval_in_a_vector_store_goes_through_vast(emu: Emulator) -> None:

@@ -126,8 +126,9 @@ def test_stop_sequences_are_cut_across_chunks() -> None:
 def test_usage_model_name_and_route_facts(tgi: Emulator) -> None:
     result = llm_for(tgi, max_new_tokens=4).generate(["one", "two"])
     assert result.llm_output == {
-        "token_usage": {"completion_tokens": 8}, "model_name": tgi.endpoint
-    }  # fmt: skip
+        "token_usage": {"completion_tokens": 8},
+        "model_name": tgi.endpoint,
+    }
     info = result.generations[0][0].generation_info
     assert info["finish_reason"] == "length" and info["vast"]["signature"] == "g3"
     assert info["vast"]["worker_url"] in tgi.worker_urls() and info["vast"]["attempts"] == 1
@@ -181,8 +182,14 @@ def test_identifying_and_ls_params(tgi: Emulator) -> None:
     assert ident["max_new_tokens"] == 9 and ident["top_k"] == 5
     assert tgi.api_key not in json.dumps(ident, default=str)
     ls = llm._get_ls_params()
-    assert ls == {"ls_provider": "vast", "ls_model_name": tgi.endpoint, "ls_model_type": "llm",
-                  "ls_max_tokens": 9, "ls_temperature": 0.3, "ls_stop": ["\n"]}  # fmt: skip
+    assert ls == {
+        "ls_provider": "vast",
+        "ls_model_name": tgi.endpoint,
+        "ls_model_type": "llm",
+        "ls_max_tokens": 9,
+        "ls_temperature": 0.3,
+        "ls_stop": ["\n"],
+    }
 
 
 def test_unknown_kwargs_are_an_error_and_model_kwargs_pass_through(tgi: Emulator) -> None:
@@ -252,9 +259,12 @@ def test_no_worker_in_time_is_a_timeout() -> None:
 
 @pytest.mark.parametrize(
     ("fault", "error"),
-    [("worker_500", ModelAPIError), ("worker_429", ModelRateLimitError),
-     ("worker_refuse", ModelConnectionError)],
-)  # fmt: skip
+    [
+        ("worker_500", ModelAPIError),
+        ("worker_429", ModelRateLimitError),
+        ("worker_refuse", ModelConnectionError),
+    ],
+)
 def test_exhausted_retries_map_by_cause(tgi: Emulator, fault: str, error: type) -> None:
     tgi.inject(fault, times=None)
     with pytest.raises(error) as info:
@@ -371,8 +381,12 @@ def test_structured_output_through_guided_json(openai_emu: Emulator) -> None:
 
 def test_structured_output_json_mode_and_raw(openai_emu: Emulator) -> None:
     model = chat_for(openai_emu)
-    assert isinstance(model.with_structured_output(Joke.model_json_schema(), method="json_mode")
-                      .invoke("JSON please"), dict)  # fmt: skip
+    assert isinstance(
+        model.with_structured_output(Joke.model_json_schema(), method="json_mode").invoke(
+            "JSON please"
+        ),
+        dict,
+    )
     assert openai_emu.worker_requests[-1].json["payload"]["response_format"] == {
         "type": "json_object"
     }

@@ -44,9 +44,13 @@ def chat(emu: Emulator, **kwargs: Any) -> ChatVast:
 
 def llm(emu: Emulator, **kwargs: Any) -> VastLLM:
     return VastLLM(
-        endpoint=emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, backoff=FAST,
-        api="openai", **kwargs,
-    )  # fmt: skip
+        endpoint=emu.endpoint,
+        api_key=emu.api_key,
+        base_url=emu.base_url,
+        backoff=FAST,
+        api="openai",
+        **kwargs,
+    )
 
 
 # -- one model shared by pytest-asyncio tests, each in its own (function-scoped) loop --------

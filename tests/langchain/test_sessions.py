@@ -30,8 +30,13 @@ def emu() -> Iterator[Emulator]:
 
 
 def chat_model(emu: Emulator) -> ChatVast:
-    return ChatVast(endpoint=emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                    backoff=FAST, temperature=0)  # fmt: skip
+    return ChatVast(
+        endpoint=emu.endpoint,
+        api_key=emu.api_key,
+        base_url=emu.base_url,
+        backoff=FAST,
+        temperature=0,
+    )
 
 
 def check_the_run(emu: Emulator) -> None:
@@ -97,8 +102,13 @@ async def test_async_calls_in_a_session() -> None:
 
 def test_vastllm_session_batch_and_stream() -> None:
     with Emulator(api="tgi", workers=2).serve() as emu:
-        llm = VastLLM(endpoint=emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                      backoff=FAST, max_tokens=4)  # fmt: skip
+        llm = VastLLM(
+            endpoint=emu.endpoint,
+            api_key=emu.api_key,
+            base_url=emu.base_url,
+            backoff=FAST,
+            max_tokens=4,
+        )
         with llm.session() as pinned:
             assert type(pinned) is VastLLM
             answers = pinned.batch(["one", "two", "three"])

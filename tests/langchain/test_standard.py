@@ -29,12 +29,18 @@ class TestChatVastUnit(ChatModelUnitTests):
     @property
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
         return (
-            {"VAST_API_KEY": "env-key", "VAST_ENDPOINT": "env-endpoint",
-             "VAST_BASE_URL": "https://run-alpha.vast.ai"},
+            {
+                "VAST_API_KEY": "env-key",
+                "VAST_ENDPOINT": "env-endpoint",
+                "VAST_BASE_URL": "https://run-alpha.vast.ai",
+            },
             {},
-            {"api_key": "env-key", "endpoint": "env-endpoint",
-             "base_url": "https://run-alpha.vast.ai"},
-        )  # fmt: skip
+            {
+                "api_key": "env-key",
+                "endpoint": "env-endpoint",
+                "base_url": "https://run-alpha.vast.ai",
+            },
+        )
 
     @pytest.mark.xfail(
         reason="langchain-core's load() with allowed_objects='all' only admits classes in its own "
@@ -107,12 +113,18 @@ class TestVastEmbeddingsUnit(EmbeddingsUnitTests):
     @property
     def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
         return (
-            {"VAST_API_KEY": "env-key", "VAST_ENDPOINT": "env-endpoint",
-             "VAST_BASE_URL": "https://run-alpha.vast.ai"},
+            {
+                "VAST_API_KEY": "env-key",
+                "VAST_ENDPOINT": "env-endpoint",
+                "VAST_BASE_URL": "https://run-alpha.vast.ai",
+            },
             {},
-            {"api_key": "env-key", "endpoint": "env-endpoint",
-             "base_url": "https://run-alpha.vast.ai"},
-        )  # fmt: skip
+            {
+                "api_key": "env-key",
+                "endpoint": "env-endpoint",
+                "base_url": "https://run-alpha.vast.ai",
+            },
+        )
 
 
 class TestVastEmbeddingsIntegration(EmbeddingsIntegrationTests):
@@ -132,5 +144,9 @@ class TestVastEmbeddingsIntegration(EmbeddingsIntegrationTests):
     @property
     def embedding_model_params(self) -> dict[str, Any]:
         emu = self.emu
-        return {"endpoint": emu.endpoint, "api_key": emu.api_key, "base_url": emu.base_url,
-                "backoff": FAST}  # fmt: skip
+        return {
+            "endpoint": emu.endpoint,
+            "api_key": emu.api_key,
+            "base_url": emu.base_url,
+            "backoff": FAST,
+        }

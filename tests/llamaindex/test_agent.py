@@ -36,8 +36,9 @@ SCRIPT = [
 @pytest.mark.parametrize("streaming", [True, False])
 async def test_function_agent_runs_a_scripted_two_tool_conversation(streaming: bool) -> None:
     with Emulator(api="openai", script=SCRIPT).serve() as emu:
-        llm = Vast(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, api="openai",
-                   backoff=FAST)  # fmt: skip
+        llm = Vast(
+            emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, api="openai", backoff=FAST
+        )
         agent = FunctionAgent(tools=[get_weather, get_time], llm=llm, streaming=streaming)
         handler = agent.run(user_msg="What are the weather and the time in Paris?")
         results = [

@@ -49,8 +49,9 @@ def emu(served: Emulator) -> Emulator:
 
 def vast(emu: Emulator, endpoint: str | None = None, **kwargs: Any) -> Vast:
     kwargs.setdefault("api", "openai")
-    return Vast(endpoint or emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                backoff=FAST, **kwargs)  # fmt: skip
+    return Vast(
+        endpoint or emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, backoff=FAST, **kwargs
+    )
 
 
 async def run(llm: Vast, mode: str, messages: list[ChatMessage] = HELLO, **kw: Any) -> Any:
@@ -134,10 +135,12 @@ TOOLS = [FunctionTool.from_defaults(multiply), FunctionTool.from_defaults(add)]
         ("none", "none"),
         ("required", "required"),
         ("add", {"type": "function", "function": {"name": "add"}}),
-        ({"type": "function", "function": {"name": "add"}},
-         {"type": "function", "function": {"name": "add"}}),
+        (
+            {"type": "function", "function": {"name": "add"}},
+            {"type": "function", "function": {"name": "add"}},
+        ),
     ],
-)  # fmt: skip
+)
 def test_tool_choice_is_honoured(emu: Emulator, tool_choice: Any, sent: Any) -> None:
     vast(emu).chat_with_tools(TOOLS, "What is 2 times 3?", tool_choice=tool_choice)
     assert payload(emu)["tool_choice"] == sent
@@ -146,8 +149,13 @@ def test_tool_choice_is_honoured(emu: Emulator, tool_choice: Any, sent: Any) -> 
 @pytest.mark.parametrize("mode", MODES)
 async def test_tool_calls_are_also_in_additional_kwargs(emu: Emulator, mode: str) -> None:
     tools = [TOOLS[0].metadata.to_openai_tool()]
-    last, pieces = await run(vast(emu), mode, [ChatMessage(role="user", content="2 times 3")],
-                             tools=tools, tool_choice="required")  # fmt: skip
+    last, pieces = await run(
+        vast(emu),
+        mode,
+        [ChatMessage(role="user", content="2 times 3")],
+        tools=tools,
+        tool_choice="required",
+    )
     [call] = last.message.additional_kwargs["tool_calls"]
     [block] = [b for b in last.message.blocks if isinstance(b, ToolCallBlock)]
     assert call["id"] == block.tool_call_id and call["function"]["name"] == "multiply"
@@ -183,9 +191,12 @@ def test_a_history_holding_both_forms_of_a_call_sends_it_once(emu: Emulator) -> 
     history = [
         ChatMessage(role="user", content="What is 2 times 3?"),
         reply.message,
-        ChatMessage(role="tool", content="6",
-                    additional_kwargs={"tool_call_id": call.tool_id, "name": "multiply"}),
-    ]  # fmt: skip
+        ChatMessage(
+            role="tool",
+            content="6",
+            additional_kwargs={"tool_call_id": call.tool_id, "name": "multiply"},
+        ),
+    ]
     llm.chat(history)
     sent = payload(emu)["messages"][1]
     assert [c["id"] for c in sent["tool_calls"]] == [call.tool_id]
@@ -199,11 +210,14 @@ PNG = base64.b64decode(
 
 
 def test_images_go_to_openai_workers_as_image_parts(emu: Emulator) -> None:
-    message = ChatMessage(role="user", blocks=[
-        TextBlock(text="What is in these?"),
-        ImageBlock(image=PNG, image_mimetype="image/png"),
-        ImageBlock(url="https://example.com/cat.png"),
-    ])  # fmt: skip
+    message = ChatMessage(
+        role="user",
+        blocks=[
+            TextBlock(text="What is in these?"),
+            ImageBlock(image=PNG, image_mimetype="image/png"),
+            ImageBlock(url="https://example.com/cat.png"),
+        ],
+    )
     vast(emu).chat([message])
     parts = payload(emu)["messages"][0]["content"]
     assert [p["type"] for p in parts] == ["text", "image_url", "image_url"]
@@ -222,8 +236,9 @@ def test_images_are_never_dropped_silently(emu: Emulator) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(("endpoint", "api"), [("rc", "openai"), ("think", "openai"),
-                                               ("think", "tgi")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("endpoint", "api"), [("rc", "openai"), ("think", "openai"), ("think", "tgi")]
+)
 async def test_reasoning_is_a_thinking_block(
     emu: Emulator, mode: str, endpoint: str, api: str
 ) -> None:

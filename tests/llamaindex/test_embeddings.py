@@ -32,8 +32,13 @@ def emu() -> Iterator[Emulator]:
 
 
 def settings(emu: Emulator, **extra: Any) -> dict[str, Any]:
-    return {"endpoint": emu.endpoint, "api_key": emu.api_key, "base_url": emu.base_url,
-            "backoff": FAST, **extra}  # fmt: skip
+    return {
+        "endpoint": emu.endpoint,
+        "api_key": emu.api_key,
+        "base_url": emu.base_url,
+        "backoff": FAST,
+        **extra,
+    }
 
 
 class Events(BaseEventHandler):

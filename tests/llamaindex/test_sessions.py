@@ -31,8 +31,9 @@ def one_session(emu: Emulator) -> None:
 @pytest.mark.parametrize("streaming", [True, False])
 async def test_a_function_agent_in_a_session(streaming: bool) -> None:
     with Emulator(api="openai", workers=2, script=SCRIPT).serve() as emu:
-        llm = Vast(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, api="openai",
-                   backoff=FAST)  # fmt: skip
+        llm = Vast(
+            emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, api="openai", backoff=FAST
+        )
         async with llm.session() as pinned:
             assert type(pinned) is Vast and isinstance(pinned.async_client, AsyncVastSession)
             agent = FunctionAgent(tools=[get_weather, get_time], llm=pinned, streaming=streaming)
@@ -45,8 +46,14 @@ async def test_a_function_agent_in_a_session(streaming: bool) -> None:
 
 def test_a_chat_engine_in_a_session() -> None:
     with Emulator(api="openai", workers=2).serve() as emu:
-        llm = Vast(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, api="openai",
-                   backoff=FAST, max_new_tokens=8)  # fmt: skip
+        llm = Vast(
+            emu.endpoint,
+            api_key=emu.api_key,
+            base_url=emu.base_url,
+            api="openai",
+            backoff=FAST,
+            max_new_tokens=8,
+        )
         with llm.session(lifetime=60) as pinned:
             engine = SimpleChatEngine.from_defaults(llm=pinned)
             answers = [str(engine.chat(f"Question {i}")) for i in range(3)]
@@ -62,8 +69,9 @@ def test_a_chat_engine_in_a_session() -> None:
 
 def test_tgi_completions_in_a_session() -> None:
     with Emulator(api="tgi", workers=2).serve() as emu:
-        llm = Vast(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, backoff=FAST,
-                   max_new_tokens=4)  # fmt: skip
+        llm = Vast(
+            emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, backoff=FAST, max_new_tokens=4
+        )
         with llm.session() as pinned:
             first = pinned.complete("Hello")
             streamed = [r.delta for r in pinned.stream_complete("Hello")]

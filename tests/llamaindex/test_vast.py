@@ -218,8 +218,9 @@ async def test_each_call_fires_exactly_one_event_set(
 
 def test_token_counting_handler_sees_reported_usage(openai_emu: Emulator) -> None:
     counter = TokenCountingHandler(tokenizer=str.split)
-    llm = vast(openai_emu, api="openai", max_new_tokens=5,
-               callback_manager=CallbackManager([counter]))  # fmt: skip
+    llm = vast(
+        openai_emu, api="openai", max_new_tokens=5, callback_manager=CallbackManager([counter])
+    )
     llm.chat([ChatMessage(role="user", content="hi")])
     list(llm.stream_chat([ChatMessage(role="user", content="hi")]))
     llm.complete("hi")
@@ -255,8 +256,9 @@ async def test_query_engine_async_and_async_streaming(openai_emu: Emulator) -> N
 
 def test_condense_plus_context_chat_engine(openai_emu: Emulator) -> None:
     index = VectorStoreIndex.from_documents([Document(text=t) for t in DOCS])
-    engine = index.as_chat_engine(chat_mode="condense_plus_context",
-                                  llm=vast(openai_emu, api="openai", max_new_tokens=8))  # fmt: skip
+    engine = index.as_chat_engine(
+        chat_mode="condense_plus_context", llm=vast(openai_emu, api="openai", max_new_tokens=8)
+    )
     first = engine.chat("Where is the Eiffel Tower?")
     second = engine.stream_chat("And what signs assignments?")
     assert str(first) and "".join(second.response_gen)
@@ -281,8 +283,9 @@ async def test_react_agent_completes_a_task() -> None:
         "Thought: I can answer without using any more tools.\nAnswer: 6 times 7 is 42.",
     ]
     with Emulator(api="openai", responses=script).serve() as emu:
-        agent = ReActAgent(tools=[FunctionTool.from_defaults(fn=multiply)],
-                           llm=vast(emu, api="openai"))  # fmt: skip
+        agent = ReActAgent(
+            tools=[FunctionTool.from_defaults(fn=multiply)], llm=vast(emu, api="openai")
+        )
         response = await agent.run(user_msg="What is 6 times 7?")
         assert "42" in str(response)
         second_prompt = json.dumps(emu.worker_requests[-1].json["payload"]["messages"])
@@ -295,8 +298,9 @@ def test_tool_calls_from_whole_and_streamed_answers(openai_emu: Emulator) -> Non
     whole = llm.get_tool_calls_from_response(llm.chat_with_tools([tool], user_msg="3 x 4?"))
     parts = list(llm.stream_chat_with_tools([tool], user_msg="3 x 4?"))
     streamed = llm.get_tool_calls_from_response(parts[-1])
-    assert [(c.tool_name, c.tool_kwargs) for c in whole] == [(c.tool_name, c.tool_kwargs)
-                                                             for c in streamed]  # fmt: skip
+    assert [(c.tool_name, c.tool_kwargs) for c in whole] == [
+        (c.tool_name, c.tool_kwargs) for c in streamed
+    ]
     assert whole[0].tool_name == "multiply" and set(whole[0].tool_kwargs) == {"a", "b"}
     assert llm.predict_and_call([tool], user_msg="3 x 4?").response == "12"  # from the prompt
     with pytest.raises(ValueError, match="at least one tool call"):

@@ -90,8 +90,18 @@ PERSISTENT: dict[str, str] = {
     "worker_429": "WorkerError",
     "worker_500": "WorkerError",
 }
-ERRORS = {cls.__name__: cls for cls in (RouteError, EndpointStopped, NoWorkerReady,
-          SignatureError, WorkerError, WorkerStreamError, VastConnectionError)}  # fmt: skip
+ERRORS = {
+    cls.__name__: cls
+    for cls in (
+        RouteError,
+        EndpointStopped,
+        NoWorkerReady,
+        SignatureError,
+        WorkerError,
+        WorkerStreamError,
+        VastConnectionError,
+    )
+}
 
 # foreign_ca needs HTTPS workers (Emulator(tls=True)) and a client that trusts their CA
 # (worker_ca): it joins the matrix with the client's TLS wiring (issue 12).
@@ -147,8 +157,13 @@ async def run_case(
         if http_client is None:
             await driver.aclose()
         emu.clear_faults()
-    return Outcome(kind, time.monotonic() - started, len(emu.worker_requests) - before,
-                   len([c for c in got if c.text]), error)  # fmt: skip
+    return Outcome(
+        kind,
+        time.monotonic() - started,
+        len(emu.worker_requests) - before,
+        len([c for c in got if c.text]),
+        error,
+    )
 
 
 def expected(name: str, stream: bool, persistent: bool) -> str:
@@ -163,10 +178,19 @@ def cases() -> list[tuple[str, bool]]:
 # -- load with faults -----------------------------------------------------------------------
 
 LOAD_FAULTS = [
-    "route_429", "route_500", "worker_500", "worker_429", "worker_refuse", "not_ready",
-    "stream_cut", "stream_error", "malformed_sse", "stream_truncated", "slow_first_token",
+    "route_429",
+    "route_500",
+    "worker_500",
+    "worker_429",
+    "worker_refuse",
+    "not_ready",
+    "stream_cut",
+    "stream_error",
+    "malformed_sse",
+    "stream_truncated",
+    "slow_first_token",
     "worker_422",
-]  # fmt: skip
+]
 
 
 @dataclass
@@ -213,9 +237,10 @@ def _client_sockets(ports: set[int]) -> int:
     import psutil
 
     return sum(
-        1 for c in psutil.Process(os.getpid()).net_connections("tcp")
+        1
+        for c in psutil.Process(os.getpid()).net_connections("tcp")
         if c.raddr and c.raddr.port in ports and c.status == "ESTABLISHED"
-    )  # fmt: skip
+    )
 
 
 # -- hostile workers under load (issue 14) ---------------------------------------------------
@@ -339,8 +364,9 @@ class HostileEndpoint:
         self.net = net
         net.record = False  # the workers keep what the checks need: (request_idx, kind)
         self.record: list[tuple[int, str]] = []
-        self.workers = {kind: net.worker(_hostile_worker(kind, self.record))
-                        for kind in HOSTILE_KINDS}  # fmt: skip
+        self.workers = {
+            kind: net.worker(_hostile_worker(kind, self.record)) for kind in HOSTILE_KINDS
+        }
         self._turn = itertools.count()
         self._idx = itertools.count(1)
         # g3 signs the worker's URL only: one signature per worker, made once (an RSA signature
@@ -375,8 +401,14 @@ class HostileEndpoint:
 
     def client(self, http_client: Any = None) -> AsyncVastClient:
         extra = {"http_client": http_client} if http_client is not None else {}
-        return AsyncVastClient(h.ENDPOINT, api_key=h.API_KEY, base_url=self.router.url,
-                               public_key=h.PEM, **HOSTILE_SETTINGS, **extra)  # fmt: skip
+        return AsyncVastClient(
+            h.ENDPOINT,
+            api_key=h.API_KEY,
+            base_url=self.router.url,
+            public_key=h.PEM,
+            **HOSTILE_SETTINGS,
+            **extra,
+        )
 
     def sent_after_an_answer(self) -> int:
         """Logical requests (by request_idx) sent to a worker again after a worker had the
@@ -455,8 +487,7 @@ async def run_load(
     settings = dict(SETTINGS, deadline=30.0, timeout=10.0, route_timeout=10.0)
     if http_client is not None:
         settings["http_client"] = http_client
-    client = AsyncVastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url,
-                             **settings)  # fmt: skip
+    client = AsyncVastClient(emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, **settings)
     hostile_at = set(rng.sample(range(n), n_hostile))
 
     bad = hostile.client(http_client) if hostile is not None else None
@@ -509,8 +540,9 @@ async def run_load(
     # calls may have been answered (200) — anything else means work was sent twice.
     answered = collections.Counter(
         json.loads(r.text)["auth_data"]["request_idx"]
-        for r in emu.worker_requests if r.status == 200
-    )  # fmt: skip
+        for r in emu.worker_requests
+        if r.status == 200
+    )
     result.sent_twice_after_first_byte = sum(1 for count in answered.values() if count > 1)
     await asyncio.sleep(0.2)  # let the closed connections settle
     if hostile is not None:

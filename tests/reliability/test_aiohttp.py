@@ -49,8 +49,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_no_credentials_reach_workers_over_aiohttp(
     tgi: Emulator, aiohttp_client: Any
 ) -> None:
-    async with AsyncVastClient(tgi.endpoint, api_key=tgi.api_key, base_url=tgi.base_url,
-                               http_client=aiohttp_client) as client:  # fmt: skip
+    async with AsyncVastClient(
+        tgi.endpoint, api_key=tgi.api_key, base_url=tgi.base_url, http_client=aiohttp_client
+    ) as client:
         await client.generate("x")
         async with client.stream("x") as stream:
             assert [c async for c in stream]
@@ -87,16 +88,18 @@ async def test_native_answers_match_httpx(tgi: Emulator, session: aiohttp.Client
 async def test_a_session_with_default_credentials_is_refused(tgi: Emulator, make: Any) -> None:
     async with make() as session:
         with pytest.raises(ConfigError, match="credentials") as info:
-            AsyncVastClient(tgi.endpoint, api_key=tgi.api_key, base_url=tgi.base_url,
-                            http_client=session)  # fmt: skip
+            AsyncVastClient(
+                tgi.endpoint, api_key=tgi.api_key, base_url=tgi.base_url, http_client=session
+            )
         assert "secret" not in str(info.value)
 
 
 async def test_credentials_added_to_the_session_later_never_reach_a_worker(
     tgi: Emulator, session: aiohttp.ClientSession
 ) -> None:
-    client = AsyncVastClient(tgi.endpoint, api_key=tgi.api_key, base_url=tgi.base_url,
-                             http_client=session)  # fmt: skip
+    client = AsyncVastClient(
+        tgi.endpoint, api_key=tgi.api_key, base_url=tgi.base_url, http_client=session
+    )
     session.headers["Authorization"] = "Bearer added-later"
     before = len(tgi.worker_requests)
     with pytest.raises(ConfigError, match="credentials"):
@@ -106,8 +109,9 @@ async def test_credentials_added_to_the_session_later_never_reach_a_worker(
 
 async def test_something_else_is_not_an_http_client(tgi: Emulator) -> None:
     with pytest.raises(ConfigError, match=r"aiohttp\.ClientSession"):
-        AsyncVastClient(tgi.endpoint, api_key=tgi.api_key, base_url=tgi.base_url,
-                        http_client=object())  # type: ignore[arg-type]  # fmt: skip
+        AsyncVastClient(
+            tgi.endpoint, api_key=tgi.api_key, base_url=tgi.base_url, http_client=object()
+        )  # type: ignore[arg-type]
 
 
 async def test_an_abandoned_stream_closes_its_connection() -> None:

@@ -44,17 +44,27 @@ def _sse_body(kind: str, tokens: list[str], newline: str, comments: bool, space:
         last = i == len(tokens) - 1
         if kind == "tgi":
             event: dict[str, Any] = {
-                "index": i + 1, "token": {"id": i, "text": token, "special": False},
+                "index": i + 1,
+                "token": {"id": i, "text": token, "special": False},
                 "generated_text": "".join(tokens) if last else None,
                 "details": {"finish_reason": "length", "generated_tokens": len(tokens)}
-                if last else None,
-            }  # fmt: skip
+                if last
+                else None,
+            }
         elif kind == "chat":
-            event = {"choices": [{"index": 0, "delta": {"content": token},
-                                  "finish_reason": "stop" if last else None}]}  # fmt: skip
+            event = {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": token},
+                        "finish_reason": "stop" if last else None,
+                    }
+                ]
+            }
         else:
-            event = {"choices": [{"index": 0, "text": token,
-                                  "finish_reason": "stop" if last else None}]}  # fmt: skip
+            event = {
+                "choices": [{"index": 0, "text": token, "finish_reason": "stop" if last else None}]
+            }
         if comments:
             events.append(f": ping{newline}{newline}")
         events.append(f"{prefix}{json.dumps(event)}{newline}{newline}")
@@ -90,8 +100,9 @@ def test_valid_streams_decode_the_same_however_split(
     headers=st.dictionaries(st.sampled_from(["retry-after", "content-type"]), st.text(max_size=20)),
 )
 def test_route_parser_never_raises(status: int, body: bytes, headers: dict[str, str]) -> None:
-    outcome = parse_route_answer(status, headers, body, endpoint="e", base_url="https://x",
-                                 api_key="SECRET-KEY")  # fmt: skip
+    outcome = parse_route_answer(
+        status, headers, body, endpoint="e", base_url="https://x", api_key="SECRET-KEY"
+    )
     assert isinstance(outcome, (Ready, Waiting, Rejected))
     if isinstance(outcome, Rejected):
         assert "SECRET-KEY" not in str(outcome.error)
@@ -112,21 +123,46 @@ def test_event_parsers_give_chunks_or_typed_errors(value: Any, chat: bool) -> No
 
 # Events with the right keys and values of any type: where a careless parser would crash.
 openai_events = st.fixed_dictionaries(
-    {"choices": st.lists(st.fixed_dictionaries(
-        {"index": json_values, "text": json_values, "finish_reason": json_values,
-         "delta": json_values | st.fixed_dictionaries(
-            {"content": json_values, "tool_calls": st.lists(st.fixed_dictionaries(
-                {"index": json_values, "id": json_values,
-                 "function": st.fixed_dictionaries({"name": json_values, "arguments": json_values})}
-            ), max_size=2)})},
-    ), max_size=2)},
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "index": json_values,
+                    "text": json_values,
+                    "finish_reason": json_values,
+                    "delta": json_values
+                    | st.fixed_dictionaries(
+                        {
+                            "content": json_values,
+                            "tool_calls": st.lists(
+                                st.fixed_dictionaries(
+                                    {
+                                        "index": json_values,
+                                        "id": json_values,
+                                        "function": st.fixed_dictionaries(
+                                            {"name": json_values, "arguments": json_values}
+                                        ),
+                                    }
+                                ),
+                                max_size=2,
+                            ),
+                        }
+                    ),
+                },
+            ),
+            max_size=2,
+        )
+    },
     optional={"usage": json_values, "model": json_values, "error": json_values},
-)  # fmt: skip
+)
 tgi_events = st.fixed_dictionaries(
-    {"token": st.fixed_dictionaries({"text": json_values, "special": json_values}),
-     "generated_text": json_values, "details": json_values},
+    {
+        "token": st.fixed_dictionaries({"text": json_values, "special": json_values}),
+        "generated_text": json_values,
+        "details": json_values,
+    },
     optional={"error": json_values},
-)  # fmt: skip
+)
 
 
 @FUZZ
@@ -153,16 +189,35 @@ whole_answers = st.one_of(
     json_values,
     st.fixed_dictionaries({"generated_text": json_values, "details": json_values}),
     st.fixed_dictionaries(
-        {"choices": st.lists(st.fixed_dictionaries(
-            {"index": st.just(0) | json_values, "text": st.text() | json_values,
-             "finish_reason": st.just("stop") | json_values,
-             "message": json_values | st.fixed_dictionaries(
-                 {"content": json_values, "tool_calls": json_values | st.lists(
-                     st.fixed_dictionaries({"id": json_values, "function": json_values}),
-                     max_size=2)})}), max_size=2),
-         "usage": json_values, "model": json_values}
+        {
+            "choices": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "index": st.just(0) | json_values,
+                        "text": st.text() | json_values,
+                        "finish_reason": st.just("stop") | json_values,
+                        "message": json_values
+                        | st.fixed_dictionaries(
+                            {
+                                "content": json_values,
+                                "tool_calls": json_values
+                                | st.lists(
+                                    st.fixed_dictionaries(
+                                        {"id": json_values, "function": json_values}
+                                    ),
+                                    max_size=2,
+                                ),
+                            }
+                        ),
+                    }
+                ),
+                max_size=2,
+            ),
+            "usage": json_values,
+            "model": json_values,
+        }
     ),
-)  # fmt: skip
+)
 
 
 @FUZZ

@@ -221,93 +221,231 @@ def gzip_stream() -> bytes:
 CASES: list[Case] = [
     # 1. decompression bombs: every limit counts decoded bytes
     *[
-        Case(1, f"worker-500-{coding.replace(', ', '+')}", lambda c=coding: bomb_answer(500, c),
-             check=worker_error_bounded)
+        Case(
+            1,
+            f"worker-500-{coding.replace(', ', '+')}",
+            lambda c=coding: bomb_answer(500, c),
+            check=worker_error_bounded,
+        )
         for coding in ["gzip, gzip", "deflate", "zstd", "br"]
     ],
-    Case(1, "worker-200-gzip+gzip", lambda: bomb_answer(200, "gzip, gzip"),
-         check=any_typed_bounded),
-    Case(1, "worker-sse-gzip+gzip", lambda: bomb_answer(200, "gzip, gzip", "text/event-stream"),
-         call="stream", check=stream_error_bounded),
-    Case(1, "route-gzip+gzip", h.healthy, router={"route": bomb_route("gzip, gzip")},
-         check=route_error_bounded),
-    Case(1, "pubkey-gzip+gzip", h.healthy, router={"pubkey": bomb_route("gzip, gzip")},
-         settings={"public_key": None}, check=signature_error_bounded),
+    Case(
+        1, "worker-200-gzip+gzip", lambda: bomb_answer(200, "gzip, gzip"), check=any_typed_bounded
+    ),
+    Case(
+        1,
+        "worker-sse-gzip+gzip",
+        lambda: bomb_answer(200, "gzip, gzip", "text/event-stream"),
+        call="stream",
+        check=stream_error_bounded,
+    ),
+    Case(
+        1,
+        "route-gzip+gzip",
+        h.healthy,
+        router={"route": bomb_route("gzip, gzip")},
+        check=route_error_bounded,
+    ),
+    Case(
+        1,
+        "pubkey-gzip+gzip",
+        h.healthy,
+        router={"pubkey": bomb_route("gzip, gzip")},
+        settings={"public_key": None},
+        check=signature_error_bounded,
+    ),
     # 2. answer size and duration
     # Sent as fast as the client reads (a single 32 MiB write would sit in this process's own
     # server buffer, which the memory measure would count against the client).
-    Case(2, "answer-32MiB", lambda: h.then(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n[" % (32 * MiB + 2), h.flood(b" " * (64 << 10), 32 * MiB)),
-         check=any_typed_bounded),
-    Case(2, "trickle-body", lambda: drip(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"),
-         check=any_typed_bounded),
+    Case(
+        2,
+        "answer-32MiB",
+        lambda: h.then(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n[" % (32 * MiB + 2),
+            h.flood(b" " * (64 << 10), 32 * MiB),
+        ),
+        check=any_typed_bounded,
+    ),
+    Case(
+        2,
+        "trickle-body",
+        lambda: drip(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"),
+        check=any_typed_bounded,
+    ),
     Case(2, "trickle-headers", lambda: drip(b"HTTP/1.1 200 OK\r\n"), check=any_typed_bounded),
-    Case(2, "trickle-500-body", lambda: drip(b"HTTP/1.1 500 X\r\nContent-Length: 99999\r\n\r\n"),
-         check=worker_500_bounded),
+    Case(
+        2,
+        "trickle-500-body",
+        lambda: drip(b"HTTP/1.1 500 X\r\nContent-Length: 99999\r\n\r\n"),
+        check=worker_500_bounded,
+    ),
     # Only comments, never a token: a timeout before any output, as for a silent worker.
-    Case(2, "sse-comments", lambda: h.then(h.sse_head(), h.forever(b": ping\n", 0.05)),
-         call="stream", check=timeout_bounded),
-    Case(2, "sse-endless-tokens", lambda: h.then(h.sse_head(), h.forever(h.token, 0.02)),
-         call="stream", check=stream_error_bounded),
-    Case(2, "accepts-never-answers", lambda: h.then(b"", h.silent),
-         settings={"timeout": 30.0}, check=any_typed_bounded),
-    Case(2, "sse-line-without-end", lambda: h.then(h.sse_head() + b"data: ",
-                                                   h.flood(b"x" * (64 << 10), BOMB)),
-         call="stream", check=stream_error_bounded),
-    Case(2, "sse-data-without-blank", lambda: h.then(h.sse_head(),
-                                                     h.flood(DATA_LINE, BOMB)),
-         call="stream", check=stream_error_bounded),
+    Case(
+        2,
+        "sse-comments",
+        lambda: h.then(h.sse_head(), h.forever(b": ping\n", 0.05)),
+        call="stream",
+        check=timeout_bounded,
+    ),
+    Case(
+        2,
+        "sse-endless-tokens",
+        lambda: h.then(h.sse_head(), h.forever(h.token, 0.02)),
+        call="stream",
+        check=stream_error_bounded,
+    ),
+    Case(
+        2,
+        "accepts-never-answers",
+        lambda: h.then(b"", h.silent),
+        settings={"timeout": 30.0},
+        check=any_typed_bounded,
+    ),
+    Case(
+        2,
+        "sse-line-without-end",
+        lambda: h.then(h.sse_head() + b"data: ", h.flood(b"x" * (64 << 10), BOMB)),
+        call="stream",
+        check=stream_error_bounded,
+    ),
+    Case(
+        2,
+        "sse-data-without-blank",
+        lambda: h.then(h.sse_head(), h.flood(DATA_LINE, BOMB)),
+        call="stream",
+        check=stream_error_bounded,
+    ),
     # 4. every server-caused failure is a typed VastError, with its kind's retry decision
-    Case(4, "not-gzip-200", lambda: h.answer(h.response(200, h.TGI_ANSWER, extra=GZIP)),
-         check=any_typed_bounded),
-    Case(4, "not-gzip-sse", lambda: h.answer(h.response(200, h.token(1, True), "text/event-stream",
-                                                        b"Content-Encoding: gzip\r\n")),
-         call="stream", check=stream_error_bounded),
-    Case(4, "not-gzip-500", lambda: h.answer(h.response(500, b"oops", extra=GZIP)),
-         check=worker_error_bounded),
-    Case(4, "deep-json-answer", lambda: h.answer(h.response(200, deep_json())),
-         check=relayed_or((WorkerError,))),
-    Case(4, "deep-json-event", lambda: h.answer(h.response(200, b"data:" + deep_json() + b"\n\n",
-                                                           "text/event-stream")),
-         call="stream", check=relayed_or((WorkerStreamError,))),
-    Case(4, "retry-after-year-10000", lambda: h.answer(h.response(
-        503, b"busy", extra=b"Retry-After: Sat, 01 Jan 10000 00:00:00 GMT\r\n")),
-         check=worker_error_bounded),
-    Case(4, "route-port-99999", None, router={"answer": lambda b: _resigned(b, "http://127.0.0.1:99999")},
-         check=route_error_bounded),
-    Case(4, "route-url-70KB", None,
-         router={"answer": lambda b: _resigned(b, "http://127.0.0.1:1/" + "a" * 70_000)},
-         check=route_error_bounded),
-    Case(4, "route-url-malformed", None, router={"answer": lambda b: _resigned(b, "http://[::1/x")},
-         check=route_error_bounded),
+    Case(
+        4,
+        "not-gzip-200",
+        lambda: h.answer(h.response(200, h.TGI_ANSWER, extra=GZIP)),
+        check=any_typed_bounded,
+    ),
+    Case(
+        4,
+        "not-gzip-sse",
+        lambda: h.answer(
+            h.response(200, h.token(1, True), "text/event-stream", b"Content-Encoding: gzip\r\n")
+        ),
+        call="stream",
+        check=stream_error_bounded,
+    ),
+    Case(
+        4,
+        "not-gzip-500",
+        lambda: h.answer(h.response(500, b"oops", extra=GZIP)),
+        check=worker_error_bounded,
+    ),
+    Case(
+        4,
+        "deep-json-answer",
+        lambda: h.answer(h.response(200, deep_json())),
+        check=relayed_or((WorkerError,)),
+    ),
+    Case(
+        4,
+        "deep-json-event",
+        lambda: h.answer(h.response(200, b"data:" + deep_json() + b"\n\n", "text/event-stream")),
+        call="stream",
+        check=relayed_or((WorkerStreamError,)),
+    ),
+    Case(
+        4,
+        "retry-after-year-10000",
+        lambda: h.answer(
+            h.response(503, b"busy", extra=b"Retry-After: Sat, 01 Jan 10000 00:00:00 GMT\r\n")
+        ),
+        check=worker_error_bounded,
+    ),
+    Case(
+        4,
+        "route-port-99999",
+        None,
+        router={"answer": lambda b: _resigned(b, "http://127.0.0.1:99999")},
+        check=route_error_bounded,
+    ),
+    Case(
+        4,
+        "route-url-70KB",
+        None,
+        router={"answer": lambda b: _resigned(b, "http://127.0.0.1:1/" + "a" * 70_000)},
+        check=route_error_bounded,
+    ),
+    Case(
+        4,
+        "route-url-malformed",
+        None,
+        router={"answer": lambda b: _resigned(b, "http://[::1/x")},
+        check=route_error_bounded,
+    ),
     # 5. route_timeout bounds a whole /route/ or /pubkey/ call
-    Case(5, "route-drips", h.healthy,
-         router={"route": dripping(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n")},
-         check=route_error_bounded),
-    Case(5, "pubkey-drips", h.healthy, settings={"public_key": None},
-         router={"pubkey": dripping(b"HTTP/1.1 200 OK\r\nContent-Length: 900\r\n\r\n")},
-         check=route_error_bounded),
+    Case(
+        5,
+        "route-drips",
+        h.healthy,
+        router={"route": dripping(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n")},
+        check=route_error_bounded,
+    ),
+    Case(
+        5,
+        "pubkey-drips",
+        h.healthy,
+        settings={"public_key": None},
+        router={"pubkey": dripping(b"HTTP/1.1 200 OK\r\nContent-Length: 900\r\n\r\n")},
+        check=route_error_bounded,
+    ),
     # 6. aiohttp: the idle timeout is per read, and a gzip stream is decoded once
-    Case(6, "token-every-0.2s", lambda: h.then(h.sse_head(), _tokens(8, 0.2)), call="stream",
-         settings={"timeout": 0.5}, params={"max_new_tokens": 8}, check=lambda o, *_: succeeded(o)),
-    Case(6, "gzip-sse", lambda: h.answer(h.response(200, gzip_stream(), "text/event-stream",
-                                                    b"Content-Encoding: gzip\r\n")),
-         call="stream", check=ok_bounded),
-    Case(6, "gzip-answer", lambda: h.answer(h.response(200, h.encode("gzip", h.TGI_ANSWER),
-                                                       extra=b"Content-Encoding: gzip\r\n")),
-         check=ok_bounded),
+    Case(
+        6,
+        "token-every-0.2s",
+        lambda: h.then(h.sse_head(), _tokens(8, 0.2)),
+        call="stream",
+        settings={"timeout": 0.5},
+        params={"max_new_tokens": 8},
+        check=lambda o, *_: succeeded(o),
+    ),
+    Case(
+        6,
+        "gzip-sse",
+        lambda: h.answer(
+            h.response(200, gzip_stream(), "text/event-stream", b"Content-Encoding: gzip\r\n")
+        ),
+        call="stream",
+        check=ok_bounded,
+    ),
+    Case(
+        6,
+        "gzip-answer",
+        lambda: h.answer(
+            h.response(200, h.encode("gzip", h.TGI_ANSWER), extra=b"Content-Encoding: gzip\r\n")
+        ),
+        check=ok_bounded,
+    ),
     # 8. once a worker answered anything, nothing is sent again
-    Case(8, "nul-in-header",
-         lambda: h.answer(b"HTTP/1.1 200 OK\r\nX-Bad: a\0b\r\nContent-Length: 2\r\n\r\n{}"),
-         check=sent_once),
-    Case(8, "two-content-lengths", lambda: h.answer(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\n{}"), check=sent_once),
-    Case(8, "garbage-status-line", lambda: h.answer(b"HTTP/1.1 2xx WHAT\r\n\r\n{}"),
-         check=sent_once),
-    Case(8, "not-http", lambda: h.answer(b"SSH-2.0-OpenSSH_9.6\r\n\r\n", keep_alive=False),
-         check=sent_once),
-]  # fmt: skip
+    Case(
+        8,
+        "nul-in-header",
+        lambda: h.answer(b"HTTP/1.1 200 OK\r\nX-Bad: a\0b\r\nContent-Length: 2\r\n\r\n{}"),
+        check=sent_once,
+    ),
+    Case(
+        8,
+        "two-content-lengths",
+        lambda: h.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\n{}"),
+        check=sent_once,
+    ),
+    Case(
+        8, "garbage-status-line", lambda: h.answer(b"HTTP/1.1 2xx WHAT\r\n\r\n{}"), check=sent_once
+    ),
+    Case(
+        8,
+        "not-http",
+        lambda: h.answer(b"SSH-2.0-OpenSSH_9.6\r\n\r\n", keep_alive=False),
+        check=sent_once,
+    ),
+]
 
 
 def _tokens(n: int, interval: float) -> Callable[[h.Conn], Any]:
@@ -322,10 +460,13 @@ def _tokens(n: int, interval: float) -> Callable[[h.Conn], Any]:
 # What still fails, with why: (case id, drivers ("*" for all five), reason). Every other case
 # of issue 14 passes on every driver.
 TODAY_FAILS: list[tuple[str, str, str]] = [
-    ("9-openai-default-client", "transport atransport",
-     "openai 3.x's DefaultHttpxClient is an httpx2.Client, which takes httpx2 transports only; "
-     "openai.OpenAI(http_client=httpx.Client(transport=VastTransport(...))) works (tested)"),
-]  # fmt: skip
+    (
+        "9-openai-default-client",
+        "transport atransport",
+        "openai 3.x's DefaultHttpxClient is an httpx2.Client, which takes httpx2 transports only; "
+        "openai.OpenAI(http_client=httpx.Client(transport=VastTransport(...))) works (tested)",
+    ),
+]
 TODAY = {
     (case, driver): reason
     for case, drivers, reason in TODAY_FAILS
@@ -346,8 +487,9 @@ def _params() -> list[Any]:
         for driver in _some(case.drivers, turn):
             reason = TODAY.get((case.id, driver)) or TODAY.get((case.id, "*"))
             marks = [pytest.mark.xfail(strict=True, reason=f"issue 14 item {case.item}: {reason}")]
-            out.append(pytest.param(case, driver, id=f"{case.id}-{driver}",
-                                    marks=marks if reason else []))  # fmt: skip
+            out.append(
+                pytest.param(case, driver, id=f"{case.id}-{driver}", marks=marks if reason else [])
+            )
     return out
 
 
@@ -364,7 +506,7 @@ def _report(case_id: str, outcome: Outcome) -> None:
                 **outcome.extra,
                 "detail": str(outcome.error)[:200] if outcome.error else "",
             }
-            handle.write(json.dumps(row) + "\n")  # fmt: skip
+            handle.write(json.dumps(row) + "\n")
 
 
 @pytest.mark.parametrize(("case", "driver"), _params())
@@ -553,10 +695,15 @@ async def test_7_the_transport_forwards_no_sdk_credential(driver: str) -> None:
     with Net() as net:
         worker = net.worker(h.healthy())
         router = net.router(worker)
-        headers = {"X-Goog-Api-Key": SECRET, "Api-Token": SECRET, "X-Auth-Token": SECRET,
-                   "Authorization": f"Bearer {SECRET}"}  # fmt: skip
-        async with Subject(driver, h.settings(router), headers=headers,
-                           params={"api_key": SECRET}) as subject:  # fmt: skip
+        headers = {
+            "X-Goog-Api-Key": SECRET,
+            "Api-Token": SECRET,
+            "X-Auth-Token": SECRET,
+            "Authorization": f"Bearer {SECRET}",
+        }
+        async with Subject(
+            driver, h.settings(router), headers=headers, params={"api_key": SECRET}
+        ) as subject:
             outcome = await run(net, subject.generate, driver, BOUND)
     _report("7-sdk-credentials", outcome)
     succeeded(outcome)
@@ -692,11 +839,24 @@ async def test_9_an_assignment_for_another_endpoint_is_refused(driver: str) -> N
 @pytest.mark.parametrize("driver", _each(9, "9-openai-default-client", TRANSPORTS))
 async def test_9_openai_default_http_client_on_the_transport(driver: str) -> None:
     def reply(request: h.Request) -> bytes:
-        return h.response(200, json.dumps({
-            "id": "c", "object": "chat.completion", "created": 0, "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                         "finish_reason": "stop"}],
-        }).encode())  # fmt: skip
+        return h.response(
+            200,
+            json.dumps(
+                {
+                    "id": "c",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "m",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "hi"},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                }
+            ).encode(),
+        )
 
     with Net() as net:
         worker = net.worker(h.answer(reply))
@@ -705,13 +865,19 @@ async def test_9_openai_default_http_client_on_the_transport(driver: str) -> Non
         messages = [{"role": "user", "content": "x"}]
         if driver == "transport":
             http = openai.DefaultHttpxClient(transport=VastTransport(**options))
-            sdk = openai.OpenAI(base_url="http://vast/v1", api_key="unused", max_retries=0,
-                                http_client=http)  # fmt: skip
+            sdk = openai.OpenAI(
+                base_url="http://vast/v1", api_key="unused", max_retries=0, http_client=http
+            )
             call = h.in_thread(sdk.chat.completions.create, model="m", messages=messages)
         else:
-            sdk2 = openai.AsyncOpenAI(base_url="http://vast/v1", api_key="unused", max_retries=0,
-                                      http_client=openai.DefaultAsyncHttpxClient(
-                                          transport=h.AsyncVastTransport(**options)))  # fmt: skip
+            sdk2 = openai.AsyncOpenAI(
+                base_url="http://vast/v1",
+                api_key="unused",
+                max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(
+                    transport=h.AsyncVastTransport(**options)
+                ),
+            )
             call = sdk2.chat.completions.create(model="m", messages=messages)
         answer = await asyncio.wait_for(call, BOUND)
     assert answer.choices[0].message.content == "hi"

@@ -33,8 +33,14 @@ def test_the_key_is_nowhere(caplog: pytest.LogCaptureFixture) -> None:
         seen.append(client.chat([{"role": "user", "content": "hi"}]).text)
         with client.stream("hi") as stream:
             seen += [c.text for c in stream]
-        for fault in ("worker_422", "worker_401", "stream_cut", "bad_signature", "route_error_msg",
-                      "worker_500:*"):  # fmt: skip
+        for fault in (
+            "worker_422",
+            "worker_401",
+            "stream_cut",
+            "bad_signature",
+            "route_error_msg",
+            "worker_500:*",
+        ):
             emu.inject(fault.split(":")[0], times=None if fault.endswith("*") else 1)
             try:
                 client.generate("x")

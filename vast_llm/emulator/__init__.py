@@ -302,8 +302,11 @@ class Emulator:
         embedding_max_batch: int | None = None,
         prefill_delay: float = 0.0,
     ) -> None:
-        for label, value in (("router_delay", router_delay), ("worker_delay", worker_delay),
-                             ("activation_delay", activation_delay)):  # fmt: skip
+        for label, value in (
+            ("router_delay", router_delay),
+            ("worker_delay", worker_delay),
+            ("activation_delay", activation_delay),
+        ):
             if value < 0:
                 raise ValueError(f"{label} must be >= 0, got {value!r}")
         if not 0 <= jitter <= 1:
@@ -403,8 +406,10 @@ class Emulator:
         if reasoning is not None:
             _check("reasoning", reasoning, REASONING_OPTIONS)
         if script is not None and responses is not None:
-            raise ValueError("give script= or responses=, not both (responses= is short for "
-                             "a script of plain answers)")  # fmt: skip
+            raise ValueError(
+                "give script= or responses=, not both (responses= is short for "
+                "a script of plain answers)"
+            )
         _check("model", model, ("fake", "smollm2"))
         for one in [recipe] if isinstance(recipe, str) else recipe:
             _check("recipe", one, ("g3", "g2", "g1"))
@@ -426,16 +431,36 @@ class Emulator:
         if prefill_delay < 0:
             raise ValueError(f"prefill_delay must be >= 0, got {prefill_delay!r}")
         played = (
-            Script.of(script) if script is not None
-            else Script.from_responses(responses) if responses else None
-        )  # fmt: skip
+            Script.of(script)
+            if script is not None
+            else Script.from_responses(responses)
+            if responses
+            else None
+        )
         self._specs.append(
-            _EndpointSpec(name, api, workers, model, recipe, payload_format,  # type: ignore[arg-type]
-                          cold_start, token_delay, played, max_concurrency, cold_workers,
-                          activation_delay, max_sessions, session_gc_interval, reasoning,
-                          embeddings, embedding_dimensions, embedding_max_tokens,
-                          embedding_max_batch, prefill_delay)
-        )  # fmt: skip
+            _EndpointSpec(
+                name,
+                api,
+                workers,
+                model,
+                recipe,  # type: ignore[arg-type]
+                payload_format,
+                cold_start,
+                token_delay,
+                played,
+                max_concurrency,
+                cold_workers,
+                activation_delay,
+                max_sessions,
+                session_gc_interval,
+                reasoning,
+                embeddings,
+                embedding_dimensions,
+                embedding_max_tokens,
+                embedding_max_batch,
+                prefill_delay,
+            )
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 

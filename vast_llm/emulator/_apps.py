@@ -424,9 +424,13 @@ def router_app(state: State) -> Starlette:
             if stopped or (fault is not None and fault.name == "not_ready"):
                 status = ENDPOINT_STOPPED if stopped else _status_summary(endpoint.workers, now)
                 return JSONResponse(
-                    {"endpoint": name, "status": status, "request_idx": request_idx,
-                     "__request_id": request_id}
-                )  # fmt: skip
+                    {
+                        "endpoint": name,
+                        "status": status,
+                        "request_idx": request_idx,
+                        "__request_id": request_id,
+                    }
+                )
             ready = [w for w in endpoint.workers if w.ready(now)]
             if not ready:
                 # The answer shows the states this call found; the wake-up it causes shows
@@ -434,9 +438,13 @@ def router_app(state: State) -> Starlette:
                 status = _status_summary(endpoint.workers, now)
                 _wake_one(endpoint.workers, now)
                 return JSONResponse(
-                    {"endpoint": name, "status": status, "request_idx": request_idx,
-                     "__request_id": request_id}
-                )  # fmt: skip
+                    {
+                        "endpoint": name,
+                        "status": status,
+                        "request_idx": request_idx,
+                        "__request_id": request_id,
+                    }
+                )
             worker = min(ready, key=lambda w: (w.load(now), w.served, w.index))
             worker.reqnum += 1
             worker.served += 1
@@ -607,8 +615,11 @@ def _gen_request(worker: WorkerState, kind: str, payload: dict[str, Any]) -> Gen
     return GenRequest(
         prompt=payload.get("prompt") if kind == "completions" else None,
         messages=payload.get("messages") if kind == "chat" else None,
-        max_tokens=int(payload.get("max_tokens") or payload.get("max_completion_tokens")
-                       or (16 if kind == "completions" else 256)),
+        max_tokens=int(
+            payload.get("max_tokens")
+            or payload.get("max_completion_tokens")
+            or (16 if kind == "completions" else 256)
+        ),
         stop=[stop] if isinstance(stop, str) else list(stop),
         temperature=payload.get("temperature"),
         seed=payload.get("seed"),
@@ -619,7 +630,7 @@ def _gen_request(worker: WorkerState, kind: str, payload: dict[str, Any]) -> Gen
         kind=kind,
         # vLLM's reasoning parsers work on chat answers; completions carry the text as written.
         reasoning=worker.reasoning if kind == "chat" or not worker.reasoning else "think",
-    )  # fmt: skip
+    )
 
 
 def _tgi_validate(payload: dict[str, Any]) -> str | None:
@@ -653,10 +664,19 @@ class _Faulty:
                 + json.dumps({"error": "emulated generation failure", "error_type": "generation"})
                 + "\n\n"
             )
-        return "data: " + json.dumps(
-            {"error": {"message": "emulated generation failure", "type": "InternalServerError",
-                       "code": 500}}
-        ) + "\n\n"  # fmt: skip
+        return (
+            "data: "
+            + json.dumps(
+                {
+                    "error": {
+                        "message": "emulated generation failure",
+                        "type": "InternalServerError",
+                        "code": 500,
+                    }
+                }
+            )
+            + "\n\n"
+        )
 
     async def wrap(self, frames: AsyncIterator[tuple[str, bool]]) -> AsyncIterator[str]:
         """``frames`` yields (frame, is_token); the fault strikes after ``after`` tokens."""
@@ -741,8 +761,12 @@ def _logprobs(kind: str, payload: dict[str, Any], tokens: list[str]) -> dict[str
     for token in tokens:
         offsets.append(at)
         at += len(token)
-    return {"tokens": tokens, "token_logprobs": [_LOGPROB] * len(tokens),
-            "top_logprobs": [{t: _LOGPROB} for t in tokens], "text_offset": offsets}  # fmt: skip
+    return {
+        "tokens": tokens,
+        "token_logprobs": [_LOGPROB] * len(tokens),
+        "top_logprobs": [{t: _LOGPROB} for t in tokens],
+        "text_offset": offsets,
+    }
 
 
 def _usage(worker: WorkerState, payload: dict[str, Any], result: GenResult) -> dict[str, Any]:
@@ -776,8 +800,12 @@ def _openai_frames(
 
     def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> str:
         body: dict[str, Any] = {
-            "id": rid, "object": obj, "created": created, "model": model_name, "choices": choices,
-        }  # fmt: skip
+            "id": rid,
+            "object": obj,
+            "created": created,
+            "model": model_name,
+            "choices": choices,
+        }
         if usage is not None:
             body["usage"] = usage
         return "data: " + json.dumps(body, separators=_COMPACT) + "\n\n"
@@ -785,8 +813,12 @@ def _openai_frames(
     def choice(content: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
         if kind == "chat":
             return {"index": 0, "delta": content, "logprobs": logprobs, "finish_reason": finish}
-        return {"index": 0, "text": content.get("content", ""), "logprobs": logprobs,
-                "finish_reason": finish}  # fmt: skip
+        return {
+            "index": 0,
+            "text": content.get("content", ""),
+            "logprobs": logprobs,
+            "finish_reason": finish,
+        }
 
     think_key = req.reasoning or "reasoning_content"
 
@@ -799,8 +831,12 @@ def _openai_frames(
             logprobs = None if thought else _logprobs(kind, payload, [str(token)])
             yield chunk([choice({key: str(token)}, None, logprobs)]), True
         for index, call in enumerate(result.tool_calls):
-            head = {"index": index, "id": call["id"], "type": "function",
-                    "function": {"name": call["name"], "arguments": ""}}  # fmt: skip
+            head = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": ""},
+            }
             yield chunk([choice({"tool_calls": [head]}, None)]), True
             arguments = call["arguments"]
             step = max(1, len(arguments) // 3)
@@ -843,8 +879,12 @@ async def _whole_answer(
     usage = _usage(worker, payload, result)
     finish = _OPENAI_FINISH.get(result.finish_reason, result.finish_reason)
     if kind == "completions":
-        choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": logprobs,
-                                  "finish_reason": finish}  # fmt: skip
+        choice: dict[str, Any] = {
+            "index": 0,
+            "text": text,
+            "logprobs": logprobs,
+            "finish_reason": finish,
+        }
         obj = "text_completion"
     else:
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
@@ -853,10 +893,13 @@ async def _whole_answer(
             message[req.reasoning] = thought or None
         if result.tool_calls:
             message["tool_calls"] = [
-                {"id": call["id"], "type": "function",
-                 "function": {"name": call["name"], "arguments": call["arguments"]}}
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
                 for call in result.tool_calls
-            ]  # fmt: skip
+            ]
         else:
             message["content"] = text
         choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
@@ -865,9 +908,13 @@ async def _whole_answer(
     count = max(1, int(payload.get("n") or 1))
     choices = [{**choice, "index": index} for index in range(count)]
     return {
-        "id": rid, "object": obj, "created": int(time.time()),
-        "model": payload.get("model") or model.name, "choices": choices, "usage": usage,
-    }  # fmt: skip
+        "id": rid,
+        "object": obj,
+        "created": int(time.time()),
+        "model": payload.get("model") or model.name,
+        "choices": choices,
+        "usage": usage,
+    }
 
 
 _STATUS_FAULT_RESPONSES: dict[str, Callable[[], Response]] = {
@@ -924,8 +971,9 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             accepted = _signature_ok(state, worker, auth)
         if not accepted:
             return Response(status_code=401)
-        fault = state.faults.take(WORKER_STATUS_FAULTS, endpoint=worker.endpoint,
-                                  worker=worker.index)  # fmt: skip
+        fault = state.faults.take(
+            WORKER_STATUS_FAULTS, endpoint=worker.endpoint, worker=worker.index
+        )
         if fault is not None:
             return _STATUS_FAULT_RESPONSES[fault.name]()
         if worker.max_concurrency is not None and worker.inflight >= worker.max_concurrency:
@@ -983,11 +1031,12 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
             if not streaming:
                 finish()
         frames = (
-            _tgi_frames(model, req, result, details=bool(
-                (payload.get("parameters") or {}).get("details")))
+            _tgi_frames(
+                model, req, result, details=bool((payload.get("parameters") or {}).get("details"))
+            )
             if kind == "tgi"
             else _openai_frames(model, req, result, kind, payload, rid, worker)
-        )  # fmt: skip
+        )
 
         async def body() -> AsyncIterator[str]:
             try:
@@ -1007,11 +1056,15 @@ def worker_app(state: State, worker: WorkerState) -> Starlette:
 
     routes = []
     if worker.api in ("tgi", "both"):
-        routes += [Route("/generate", endpoint("tgi"), methods=["POST"]),
-                   Route("/generate_stream", endpoint("tgi"), methods=["POST"])]  # fmt: skip
+        routes += [
+            Route("/generate", endpoint("tgi"), methods=["POST"]),
+            Route("/generate_stream", endpoint("tgi"), methods=["POST"]),
+        ]
     if worker.api in ("openai", "both"):
-        routes += [Route("/v1/completions", endpoint("completions"), methods=["POST"]),
-                   Route("/v1/chat/completions", endpoint("chat"), methods=["POST"])]  # fmt: skip
+        routes += [
+            Route("/v1/completions", endpoint("completions"), methods=["POST"]),
+            Route("/v1/chat/completions", endpoint("chat"), methods=["POST"]),
+        ]
         if worker.pooling is not None:  # off: 404, as on a worker without OPENAI_ROUTES
             routes += [
                 Route(path, endpoint(kind), methods=["POST"]) for path, kind in POOLING_ROUTES
@@ -1122,13 +1175,23 @@ def impostor_app(state: State) -> ASGIApp:
             more = message.get("more_body", False)
         request = Request(scope)
         state.record(
-            Recorded("impostor", scope["method"], scope["path"], _headers(request), body,
-                     client=_peer(request), status=500)
-        )  # fmt: skip
+            Recorded(
+                "impostor",
+                scope["method"],
+                scope["path"],
+                _headers(request),
+                body,
+                client=_peer(request),
+                status=500,
+            )
+        )
         response = JSONResponse(
-            {"error": "impostor worker: the client sent a request to a server whose certificate "
-                      "it should have refused"}, status_code=500,
-        )  # fmt: skip
+            {
+                "error": "impostor worker: the client sent a request to a server whose certificate "
+                "it should have refused"
+            },
+            status_code=500,
+        )
         await response(scope, receive, send)
 
     return app

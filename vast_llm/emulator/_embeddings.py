@@ -204,10 +204,15 @@ class SmolLM2Embedder(Embedder):
                 _quiet_stderr()
             ):  # llama.cpp notes the pooling choice on fd 2 whatever verbose says
                 self._llm = llama_cpp.Llama(
-                    model_path=self._path, embedding=True, n_ctx=self.context,
-                    n_batch=self.context, n_ubatch=self.context,
-                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_threads=1, verbose=False,
-                )  # fmt: skip
+                    model_path=self._path,
+                    embedding=True,
+                    n_ctx=self.context,
+                    n_batch=self.context,
+                    n_ubatch=self.context,
+                    pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                    n_threads=1,
+                    verbose=False,
+                )
             self.dimensions = int(self._llm.n_embd())
         return self._llm
 
@@ -244,13 +249,22 @@ class Pooling:
 def _error(status: int, message: str) -> tuple[int, dict[str, Any]]:
     # vLLM's error body (an ErrorResponse).
     kinds = {400: "BadRequestError", 404: "NotFoundError", 413: "RequestEntityTooLarge"}
-    return status, {"object": "error", "message": message, "type": kinds.get(status, "Error"),
-                    "param": None, "code": status}  # fmt: skip
+    return status, {
+        "object": "error",
+        "message": message,
+        "type": kinds.get(status, "Error"),
+        "param": None,
+        "code": status,
+    }
 
 
 def _usage(tokens: int) -> dict[str, Any]:
-    return {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0,
-            "prompt_tokens_details": None}  # fmt: skip
+    return {
+        "prompt_tokens": tokens,
+        "total_tokens": tokens,
+        "completion_tokens": 0,
+        "prompt_tokens_details": None,
+    }
 
 
 def _texts(value: Any, name: str) -> list[str] | str:
@@ -276,21 +290,28 @@ def _fit(
     limit = pooling.max_tokens
     if isinstance(truncate, int) and not isinstance(truncate, bool) and truncate != 0:
         cut = limit if truncate < 0 else min(truncate, limit)
-        return [pooling.embedder.truncate(t, cut) if pooling.embedder.tokens(t) > cut else t
-                for t in texts]  # fmt: skip
+        return [
+            pooling.embedder.truncate(t, cut) if pooling.embedder.tokens(t) > cut else t
+            for t in texts
+        ]
     for text in texts:
         tokens = pooling.embedder.tokens(text)
         if tokens > limit:
-            return _error(400, f"This model's maximum context length is {limit} tokens. However, "
-                               f"you requested {tokens} tokens in the input for {what}. Please "
-                               "reduce the length of the input.")  # fmt: skip
+            return _error(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, "
+                f"you requested {tokens} tokens in the input for {what}. Please "
+                "reduce the length of the input.",
+            )
     return texts
 
 
 def _batch_limit(pooling: Pooling, count: int) -> tuple[int, dict[str, Any]] | None:
     if pooling.max_batch is not None and count > pooling.max_batch:
-        return 413, {"error": f"batch size {count} > maximum allowed batch size "
-                              f"{pooling.max_batch}", "error_type": "Validation"}  # fmt: skip
+        return 413, {
+            "error": f"batch size {count} > maximum allowed batch size {pooling.max_batch}",
+            "error_type": "Validation",
+        }
     return None
 
 
@@ -319,14 +340,18 @@ def _embeddings(
         vectors = [_renormed(v[:dimensions]) for v in vectors]
     base64_out = payload.get("encoding_format") == "base64"
     data = [
-        {"index": i, "object": "embedding",
-         "embedding": _base64(v) if base64_out else v}
+        {"index": i, "object": "embedding", "embedding": _base64(v) if base64_out else v}
         for i, v in enumerate(vectors)
-    ]  # fmt: skip
+    ]
     tokens = sum(pooling.embedder.tokens(t) for t in fitted)
-    return 200, {"id": f"embd-{secrets.token_hex(8)}", "object": "list",
-                 "created": int(time.time()), "model": model, "data": data,
-                 "usage": _usage(tokens)}  # fmt: skip
+    return 200, {
+        "id": f"embd-{secrets.token_hex(8)}",
+        "object": "list",
+        "created": int(time.time()),
+        "model": model,
+        "data": data,
+        "usage": _usage(tokens),
+    }
 
 
 def _renormed(vector: list[float]) -> list[float]:
@@ -348,8 +373,12 @@ def _rerank(pooling: Pooling, payload: dict[str, Any], model: str) -> tuple[int,
     refused = _batch_limit(pooling, len(documents))
     if refused is not None:
         return refused
-    fitted = _fit(pooling, [query + " " + d for d in documents],
-                  payload.get("truncate_prompt_tokens"), "scoring")  # fmt: skip
+    fitted = _fit(
+        pooling,
+        [query + " " + d for d in documents],
+        payload.get("truncate_prompt_tokens"),
+        "scoring",
+    )
     if isinstance(fitted, tuple):
         return fitted
     scores = pooling.embedder.relevance(query, documents)
@@ -357,12 +386,17 @@ def _rerank(pooling: Pooling, payload: dict[str, Any], model: str) -> tuple[int,
     top_n = payload.get("top_n") or 0
     if isinstance(top_n, int) and not isinstance(top_n, bool) and top_n > 0:
         order = order[:top_n]
-    results = [{"index": i, "document": {"text": documents[i]}, "relevance_score": scores[i]}
-               for i in order]  # fmt: skip
+    results = [
+        {"index": i, "document": {"text": documents[i]}, "relevance_score": scores[i]}
+        for i in order
+    ]
     tokens = sum(pooling.embedder.tokens(t) for t in fitted)
-    return 200, {"id": f"rerank-{secrets.token_hex(8)}", "model": model,
-                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-                 "results": results}  # fmt: skip
+    return 200, {
+        "id": f"rerank-{secrets.token_hex(8)}",
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "results": results,
+    }
 
 
 def _first(payload: dict[str, Any], *names: str) -> Any:
@@ -383,16 +417,22 @@ def _score(pooling: Pooling, payload: dict[str, Any], model: str) -> tuple[int, 
     if refused is not None:
         return refused
     pairs = [(first[0] if len(first) == 1 else first[i], d) for i, d in enumerate(second)]
-    fitted = _fit(pooling, [q + " " + d for q, d in pairs], payload.get("truncate_prompt_tokens"),
-                  "scoring")  # fmt: skip
+    fitted = _fit(
+        pooling, [q + " " + d for q, d in pairs], payload.get("truncate_prompt_tokens"), "scoring"
+    )
     if isinstance(fitted, tuple):
         return fitted
     scores = [pooling.embedder.relevance(q, [d])[0] for q, d in pairs]
     data = [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)]
     tokens = sum(pooling.embedder.tokens(t) for t in fitted)
-    return 200, {"id": f"score-{secrets.token_hex(8)}", "object": "list",
-                 "created": int(time.time()), "model": model, "data": data,
-                 "usage": _usage(tokens)}  # fmt: skip
+    return 200, {
+        "id": f"score-{secrets.token_hex(8)}",
+        "object": "list",
+        "created": int(time.time()),
+        "model": model,
+        "data": data,
+        "usage": _usage(tokens),
+    }
 
 
 _KINDS = {"embeddings": _embeddings, "rerank": _rerank, "score": _score}

@@ -44,13 +44,29 @@ FAULTS: dict[str, str] = {
 }
 
 ROUTE_FAULTS = frozenset(
-    {"route_429", "route_500", "route_503", "route_timeout", "route_error_msg", "route_garbage",
-     "not_ready", "stopped"}
-)  # fmt: skip
+    {
+        "route_429",
+        "route_500",
+        "route_503",
+        "route_timeout",
+        "route_error_msg",
+        "route_garbage",
+        "not_ready",
+        "stopped",
+    }
+)
 SIGNATURE_FAULTS = frozenset(
-    {"bad_signature", "missing_signature", "foreign_key", "tampered_url", "tampered_reqnum",
-     "tampered_cost", "worker_refuse", "foreign_ca"}
-)  # fmt: skip
+    {
+        "bad_signature",
+        "missing_signature",
+        "foreign_key",
+        "tampered_url",
+        "tampered_reqnum",
+        "tampered_cost",
+        "worker_refuse",
+        "foreign_ca",
+    }
+)
 PUBKEY_FAULTS = frozenset({"pubkey_down", "pubkey_garbage"})
 WORKER_STATUS_FAULTS = frozenset({"worker_401", "worker_422", "worker_429", "worker_500"})
 STREAM_FAULTS = frozenset(

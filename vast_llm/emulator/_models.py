@@ -294,9 +294,10 @@ def _tool_score(tool: Mapping[str, Any], words: set[str]) -> int:
     parts = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", name) or [name]
     score = 3 * sum(1 for p in parts if len(p) > 2 and _stem(p) in words)
     described = {
-        _stem(w) for w in _WORD.findall(str(function.get("description") or ""))
+        _stem(w)
+        for w in _WORD.findall(str(function.get("description") or ""))
         if len(w) > 3 and w.casefold() not in _NOT_NAMES
-    }  # fmt: skip
+    }
     return score + len(described & words)
 
 
@@ -339,9 +340,13 @@ _MISSING = object()
 
 
 def _fake_value(
-    schema: Mapping[str, Any], root: Mapping[str, Any], name: str, depth: int,
-    given: PromptValues | None, required: bool = True,
-) -> Any:  # fmt: skip
+    schema: Mapping[str, Any],
+    root: Mapping[str, Any],
+    name: str,
+    depth: int,
+    given: PromptValues | None,
+    required: bool = True,
+) -> Any:
     """A value valid for ``schema``: from the prompt where it offers one, else made up. With a
     prompt, an optional value it offers nothing for is left out (``_MISSING``)."""
     schema = _resolve(schema, root)
@@ -382,8 +387,11 @@ def _fake_value(
             return default
         if given is not None and not required:
             return _MISSING
-        return int(schema.get("minimum", 3)) if kind == "integer" else float(
-            schema.get("minimum", 1.5))  # fmt: skip
+        return (
+            int(schema.get("minimum", 3))
+            if kind == "integer"
+            else float(schema.get("minimum", 1.5))
+        )
     if kind == "boolean":
         return default if isinstance(default, bool) else True
     if kind == "null":
@@ -443,8 +451,9 @@ def json_answer(request: GenRequest) -> Any:
 def _shaped(request: GenRequest) -> bool:
     response_format = request.response_format
     return isinstance(response_format, Mapping) and response_format.get("type") in (
-        "json_schema", "json_object",
-    )  # fmt: skip
+        "json_schema",
+        "json_object",
+    )
 
 
 def resolve_reply(reply: Reply, request: GenRequest) -> Reply:
@@ -514,10 +523,11 @@ def plan_reply(reply: Reply, request: GenRequest) -> Plan:
             return Plan(tool_calls=calls)
         # Text APIs have no tool calls: the model writes them out, as such models do.
         text = "\n".join(
-            json.dumps({"name": c["name"], "arguments": json.loads(c["arguments"])},
-                       ensure_ascii=False)
+            json.dumps(
+                {"name": c["name"], "arguments": json.loads(c["arguments"])}, ensure_ascii=False
+            )
             for c in calls
-        )  # fmt: skip
+        )
         return Plan(tokens=_split_tokens(text))
     raise ScriptError(f"the model cannot say {reply!r}")
 
@@ -584,8 +594,11 @@ class FakeModel(Model):
                 if message.get("role") != "tool":
                     break
                 results.insert(0, _content_text(message.get("content")))
-            said = (f"The tool returned: {results[0]}" if len(results) == 1
-                    else "The tools returned: " + "; ".join(results))  # fmt: skip
+            said = (
+                f"The tool returned: {results[0]}"
+                if len(results) == 1
+                else "The tools returned: " + "; ".join(results)
+            )
             return Plan(thought, _split_tokens(said))
         words = _hash_words(request.text)
         return Plan(thought, [w if i == 0 else " " + w for i, w in enumerate(words)])

@@ -279,9 +279,11 @@ class Turn:
         said = getattr(reply, "__qualname__", None) if _is_reply_function(reply) else None
         text = f"<reply from {said}>" if said else _short(repr(reply), 90)
         if self.when is not None:
-            condition = str(self.when) if isinstance(self.when, Match) else (
-                getattr(self.when, "__qualname__", None) or repr(self.when)
-            )  # fmt: skip
+            condition = (
+                str(self.when)
+                if isinstance(self.when, Match)
+                else (getattr(self.when, "__qualname__", None) or repr(self.when))
+            )
             text += f" when {condition}"
         if self.times != 1:
             text += " (every time)" if self.times is None else f" ({self.times} times)"
@@ -485,9 +487,9 @@ class Script:
             return tuple(
                 i + 1
                 for i, turn in enumerate(self.turns)
-                if (self._uses[i] == 0) or (turn.times is not None and not self.repeat
-                                            and self._uses[i] < turn.times)
-            )  # fmt: skip
+                if (self._uses[i] == 0)
+                or (turn.times is not None and not self.repeat and self._uses[i] < turn.times)
+            )
 
     def problems(self) -> list[str]:
         """One line per unused turn, saying which requests passed it by."""
@@ -534,8 +536,11 @@ class Script:
             if found is not None:
                 return found
             if self.unscripted == "error":
-                pending = [f"turn {i + 1}: {t}" for i, t in enumerate(self.turns)
-                           if self._left[i] != 0 and t.early_fault is None]  # fmt: skip
+                pending = [
+                    f"turn {i + 1}: {t}"
+                    for i, t in enumerate(self.turns)
+                    if self._left[i] != 0 and t.early_fault is None
+                ]
                 why = (
                     "no scripted turn matches request #"
                     f"{seen} ({describe_request(request)}); "
@@ -593,8 +598,10 @@ def _tool_call_from(value: Any, where: str) -> ToolCall:
     if value is None:
         return ToolCall()
     if not isinstance(value, Mapping) or set(value) - {"name", "arguments"}:
-        raise ScriptError(f"{where}: a tool call is a name, or an object with 'name' and "
-                          f"'arguments' (both optional); got {value!r}")  # fmt: skip
+        raise ScriptError(
+            f"{where}: a tool call is a name, or an object with 'name' and "
+            f"'arguments' (both optional); got {value!r}"
+        )
     arguments = value.get("arguments")
     if arguments is not None and not isinstance(arguments, Mapping):
         raise ScriptError(f"{where}: 'arguments' must be an object, got {arguments!r}")
@@ -607,8 +614,9 @@ def _match_from(value: Any, where: str) -> Match:
     known = {f.name for f in fields(Match)}
     unknown = set(value) - known
     if unknown:
-        raise ScriptError(f"{where}: unknown condition(s) {sorted(unknown)}; "
-                          f"known: {sorted(known)}")  # fmt: skip
+        raise ScriptError(
+            f"{where}: unknown condition(s) {sorted(unknown)}; known: {sorted(known)}"
+        )
     return Match(**value)
 
 
@@ -650,13 +658,16 @@ def _turn_from(data: Any, where: str) -> Turn:
                 raise ScriptError(f"{where}: 'reasoning' must be text")
             rest = [k for k in keys if k != "reasoning"]
             if len(rest) > 1 or "fail" in rest:
-                raise ScriptError(f"{where}: 'reasoning' goes with at most one of 'answer', "
-                                  "'tool_call', 'tool_calls' or 'json'")  # fmt: skip
+                raise ScriptError(
+                    f"{where}: 'reasoning' goes with at most one of 'answer', "
+                    "'tool_call', 'tool_calls' or 'json'"
+                )
             then: Any = _reply_from(data, where, rest[0]) if rest else ""
             reply: Reply = Reasoning(data["reasoning"], then)
         elif len(keys) != 1:
-            raise ScriptError(f"{where}: a turn has exactly one of {', '.join(_REPLY_KEYS)}; "
-                              f"got {keys or 'none'}")  # fmt: skip
+            raise ScriptError(
+                f"{where}: a turn has exactly one of {', '.join(_REPLY_KEYS)}; got {keys or 'none'}"
+            )
         else:
             reply = _reply_from(data, where, keys[0])
         when = _match_from(data["when"], where) if data.get("when") is not None else None
@@ -701,8 +712,11 @@ def _turn_data(turn: Turn, number: int) -> dict[str, Any]:
     if turn.when is not None:
         if not isinstance(turn.when, Match):
             raise ScriptError(f"turn {number}: a callable condition has no JSON form")
-        out["when"] = {f.name: getattr(turn.when, f.name) for f in fields(Match)
-                       if getattr(turn.when, f.name) is not None}  # fmt: skip
+        out["when"] = {
+            f.name: getattr(turn.when, f.name)
+            for f in fields(Match)
+            if getattr(turn.when, f.name) is not None
+        }
     if turn.times != 1:
         out["times"] = turn.times
     return out

@@ -85,9 +85,10 @@ class SessionTable:
     """One worker's sessions. Guarded by the emulator's state lock (every access is short)."""
 
     def __init__(
-        self, max_sessions: int | None = DEFAULT_MAX_SESSIONS,
+        self,
+        max_sessions: int | None = DEFAULT_MAX_SESSIONS,
         gc_interval: float = SESSION_GC_INTERVAL,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.max_sessions = max_sessions
         self.gc_interval = gc_interval
         self.sessions: dict[str, Session] = {}
@@ -172,9 +173,15 @@ def session_routes(state: State, worker: WorkerState) -> list[Route]:
             raw = await request.body()
             headers = {k.lower(): v for k, v in request.headers.items()}
             entry = Recorded(
-                "worker", "POST", request.url.path, headers, raw, worker=worker.index,
-                endpoint=worker.endpoint, client=_peer(request),
-            )  # fmt: skip
+                "worker",
+                "POST",
+                request.url.path,
+                headers,
+                raw,
+                worker=worker.index,
+                endpoint=worker.endpoint,
+                client=_peer(request),
+            )
             state.record(entry)
             response = await handler(raw)
             state.update(entry, status=response.status_code)
@@ -212,11 +219,16 @@ def session_routes(state: State, worker: WorkerState) -> list[Route]:
             on_close_payload = None if on_close_route is None else payload.get("on_close_payload")
             load = float(cost) if isinstance(cost, (int, float)) else 0.0
             session = Session(
-                session_id=table.new_id(), lifetime=lifetime, expiration=expiration,
-                auth_data=auth_data, on_close_route=on_close_route,
-                on_close_payload=on_close_payload, worker=worker.index,
-                endpoint=worker.endpoint, load=load,
-            )  # fmt: skip
+                session_id=table.new_id(),
+                lifetime=lifetime,
+                expiration=expiration,
+                auth_data=auth_data,
+                on_close_route=on_close_route,
+                on_close_payload=on_close_payload,
+                worker=worker.index,
+                endpoint=worker.endpoint,
+                load=load,
+            )
             table.sessions[session.session_id] = session
             # The assignment is used up, and the open session counts as load on its worker
             # until it ends (the router steers other work elsewhere meanwhile).
@@ -267,12 +279,17 @@ def session_routes(state: State, worker: WorkerState) -> list[Route]:
             return _json({"error": "session does not exist"}, 400)
         if denied(session, session_auth):
             return _json({"error": "session_auth is not valid"}, 401)
-        return _json({
-            "session_id": session_id, "auth_data": session.auth_data,
-            "lifetime": session.lifetime, "expiration": session.expiration,
-            "created_at": session.created_at, "on_close_route": session.on_close_route,
-            "on_close_payload": session.on_close_payload,
-        })  # fmt: skip
+        return _json(
+            {
+                "session_id": session_id,
+                "auth_data": session.auth_data,
+                "lifetime": session.lifetime,
+                "expiration": session.expiration,
+                "created_at": session.created_at,
+                "on_close_route": session.on_close_route,
+                "on_close_payload": session.on_close_payload,
+            }
+        )
 
     async def health(raw: bytes) -> Response:
         _, session_auth, session, problem = lookup(raw)
@@ -409,9 +426,14 @@ async def _on_close(state: State, worker: WorkerState, session: Session) -> None
     body.setdefault("session_id", session.session_id)
     raw = json.dumps(body).encode()
     entry = Recorded(
-        "on_close", "POST", route, {"content-type": "application/json"}, raw,
-        worker=worker.index, endpoint=worker.endpoint,
-    )  # fmt: skip
+        "on_close",
+        "POST",
+        route,
+        {"content-type": "application/json"},
+        raw,
+        worker=worker.index,
+        endpoint=worker.endpoint,
+    )
     state.record(entry)
     if not route.startswith(("http://", "https://")):
         return
