@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 import time
-from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, NoReturn, TypeVar
 
 import aiohttp
 import httpx
@@ -28,6 +29,8 @@ from ._body import aread_body
 from ._errors import ConfigError
 from ._flow import NO_ANSWER, worker_header_allowed
 from ._wire import Fetched, Req
+
+_T = TypeVar("_T")
 
 __all__ = ["AiohttpIO", "AiohttpOpened", "translate"]
 
@@ -211,7 +214,7 @@ class AiohttpIO:
                 response = await sending
             else:
                 # The whole exchange until the headers: a peer dripping them cannot hold it.
-                response = await asyncio.wait_for(sending, request.budget)
+                response = await _within(sending, request.budget)
         except BaseException as exc:
             _reraise(exc)
         if response.cookies:
@@ -252,6 +255,19 @@ class AiohttpIO:
 
     async def read(self, response: Any, limit: int, seconds: float) -> bytes:
         return await aread_body(response, limit, seconds, truncate=True)
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[_T], seconds: float) -> _T:
+        """``await awaitable``, cancelled after ``seconds`` (``TimeoutError``): a timer on the
+        current task, where ``asyncio.wait_for`` (before 3.12) wraps the awaitable in a task
+        of its own, which costs two more turns of the event loop on every request."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+    _within = asyncio.wait_for
 
 
 _YARL_CACHED_LEN = 2048

@@ -220,12 +220,37 @@ def _router_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     return httpx.create_ssl_context(trust_env=True)
 
 
+def split(limits: httpx.Limits) -> tuple[httpx.Limits, httpx.Limits]:
+    """The client's ``limits`` shared out between its two pools (router, workers).
+
+    ``max_keepalive_connections`` is the client's in all, as when it had one pool: httpcore
+    walks every kept connection of a pool on each request and each response, so a pool
+    keeping more costs more at high concurrency. The router's calls are short, so its pool
+    keeps a quarter, the workers' (whose connections carry TLS and long answers) the rest.
+    ``max_connections`` bounds each pool (the concurrency gate bounds calls in all).
+    """
+    keep = limits.max_keepalive_connections
+    if keep is None:
+        return limits, limits
+    router_keep = max(1, keep // 4)
+    return _keeping(limits, router_keep), _keeping(limits, max(1, keep - router_keep))
+
+
+def _keeping(limits: httpx.Limits, kept: int) -> httpx.Limits:
+    return httpx.Limits(
+        max_connections=limits.max_connections,
+        max_keepalive_connections=kept,
+        keepalive_expiry=limits.keepalive_expiry,
+    )
+
+
 def pools(
     limits: httpx.Limits, timeout: httpx.Timeout, worker_verify: ssl.SSLContext
 ) -> tuple[httpx.Client, httpx.Client]:
     """The two sync pools a client owns: the router's (public trust) and the workers'."""
-    router = httpx.Client(limits=limits, timeout=timeout, verify=router_ssl_context())
-    worker = httpx.Client(limits=limits, timeout=timeout, verify=worker_verify)
+    router_limits, worker_limits = split(limits)
+    router = httpx.Client(limits=router_limits, timeout=timeout, verify=router_ssl_context())
+    worker = httpx.Client(limits=worker_limits, timeout=timeout, verify=worker_verify)
     for client in (router, worker):
         install(client)
         _cookieless(client)
@@ -236,8 +261,9 @@ def async_pools(
     limits: httpx.Limits, timeout: httpx.Timeout, worker_verify: ssl.SSLContext
 ) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
     """The two async pools a client owns in one event loop."""
-    router = httpx.AsyncClient(limits=limits, timeout=timeout, verify=router_ssl_context())
-    worker = httpx.AsyncClient(limits=limits, timeout=timeout, verify=worker_verify)
+    router_limits, worker_limits = split(limits)
+    router = httpx.AsyncClient(limits=router_limits, timeout=timeout, verify=router_ssl_context())
+    worker = httpx.AsyncClient(limits=worker_limits, timeout=timeout, verify=worker_verify)
     for client in (router, worker):
         install(client)
         _cookieless(client)

@@ -63,7 +63,7 @@ async def test_thousand_concurrent_requests_with_faults_and_hostile_workers() ->
     print(f"\n{result}")
     check(result)
     # Only the keep-alive pools stay open: the autoscaler's and the workers' (two trust
-    # decisions, two pools), each keeping up to 20 connections.
+    # decisions, two pools), keeping 20 connections between them for each of the two clients.
     assert result.client_sockets_idle <= 2 * 20
     assert result.client_sockets_after <= result.client_sockets_before
 
