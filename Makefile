@@ -93,7 +93,10 @@ format: install
 fuzz: install
 	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -q tests/reliability/test_fuzz.py tests/core/test_streams.py tests/core/test_signing.py
 
+# langchain-openai only for the embeddings rows that compare against OpenAIEmbeddings (not a
+# dependency of the project or of its tests).
 bench: install sdk
+	$(PIP) install --quiet langchain-openai
 	$(BIN)/python -m benchmarks.run
 
 clean:
