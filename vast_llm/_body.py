@@ -139,6 +139,11 @@ async def aread_body(
     """:func:`read_body` for an open async response (httpx, or the aiohttp driver's)."""
     try:
         whole = _Whole(response, limit, seconds, truncate, clock)
+        read_all = getattr(response, "read_all", None)  # the aiohttp driver's, for plain bodies
+        if read_all is not None:
+            content: bytes | None = await read_all(limit, whole.left())
+            if content is not None:
+                return content
         pieces = _raw_async(response)
         while True:
             with budget(whole.left()):
