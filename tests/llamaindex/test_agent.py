@@ -4,7 +4,6 @@ answer made from both results."""
 from __future__ import annotations
 
 import pytest
-from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
 
 from llamaindex_vast import Vast
 from tests.conftest import FAST
@@ -35,6 +34,10 @@ SCRIPT = [
 
 @pytest.mark.parametrize("streaming", [True, False])
 async def test_function_agent_runs_a_scripted_two_tool_conversation(streaming: bool) -> None:
+    # Imported here: the agent workflow takes a second to import, which every xdist worker
+    # would pay at collection.
+    from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
+
     with Emulator(api="openai", script=SCRIPT).serve() as emu:
         llm = Vast(
             emu.endpoint, api_key=emu.api_key, base_url=emu.base_url, api="openai", backoff=FAST
