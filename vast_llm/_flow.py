@@ -673,20 +673,46 @@ def request_flow(
             if not retryable_status(response.status_code):
                 raise error
             retry_after = parse_retry_after(response.headers, now=ctx.wall)
-        if attempts > s.max_retries:
-            raise _annotate(error, f"after {attempts} attempts")
-        delay = s.backoff.retry_delay(attempts - 1, ctx.rng, retry_after)
-        if ctx.clock() + delay >= state.deadline_at:
-            raise _annotate(error, f"no time left before the {s.deadline:g}s deadline")
-        logger.info("worker attempt %d failed (%s); re-routing in %.2fs", attempts, error, delay)
-        if state.observed:
-            yield state.progress(
-                ctx,
-                s,
-                "retrying",
-                worker_url=ready.url,
-                error=error.message,
-                retry_in=delay,
-                attempt=attempts,
-            )
-        yield Sleep(delay)
+        yield from back_off(
+            ctx,
+            s,
+            state,
+            error,
+            retry_after,
+            attempts,
+            ready.url,
+            state.observed,
+            f"worker attempt {attempts}",
+        )
+
+
+def back_off(
+    ctx: Context,
+    s: Settings,
+    state: _RouteState,
+    error: VastError,
+    retry_after: float | None,
+    attempts: int,
+    url: str,
+    observed: bool,
+    what: str,
+) -> Flow[None]:
+    """After a failed attempt at ``url`` that may be tried again on a fresh route: give up past
+    ``max_retries`` or when the backoff would pass the deadline, else say so and wait."""
+    if attempts > s.max_retries:
+        raise _annotate(error, f"after {attempts} attempts")
+    delay = s.backoff.retry_delay(attempts - 1, ctx.rng, retry_after)
+    if ctx.clock() + delay >= state.deadline_at:
+        raise _annotate(error, f"no time left before the {s.deadline:g}s deadline")
+    logger.info("%s failed (%s); re-routing in %.2fs", what, error, delay)
+    if observed:
+        yield state.progress(
+            ctx,
+            s,
+            "retrying",
+            worker_url=url,
+            error=error.message,
+            retry_in=delay,
+            attempt=attempts,
+        )
+    yield Sleep(delay)

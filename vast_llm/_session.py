@@ -70,6 +70,7 @@ from ._flow import (
     _Where,
     _worker_error,
     _worker_request,
+    back_off,
     worker_body,
 )
 from ._progress import Progress, listening
@@ -354,24 +355,10 @@ def create_flow(
             error = _worker_error(s, status, got.content, ready.url, attempts)
             if not retryable_status(status):
                 raise error
-            retry_after = parse_retry_after(got.headers)
-        if attempts > s.max_retries:
-            raise _annotate(error, f"after {attempts} attempts")
-        delay = s.backoff.retry_delay(attempts - 1, ctx.rng, retry_after)
-        if ctx.clock() + delay >= state.deadline_at:
-            raise _annotate(error, f"no time left before the {s.deadline:g}s deadline")
-        logger.info("session create failed (%s); re-routing in %.2fs", error, delay)
-        if observed:
-            yield state.progress(
-                ctx,
-                s,
-                "retrying",
-                worker_url=ready.url,
-                error=error.message,
-                retry_in=delay,
-                attempt=attempts,
-            )
-        yield Sleep(delay)
+            retry_after = parse_retry_after(got.headers, now=ctx.wall)
+        yield from back_off(
+            ctx, s, state, error, retry_after, attempts, ready.url, observed, "session create"
+        )
 
 
 def end_flow(s: Settings, ctx: Context, pinned: Pinned, *, observed: bool = False) -> Flow[bool]:
