@@ -191,8 +191,12 @@ class EventReader:
 
     def feed(self, raw: bytes) -> list[Event]:
         """The complete events ``raw`` adds (raises when a bound is broken)."""
+        decoder = self._decoder
+        if decoder.identity and len(raw) <= decoder.step:
+            # The usual chunk: not encoded, one piece (no generator to run per chunk).
+            return self.feed_decoded(decoder.feed(raw))
         events: list[Event] = []
-        for piece in self._decoder.decode(raw):  # a bomb is parsed a bounded piece at a time
+        for piece in decoder.decode(raw):  # a bomb is parsed a bounded piece at a time
             events.extend(self.feed_decoded(piece))
         if not events:
             self.feed_decoded(b"")  # the time and count checks, even when nothing came
@@ -207,18 +211,19 @@ class EventReader:
         """:meth:`feed` for bytes already decoded by this reader's decoder (a relay that
         passes the decoded bytes on needs them as well as the events)."""
         events: list[Event] = []
+        progress = False
         if decoded:
-            fed = self._sse.feed(decoded)
-            if fed.progress:
-                self.last_progress = self._clock()
-            events = fed.events
-        self.events += len(events)
-        if self.events > self.max_events:
-            raise StreamTooLong(
-                f"the worker sent more than {self.max_events} events, past what the request's "
-                "token budget allows"
-            )
-        if self.left() < 0:
+            events, progress = self._sse.feed(decoded)
+        if events:
+            self.events += len(events)
+            if self.events > self.max_events:
+                raise StreamTooLong(
+                    f"the worker sent more than {self.max_events} events, past what the "
+                    "request's token budget allows"
+                )
+        if progress:
+            self.last_progress = self._clock()  # and so not silent: no need to look
+        elif self.left() < 0:
             raise _late("a complete event", self.idle)
         return events
 

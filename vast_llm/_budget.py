@@ -13,14 +13,13 @@ changes: the drivers then check the time after each piece of a body instead.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import os
 import ssl
 import time
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import httpcore
@@ -33,14 +32,23 @@ _UNTIL: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def budget(seconds: float | None) -> Iterator[None]:
-    """Within this block, every read and write on our pools ends by ``seconds`` from now."""
-    token = _UNTIL.set(None if seconds is None else time.monotonic() + seconds)
-    try:
-        yield
-    finally:
-        _UNTIL.reset(token)
+class budget:  # lower case: used like a function, ``with budget(seconds):``
+    """Within this block, every read and write on our pools ends by ``seconds`` from now.
+
+    A class rather than a ``contextlib.contextmanager``: a stream enters one per chunk it
+    reads, and a generator-based manager costs about a microsecond more each time.
+    """
+
+    __slots__ = ("_token", "_until")
+
+    def __init__(self, seconds: float | None) -> None:
+        self._until = None if seconds is None else time.monotonic() + seconds
+
+    def __enter__(self) -> None:
+        self._token = _UNTIL.set(self._until)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _UNTIL.reset(self._token)
 
 
 def left() -> float | None:

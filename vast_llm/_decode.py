@@ -362,6 +362,11 @@ class BoundedDecoder:
         self.full = False  # truncate mode: the limit was reached, nothing more will come out
 
     @property
+    def step(self) -> int:
+        """The most bytes :meth:`decode` hands out in one piece."""
+        return self._step
+
+    @property
     def identity(self) -> bool:
         """True when the body is not encoded (raw bytes are the decoded bytes)."""
         return not self._layers

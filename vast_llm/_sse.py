@@ -79,7 +79,10 @@ class Fed(NamedTuple):
     progress: bool
 
 
-_NOTHING = Fed([], False)
+_NOTHING = Fed([], False)  # shared: callers never change a Fed's list
+# Tuples built without the generated ``__new__`` of a NamedTuple (a Python-level call): one
+# of each per streamed token.
+_new = tuple.__new__
 
 
 class EventDecoder:
@@ -169,6 +172,8 @@ class EventDecoder:
                     self._event, self._retry, self._fields = b"", None, False
                 elif len(line) > max_line:
                     raise LineTooLong(f"an event-stream line passed {max_line} bytes")
+                elif line.startswith(b"data:"):  # most lines (inlined: one per token)
+                    self._add_data(line[6:] if line[5:6] == b" " else line[5:])
                 elif line[0] != 58:  # a colon first: a comment
                     self._field(line)
         if rest:
@@ -178,18 +183,14 @@ class EventDecoder:
                 raise LineTooLong(
                     f"an event-stream line passed {self.max_line} bytes without ending"
                 )
-        return Fed(events, progress) if events else _NOTHING
+        return _new(Fed, (events, progress)) if events else _NOTHING
 
     def _field(self, line: bytes) -> None:
         name, _, value = line.partition(b":")
         if value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            self._data_size += len(value) + 1
-            if self._data_size > self.max_event + 1:  # the last newline is not part of the data
-                raise EventTooLarge(f"an event's data passed {self.max_event} bytes")
-            self._data.append(value)
-            self._fields = True
+            self._add_data(value)
         elif name == b"event":
             self._event = value
             self._fields = True
@@ -204,8 +205,15 @@ class EventDecoder:
                 return
             self._fields = True
 
+    def _add_data(self, value: bytes) -> None:
+        self._data_size += len(value) + 1
+        if self._data_size > self.max_event + 1:  # the last newline is not part of the data
+            raise EventTooLarge(f"an event's data passed {self.max_event} bytes")
+        self._data.append(value)
+        self._fields = True
+
     def _dispatch(self) -> Event:
         data = self._data
         text = (data[0] if len(data) == 1 else b"\n".join(data)).decode("utf-8", "replace")
         event = self._event.decode("utf-8", "replace") if self._event else "message"
-        return Event(event, text, self._id, self._retry)
+        return _new(Event, (event, text, self._id, self._retry))
