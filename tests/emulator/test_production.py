@@ -20,6 +20,7 @@ import httpx
 import pytest
 from cryptography import x509
 
+from tests import loopback
 from vast_llm._signing import load_public_key, verify
 from vast_llm._tls import certificate_error, worker_ssl_context
 from vast_llm.cli import main
@@ -30,7 +31,7 @@ pytest_plugins = ["pytester"]
 
 def route(emu: Emulator, endpoint: str | None = None) -> dict[str, Any]:
     body = {"endpoint": endpoint or emu.endpoint, "api_key": emu.api_key, "cost": 16}
-    answer: dict[str, Any] = httpx.post(emu.base_url + "/route/", json=body, timeout=10).json()
+    answer: dict[str, Any] = loopback.post(emu.base_url + "/route/", json=body, timeout=10).json()
     return answer
 
 
@@ -314,7 +315,7 @@ def test_emulator_command_with_tls_and_cold_workers() -> None:
         body = {"endpoint": found["VAST_ENDPOINT"], "api_key": found["VAST_API_KEY"], "cost": 1}
         answer: dict[str, Any] = {}
         for _ in range(200):
-            answer = httpx.post(found["VAST_BASE_URL"] + "/route/", json=body).json()
+            answer = loopback.post(found["VAST_BASE_URL"] + "/route/", json=body).json()
             if "url" in answer:
                 break
             assert (

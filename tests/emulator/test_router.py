@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from vast_llm._signing import load_public_key, verify
 from vast_llm.emulator import Emulator
 
@@ -17,7 +18,7 @@ def route(emu: Emulator, body: dict[str, Any] | None = None, **kwargs: Any) -> h
     payload = (
         {"endpoint": emu.endpoint, "api_key": emu.api_key, "cost": 256} if body is None else body
     )
-    return httpx.post(emu.base_url + "/route/", json=payload, **kwargs)
+    return loopback.post(emu.base_url + "/route/", json=payload, **kwargs)
 
 
 def test_ready_answer_is_signed_and_complete(tgi: Emulator) -> None:
@@ -33,7 +34,7 @@ def test_ready_answer_is_signed_and_complete(tgi: Emulator) -> None:
     }
     assert answer["url"] in tgi.worker_urls() and answer["cost"] == 256.0
     assert isinstance(answer["cost"], float)  # the router re-types cost, as production does
-    key = load_public_key(httpx.get(tgi.base_url + "/pubkey/").text)
+    key = load_public_key(loopback.get(tgi.base_url + "/pubkey/").text)
     assert verify(key, answer, ("g3",)) == "g3"
 
 
@@ -66,7 +67,7 @@ def test_refusals(tgi: Emulator, body: dict[str, Any], status: int, shape: str) 
 
 
 def test_invalid_json_is_400(tgi: Emulator) -> None:
-    response = httpx.post(tgi.base_url + "/route/", content=b"{nope")
+    response = loopback.post(tgi.base_url + "/route/", content=b"{nope")
     assert response.status_code == 400
 
 
@@ -129,17 +130,17 @@ def test_stopped_endpoint(tgi: Emulator) -> None:
 
 
 def test_pubkey_is_spki_pem(tgi: Emulator) -> None:
-    response = httpx.get(tgi.base_url + "/pubkey/")
+    response = loopback.get(tgi.base_url + "/pubkey/")
     assert response.text.startswith("-----BEGIN PUBLIC KEY-----")
     assert response.text == tgi.public_key_pem
 
 
 def test_console_lists_endpoints_for_the_vastai_sdk(tgi: Emulator) -> None:
-    response = httpx.get(tgi.base_url + "/api/v0/endptjobs/", params={"api_key": tgi.api_key})
+    response = loopback.get(tgi.base_url + "/api/v0/endptjobs/", params={"api_key": tgi.api_key})
     result = response.json()["results"][0]
     assert result["endpoint_name"] == tgi.endpoint and result["api_key"] == tgi.api_key
     assert {"id", "user_id", "created_at"} <= set(result)
-    assert httpx.get(tgi.base_url + "/api/v0/endptjobs/").status_code == 401
+    assert loopback.get(tgi.base_url + "/api/v0/endptjobs/").status_code == 401
 
 
 def test_several_endpoints_share_one_router() -> None:
@@ -199,7 +200,7 @@ def test_an_abandoned_slow_route_call_takes_no_later_fault(tgi: Emulator) -> Non
 
     tgi.inject(Fault("route_timeout", delay=0.5))
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(
+        loopback.post(
             tgi.base_url + "/route/",
             timeout=0.1,
             json={"endpoint": tgi.endpoint, "api_key": tgi.api_key, "cost": 1},
@@ -213,7 +214,7 @@ def test_the_request_log_keeps_the_most_recent() -> None:
     """A long-running emulator keeps a bounded log (load tests, benchmarks)."""
     with Emulator(log_limit=4).serve() as emu:
         for cost in range(6):
-            httpx.post(
+            loopback.post(
                 emu.base_url + "/route/",
                 json={"endpoint": emu.endpoint, "api_key": emu.api_key, "cost": cost},
             )

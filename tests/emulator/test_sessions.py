@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from vast_llm.emulator import Emulator
 
 TGI = {"inputs": "Hello", "parameters": {"max_new_tokens": 4}}
@@ -21,7 +22,7 @@ TGI = {"inputs": "Hello", "parameters": {"max_new_tokens": 4}}
 
 def assign(emu: Emulator, cost: float = 100) -> dict[str, Any]:
     body = {"endpoint": emu.endpoint, "api_key": emu.api_key, "cost": cost}
-    answer: dict[str, Any] = httpx.post(emu.base_url + "/route/", json=body).json()
+    answer: dict[str, Any] = loopback.post(emu.base_url + "/route/", json=body).json()
     return answer
 
 
@@ -29,7 +30,7 @@ def create(auth: dict[str, Any], **payload: Any) -> httpx.Response:
     """/session/create as the official SDK sends it: a routed call in the wrapped format."""
     payload.setdefault("lifetime", 60.0)
     body = {"auth_data": auth, "session_id": None, "payload": payload}
-    return httpx.post(auth["url"] + "/session/create", json=body)
+    return loopback.post(auth["url"] + "/session/create", json=body)
 
 
 def call(
@@ -40,7 +41,7 @@ def call(
     url: str | None = None,
 ) -> httpx.Response:
     body = {"auth_data": auth, "session_id": session_id, "payload": payload}
-    return httpx.post((url or auth["url"]) + path, json=body)
+    return loopback.post((url or auth["url"]) + path, json=body)
 
 
 def manage(
@@ -52,7 +53,7 @@ def manage(
     """/session/end, /get or /health: the bare body, the route answer as ``session_auth``."""
     given = auth if session_auth is None else session_auth
     body = {"session_id": session_id, "session_auth": given}
-    return httpx.post(auth["url"] + f"/session/{what}", json=body)
+    return loopback.post(auth["url"] + f"/session/{what}", json=body)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -128,14 +129,14 @@ def test_session_auth_must_be_the_route_answer(emu: Emulator) -> None:
 @pytest.mark.parametrize("what", ["create", "end", "get", "health"])
 def test_malformed_bodies(emu: Emulator, what: str) -> None:
     url = assign(emu)["url"] + f"/session/{what}"
-    response = httpx.post(url, content=b"{nope")
+    response = loopback.post(url, content=b"{nope")
     assert response.status_code == 422 and response.json() == {"error": "invalid JSON"}
     # A JSON body that is not an object makes the worker's handler raise: aiohttp's 500 page.
-    crashed = httpx.post(url, json=[1, 2])
+    crashed = loopback.post(url, json=[1, 2])
     assert crashed.status_code == 500
     assert crashed.text == "500 Internal Server Error\n\nServer got itself in trouble"
     if what != "create":
-        missing = httpx.post(url, json={"session_auth": {}})
+        missing = loopback.post(url, json={"session_auth": {}})
         assert missing.status_code == 422 and missing.json() == {"error": "missing session_id"}
 
 
@@ -144,10 +145,10 @@ def test_create_checks_only_what_it_touches(emu: Emulator) -> None:
     url = auth["url"] + "/session/create"
     # No signature check on create, and no required fields beyond the two objects.
     assert create({**auth, "signature": "forged"}).status_code == 201
-    assert httpx.post(url, json={"payload": {}}).status_code == 500  # no auth_data
-    assert httpx.post(url, json={"auth_data": auth}).status_code == 500  # no payload
+    assert loopback.post(url, json={"payload": {}}).status_code == 500  # no auth_data
+    assert loopback.post(url, json={"auth_data": auth}).status_code == 500  # no payload
     assert create(auth, lifetime="soon").status_code == 500
-    made = httpx.post(url, json={"auth_data": auth, "payload": {}})
+    made = loopback.post(url, json={"auth_data": auth, "payload": {}})
     assert made.status_code == 201  # lifetime defaults to 60 s
     assert made.json()["expiration"] == pytest.approx(time.time() + 60.0, abs=5)
 
@@ -299,7 +300,7 @@ def test_ending_a_session_drops_its_calls_in_flight() -> None:
         def stream() -> None:
             body = {"auth_data": auth, "session_id": session_id, "payload": long}
             try:
-                with httpx.stream("POST", auth["url"] + "/generate_stream", json=body) as r:
+                with loopback.stream("POST", auth["url"] + "/generate_stream", json=body) as r:
                     for _ in r.iter_bytes():
                         pass
             except BaseException as exc:

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests import loopback
 from vast_llm import AsyncVastClient, VastClient, VastConnectionError
 from vast_llm.emulator import Emulator
 from vast_llm.emulator._models import FakeModel, GenRequest, GenResult
@@ -132,7 +133,7 @@ def _emulator() -> Emulator:
 
 def _route(emu: Emulator) -> dict[str, Any]:
     body = {"endpoint": emu.endpoint, "api_key": emu.api_key, "cost": 100}
-    answer: dict[str, Any] = httpx.post(emu.base_url + "/route/", json=body).json()
+    answer: dict[str, Any] = loopback.post(emu.base_url + "/route/", json=body).json()
     return answer
 
 
@@ -200,7 +201,7 @@ def _wait_until_serving(emu: Emulator, process: subprocess.Popen[bytes], log: pa
         auth = _route(emu)
         body = {"auth_data": auth, "payload": {"inputs": "probe"}}
         try:
-            if httpx.post(auth["url"] + "/generate", json=body).status_code == 200:
+            if loopback.post(auth["url"] + "/generate", json=body).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -244,9 +245,9 @@ class Steps:
     ) -> httpx.Response:
         self.sent = time.time()
         if raw is not None:
-            response = httpx.post(self.url + path, content=raw)
+            response = loopback.post(self.url + path, content=raw)
         else:
-            response = httpx.post(self.url + path, json=body)
+            response = loopback.post(self.url + path, json=body)
         try:
             answer: Any = response.json()
         except ValueError:
@@ -369,7 +370,7 @@ def scenario(target: Target) -> list[tuple[Any, ...]]:
     # A session outlives its lifetime until the next sweep, then it is gone.
     short = s.create("short session", lifetime=0.05).json()["session_id"]
     deadline = time.monotonic() + 10
-    while httpx.post(
+    while loopback.post(
         s.url + "/session/health", json={"session_id": short, "session_auth": s.auth}
     ).json()["ok"]:
         assert time.monotonic() < deadline, "the expired session was never swept"
@@ -413,13 +414,13 @@ def in_flight_then_end(target: Target) -> list[str]:
         emu.inject("slow_first_token", times=2, delay=1.0)
     auth = _route(emu)
     create = {"auth_data": auth, "session_id": None, "payload": {"lifetime": 30}}
-    session_id = httpx.post(auth["url"] + "/session/create", json=create).json()["session_id"]
+    session_id = loopback.post(auth["url"] + "/session/create", json=create).json()["session_id"]
     body = {"auth_data": auth, "session_id": session_id, "payload": {"inputs": SLOW}}
     outcomes: dict[str, str] = {}
 
     def run(path: str) -> None:
         try:
-            with httpx.stream("POST", auth["url"] + path, json=body) as response:
+            with loopback.stream("POST", auth["url"] + path, json=body) as response:
                 response.read()
             outcomes[path] = f"answered {response.status_code}"
         except httpx.HTTPError as exc:
@@ -434,7 +435,7 @@ def in_flight_then_end(target: Target) -> list[str]:
         assert time.monotonic() < deadline, "the slow calls never reached the model"
         time.sleep(0.01)
     end = {"session_id": session_id, "session_auth": auth}
-    ended = httpx.post(auth["url"] + "/session/end", json=end)
+    ended = loopback.post(auth["url"] + "/session/end", json=end)
     for thread in threads:
         thread.join(10)
     return [f"end: {ended.status_code}"] + [f"{p}: {outcomes[p]}" for p in sorted(outcomes)]
@@ -464,7 +465,7 @@ def test_the_client_reaches_the_real_worker(real: Target, emulated: Target) -> N
 
 def _health(pinned: Any) -> Any:
     body = {"session_id": pinned.session_id, "session_auth": pinned.auth}
-    return httpx.post(pinned.url + "/session/health", json=body).json()
+    return loopback.post(pinned.url + "/session/health", json=body).json()
 
 
 def client_sessions(target: Target) -> list[Any]:
@@ -498,7 +499,10 @@ def client_sessions(target: Target) -> list[Any]:
             # Ended behind the client's back: the next call meets a 410 and makes a new one.
             body = {"session_id": pinned.session_id, "session_auth": pinned.auth}
             log.append(
-                ("ended elsewhere", httpx.post(pinned.url + "/session/end", json=body).status_code)
+                (
+                    "ended elsewhere",
+                    loopback.post(pinned.url + "/session/end", json=body).status_code,
+                )
             )
             again = session.generate("Hello", max_tokens=4)
             log.append(

@@ -8,13 +8,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import loopback
 from vast_llm.emulator import Emulator
 from vast_llm.emulator._models import FakeModel, GenRequest, fake_arguments
 
 
 def assign(emu: Emulator, endpoint: str | None = None) -> dict[str, Any]:
     body = {"endpoint": endpoint or emu.endpoint, "api_key": emu.api_key, "cost": 100}
-    answer: dict[str, Any] = httpx.post(emu.base_url + "/route/", json=body).json()
+    answer: dict[str, Any] = loopback.post(emu.base_url + "/route/", json=body).json()
     return answer
 
 
@@ -23,7 +24,7 @@ def call(
 ) -> httpx.Response:
     auth = auth or assign(emu)
     body = {"auth_data": auth, "session_id": None, "payload": payload, **extra}
-    return httpx.post(auth["url"] + path, json=body)
+    return loopback.post(auth["url"] + path, json=body)
 
 
 TGI = {"inputs": "Hello", "parameters": {"max_new_tokens": 4, "details": True}}
@@ -31,14 +32,14 @@ TGI = {"inputs": "Hello", "parameters": {"max_new_tokens": 4, "details": True}}
 
 def test_invalid_json_is_422(tgi: Emulator) -> None:
     url = assign(tgi)["url"]
-    response = httpx.post(url + "/generate", content=b"{nope")
+    response = loopback.post(url + "/generate", content=b"{nope")
     assert response.status_code == 422 and response.json() == {"error": "invalid JSON"}
 
 
 def test_missing_fields_are_listed(tgi: Emulator) -> None:
     auth = assign(tgi)
     del auth["request_idx"]
-    response = httpx.post(auth["url"] + "/generate", json={"auth_data": auth})
+    response = loopback.post(auth["url"] + "/generate", json={"auth_data": auth})
     assert response.status_code == 422
     assert response.json() == {
         "auth_data": {"request_idx": "missing parameter"},
@@ -252,5 +253,5 @@ def test_current_workers_honour_stop_sequences(tgi: Emulator) -> None:
 def test_flat_format_worker() -> None:
     with Emulator(payload_format="flat", recipe="g1").serve() as emu:
         auth = assign(emu)
-        response = httpx.post(auth["url"] + "/generate", json={**auth, **TGI})
+        response = loopback.post(auth["url"] + "/generate", json={**auth, **TGI})
         assert response.status_code == 200 and response.json()["generated_text"]

