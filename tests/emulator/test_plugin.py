@@ -1,5 +1,7 @@
 """The opt-in pytest plugin, tested the way pytest plugins are: with pytester, on user-style
-test files in a temporary project (each run is a subprocess, as a user's pytest would be)."""
+test files in a temporary project. The runs are in-process (a subprocess pays a second
+interpreter and every import again, ~2 s of CPU a run); the README's example also runs as a
+subprocess, as a user's pytest would, under ``make test`` (the ``system`` marker)."""
 
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ def _lean(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+def run(pytester: pytest.Pytester, *args: str, subprocess: bool = False) -> pytest.RunResult:
+    if subprocess:
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    return pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
 
 
 def readme_testing_example() -> dict[str, str]:
@@ -36,12 +40,15 @@ def readme_testing_example() -> dict[str, str]:
     return files
 
 
-def test_the_readme_example_runs_as_written(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    "where", ["inprocess", pytest.param("subprocess", marks=pytest.mark.system)]
+)
+def test_the_readme_example_runs_as_written(pytester: pytest.Pytester, where: str) -> None:
     files = readme_testing_example()
     assert set(files) == {"conftest.py", "test_my_agent.py"}
     for name, code in files.items():
         pytester.path.joinpath(name).write_text(code)
-    result = run(pytester)
+    result = run(pytester, subprocess=where == "subprocess")
     result.assert_outcomes(passed=2)
 
 

@@ -359,5 +359,7 @@ def test_plugin_sets_vast_worker_ca_for_tls_emulators(
             assert "VAST_WORKER_CA" not in os.environ
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    # In-process and with no other plugins (as tests/emulator/test_plugin.py runs them).
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
