@@ -81,11 +81,56 @@ _filter = _DropStreamCuts()
 _HTTP = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopping in milliseconds instead of ~0.2 s.
+
+    uvicorn looks at ``should_exit`` every 0.1 s and then sleeps 0.1 s more while shutting
+    down; a test suite starts and stops an emulator for nearly every test, and a user's suite
+    with the pytest plugin as well. Here a stop wakes the main loop at once (:meth:`wake`),
+    and the shutdown polls for open connections every few milliseconds; the steps and the
+    graceful timeout are uvicorn's own.
+    """
+
+    _wake: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        """Have the main loop look at ``should_exit`` now (call on the server's loop)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def main_loop(self) -> None:
+        self._wake = asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):  # True once should_exit is set
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # idle ones close now, busy ones after their answer
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._drained(), self.config.timeout_graceful_shutdown)
+        for task in self.server_state.tasks:
+            task.cancel()
+        await self.lifespan.shutdown()
+
+    async def _drained(self) -> None:
+        while self.server_state.connections or self.server_state.tasks:
+            await asyncio.sleep(0.005)
+        for server in self.servers:
+            await server.wait_closed()
+
+
 class Servers:
     """uvicorn servers for several apps, each on its own loopback socket, in one thread."""
 
     def __init__(self) -> None:
-        self._servers: list[uvicorn.Server] = []
+        self._servers: list[_Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -111,7 +156,7 @@ class Servers:
         ready = threading.Event()
         tls = tls or {}
         self._servers = [
-            uvicorn.Server(
+            _Server(
                 uvicorn.Config(
                     app,
                     log_level="warning",
@@ -177,6 +222,7 @@ class Servers:
         server.should_exit = True
 
         async def stopped() -> None:
+            server.wake()
             await asyncio.wait([task])
 
         asyncio.run_coroutine_threadsafe(stopped(), loop).result(timeout)
@@ -200,6 +246,11 @@ class Servers:
     def stop(self, timeout: float = 10.0) -> None:
         for server in self._servers:
             server.should_exit = True
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
+                for server in self._servers:
+                    loop.call_soon_threadsafe(server.wake)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
