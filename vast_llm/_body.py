@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from ._budget import budget
+from ._budget import anext_within, budget, next_within
 from ._decode import BoundedDecoder
 from ._sse import Event, EventDecoder
 
@@ -241,8 +241,7 @@ def read_events(response: Any, reader: EventReader) -> Generator[Event, None, No
     """The events of an open ``httpx.Response`` under ``reader``'s bounds (closes nothing)."""
     pieces = _raw_sync(response)
     while True:
-        with budget(reader.left()):
-            raw = next(pieces, None)
+        raw = next_within(pieces, reader.left())
         if raw is None:
             yield from reader.end()
             return
@@ -253,8 +252,7 @@ async def aread_events(response: Any, reader: EventReader) -> AsyncGenerator[Eve
     """:func:`read_events` for an open async response (httpx, or the aiohttp driver's)."""
     pieces = _raw_async(response)
     while True:
-        with budget(reader.left()):
-            raw = await anext(pieces, None)
+        raw = await anext_within(pieces, reader.left())
         if raw is None:
             for event in reader.end():
                 yield event

@@ -19,13 +19,13 @@ import os
 import ssl
 import time
 import typing
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import httpcore
 import httpx
 
-__all__ = ["async_pools", "budget", "install", "left", "pools"]
+__all__ = ["anext_within", "async_pools", "budget", "install", "left", "next_within", "pools"]
 
 _UNTIL: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "vast_llm_budget", default=None
@@ -51,6 +51,25 @@ class budget:  # lower case: used like a function, ``with budget(seconds):``
         _UNTIL.reset(self._token)
 
 
+def next_within(pieces: Iterator[bytes], seconds: float) -> bytes | None:
+    """``next(pieces, None)`` in a :class:`budget` of ``seconds``, in one call (a stream takes
+    its next piece once per token)."""
+    token = _UNTIL.set(time.monotonic() + seconds)
+    try:
+        return next(pieces, None)
+    finally:
+        _UNTIL.reset(token)
+
+
+async def anext_within(pieces: AsyncIterator[bytes], seconds: float) -> bytes | None:
+    """:func:`next_within` for an async iterator."""
+    token = _UNTIL.set(time.monotonic() + seconds)
+    try:
+        return await anext(pieces, None)
+    finally:
+        _UNTIL.reset(token)
+
+
 def left() -> float | None:
     """Seconds left in the current budget (None: no budget)."""
     until = _UNTIL.get()
@@ -72,7 +91,15 @@ class _Stream(httpcore.NetworkStream):
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
+        # _clamp inlined: a stream reads once per token.
+        until = _UNTIL.get()
+        if until is not None:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                raise httpcore.ReadTimeout("the call's time budget is spent")
+            if timeout is None or remaining < timeout:
+                timeout = remaining
+        return self._inner.read(max_bytes, timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
@@ -129,7 +156,14 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         self._inner = inner
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
+        until = _UNTIL.get()  # _clamp inlined, as in _Stream.read
+        if until is not None:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                raise httpcore.ReadTimeout("the call's time budget is spent")
+            if timeout is None or remaining < timeout:
+                timeout = remaining
+        return await self._inner.read(max_bytes, timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         await self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))

@@ -375,6 +375,9 @@ class BoundedDecoder:
         """All the decoded output ``raw`` adds (never more than the limit in all)."""
         if not self._layers:
             self.raw += len(raw)
+            if self.decoded + len(raw) <= self.limit:  # _count's usual case, inlined
+                self.decoded += len(raw)
+                return raw
             return self._count(raw)
         return b"".join(self.decode(raw))
 

@@ -146,6 +146,25 @@ class EventDecoder:
             chunk = head[len(_BOM) :] if head.startswith(_BOM) else head
         if not chunk:
             return _NOTHING
+        if (
+            # The usual chunk, one whole event of one data line ("data: ...\n\n") between
+            # events: read directly (what the loop below would do, in a fraction of the time).
+            not self._fields
+            and not self._partial
+            and not self._skip_lf
+            and chunk.startswith(b"data:")
+            and chunk.endswith(b"\n\n")
+            and chunk.count(b"\n") == 2
+            and b"\r" not in chunk
+        ):
+            line = chunk[:-2]
+            if len(line) > self.max_line:
+                raise LineTooLong(f"an event-stream line passed {self.max_line} bytes")
+            value = line[6:] if line[5:6] == b" " else line[5:]
+            if len(value) > self.max_event:
+                raise EventTooLarge(f"an event's data passed {self.max_event} bytes")
+            text = value.decode("utf-8", "replace")
+            return _new(Fed, ([_new(Event, ("message", text, self._id, None))], True))
         if self._skip_lf:
             self._skip_lf = False
             if chunk[0] == 10:

@@ -4,6 +4,7 @@ counts as progress."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -93,6 +94,27 @@ def streams(draw: st.DrawFn) -> bytes:
 def test_same_events_as_httpx_sse(data: bytes, cuts: list[int]) -> None:
     parts = split(data, cuts)
     assert ours(parts) == httpx_sse(parts) == httpx_sse([data])
+
+
+@given(data=streams())
+def test_same_events_as_httpx_sse_one_event_a_chunk(data: bytes) -> None:
+    # As workers send them: each chunk ends at a blank line (the decoder's fast path takes the
+    # ones that are a single data line; the others go the general way).
+    parts = re.split(b"(?<=\n\n)", data)
+    assert ours(parts) == httpx_sse([data])
+
+
+def test_the_fast_path_keeps_the_bounds_and_the_state() -> None:
+    with pytest.raises(LineTooLong):
+        EventDecoder(max_line=10).feed(b"data: 0123456789\n\n")
+    with pytest.raises(EventTooLarge):
+        EventDecoder(max_event=3).feed(b"data: abcd\n\n")
+    assert EventDecoder(max_event=4).feed(b"data: abcd\n\n").events == [Event(data="abcd")]
+    decoder = EventDecoder()
+    assert decoder.feed(b"id: 7\nevent: e\n").events == []
+    assert decoder.feed(b"data: x\n\n").events == [Event("e", "x", "7")]  # the pending fields
+    assert decoder.feed(b"data:y\n\n") == ([Event("message", "y", "7")], True)  # id kept
+    assert decoder.feed(b"data: \xff\n\n").events == [Event("message", "\ufffd", "7")]
 
 
 def test_only_cr_lf_and_crlf_end_lines() -> None:

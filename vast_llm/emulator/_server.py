@@ -120,7 +120,7 @@ class _Server(uvicorn.Server):
         await self.lifespan.shutdown()
 
     async def _drained(self) -> None:
-        while self.server_state.connections or self.server_state.tasks:
+        while self.server_state.connections or self.server_state.tasks:  # noqa: ASYNC110 - uvicorn sets no event
             await asyncio.sleep(0.005)
         for server in self.servers:
             await server.wait_closed()
