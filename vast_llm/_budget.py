@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+import select
+import socket
 import ssl
 import time
 import typing
@@ -151,9 +153,26 @@ class _Backend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+def _readable(sock: socket.socket | None) -> bool:
+    # What httpcore's is_socket_readable answers: data (or the EOF of a closed peer) waits.
+    if sock is None or sock.fileno() < 0:
+        return True  # no socket: the next read would end at once
+    if _poll is None:  # pragma: no cover - Windows
+        return bool(select.select([sock], [], [], 0)[0])
+    poller = _poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+_poll = getattr(select, "poll", None)
+
+
 class _AsyncStream(httpcore.AsyncNetworkStream):
+    __slots__ = ("_inner", "_sock")
+
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
+        self._sock: socket.socket | None = None
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         until = _UNTIL.get()  # _clamp inlined, as in _Stream.read
@@ -183,6 +202,13 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         return _AsyncStream(wrapped)
 
     def get_extra_info(self, info: str) -> typing.Any:
+        if info == "is_readable":
+            # httpcore asks this of every idle connection of a pool, on every request the pool
+            # takes or ends; anyio answers it by building a dict of the socket's attributes
+            # each time (~10 us). The same answer, from the same socket, without that.
+            if self._sock is None:
+                self._sock = self._inner.get_extra_info("socket")
+            return _readable(self._sock)
         return self._inner.get_extra_info(info)
 
 
