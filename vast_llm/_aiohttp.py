@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, NoReturn, TypeVar
 
@@ -74,20 +73,29 @@ def _reraise(exc: BaseException) -> NoReturn:
     raise mapped from exc
 
 
-def _timeout(request: Req) -> aiohttp.ClientTimeout:
+# aiohttp rounds a timeout of 5 s or more up to a whole second: ours end when they say.
+_EXACT = float("inf")
+
+
+def _timeout(request: Req, whole: bool) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for ``request``; ``whole``: the answer is read whole before the
+    exchange ends, so aiohttp's ``total`` can carry the call's budget (headers and body)."""
     timeout = request.timeout
     read = timeout.get("read")
+    budget = request.budget if whole else None
     if not request.worker and read is not None:
         # One bound for the whole call (the route call, the key fetch): a single timer, where
         # per-phase bounds re-arm a read timer on every chunk that arrives.
-        return aiohttp.ClientTimeout(total=read)
+        total = read if budget is None else min(read, budget)
+        return aiohttp.ClientTimeout(total=total, ceil_threshold=_EXACT)
     # httpx's four phases onto aiohttp's: ``connect`` there covers the wait for a pooled
     # connection and the connect itself; sock_read bounds each wait for bytes, as httpx's read.
     return aiohttp.ClientTimeout(
-        total=None,
+        total=budget,
         connect=timeout.get("pool"),
         sock_connect=timeout.get("connect"),
         sock_read=read,
+        ceil_threshold=_EXACT,
     )
 
 
@@ -137,9 +145,11 @@ class AiohttpOpened:
         length = self._response.content_length
         if length is None or length > limit:
             return None
-        bound = None if seconds == float("inf") else seconds
         try:
-            content = await _within(self._response.read(), bound)
+            if seconds == float("inf"):
+                content = await self._response.read()  # bounded by the caller's timer, if any
+            else:
+                content = await _within(self._response.read(), seconds)
         except (TimeoutError, asyncio.TimeoutError):  # distinct before Python 3.11
             raise httpx.ReadTimeout(f"the answer did not arrive within {seconds:g}s") from None
         except BaseException as exc:
@@ -214,7 +224,7 @@ class AiohttpIO:
                     "trust_env=False (give proxies with proxy=), or remove the netrc entry."
                 )
 
-    async def _send(self, request: Req) -> aiohttp.ClientResponse:
+    async def _send(self, request: Req, whole: bool) -> aiohttp.ClientResponse:
         url = _yarl(request.url)
         await self._check_request(request, url)
         try:
@@ -223,7 +233,7 @@ class AiohttpIO:
                 url,
                 data=request.content or None,
                 headers=request.headers,
-                timeout=_timeout(request),
+                timeout=_timeout(request, whole),
                 allow_redirects=False,
                 raise_for_status=False,
                 auto_decompress=False,  # the readers decode, under their limits
@@ -231,8 +241,8 @@ class AiohttpIO:
                 # TLS settings (which stay in force for the autoscaler).
                 **({"ssl": self.worker_ssl} if request.worker else {}),
             )
-            if request.budget is None:
-                response = await sending
+            if request.budget is None or whole:
+                response = await sending  # (whole: aiohttp's total bounds the exchange)
             else:
                 # The whole exchange until the headers: a peer dripping them cannot hold it.
                 response = await _within(sending, request.budget)
@@ -252,20 +262,16 @@ class AiohttpIO:
         )
 
     async def fetch(self, request: Req, limit: int) -> Fetched:
-        started = time.monotonic()
-        opened = AiohttpOpened(await self._send(request))
-        left = (
-            float("inf")
-            if request.budget is None
-            else request.budget - (time.monotonic() - started)
-        )
-        content = await aread_body(opened, limit, left)
+        # Headers and body under one timer, aiohttp's total (the budget): no second timer of
+        # our own per phase. The readers' bounds on size stay.
+        opened = AiohttpOpened(await self._send(request, whole=True))
+        content = await aread_body(opened, limit, float("inf"))
         return Fetched(opened.status_code, opened.headers, content)
 
     async def open(self, request: Req) -> AiohttpOpened:
         # Checked on every worker call too: default headers can be added to a session later.
         self._check()
-        response = await self._send(request)
+        response = await self._send(request, whole=False)
         if request.read_after_start is not None:
             # The answer started: the rest is read under the idle timeout, not the deadline's.
             connection = response.connection
