@@ -93,15 +93,7 @@ class _Stream(httpcore.NetworkStream):
         self._inner = inner
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        # _clamp inlined: a stream reads once per token.
-        until = _UNTIL.get()
-        if until is not None:
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                raise httpcore.ReadTimeout("the call's time budget is spent")
-            if timeout is None or remaining < timeout:
-                timeout = remaining
-        return self._inner.read(max_bytes, timeout)
+        return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
@@ -175,14 +167,7 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         self._sock: socket.socket | None = None
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        until = _UNTIL.get()  # _clamp inlined, as in _Stream.read
-        if until is not None:
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                raise httpcore.ReadTimeout("the call's time budget is spent")
-            if timeout is None or remaining < timeout:
-                timeout = remaining
-        return await self._inner.read(max_bytes, timeout)
+        return await self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         await self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
