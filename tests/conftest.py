@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import pathlib
@@ -14,6 +15,15 @@ from hypothesis import settings as hypothesis_settings
 
 from vast_llm import AsyncVastClient, Backoff, Chunk, VastClient
 from vast_llm.emulator import Emulator
+
+# The plugins langchain-tests' standard tests use (snapshots, a benchmark, VCR markers), where
+# langchain-tests is installed (`make test-lowest` leaves it out); pyproject.toml's addopts names
+# the others, since plugins are not auto-loaded.
+pytest_plugins = [
+    plugin
+    for plugin in ("syrupy", "pytest_benchmark.plugin", "pytest_recording.plugin")
+    if importlib.util.find_spec(plugin.split(".")[0]) is not None
+]
 
 SHARED = pathlib.Path(__file__).resolve().parent / "data"
 ROOT = SHARED.parents[1]
