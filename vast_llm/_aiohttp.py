@@ -145,11 +145,9 @@ class AiohttpOpened:
         length = self._response.content_length
         if length is None or length > limit:
             return None
+        bound = None if seconds == float("inf") else seconds  # None: the caller's timer, if any
         try:
-            if seconds == float("inf"):
-                content = await self._response.read()  # bounded by the caller's timer, if any
-            else:
-                content = await _within(self._response.read(), seconds)
+            content = await _within(self._response.read(), bound)
         except (TimeoutError, asyncio.TimeoutError):  # distinct before Python 3.11
             raise httpx.ReadTimeout(f"the answer did not arrive within {seconds:g}s") from None
         except BaseException as exc:

@@ -145,6 +145,9 @@ class _Backend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+_poll = getattr(select, "poll", None)
+
+
 def _readable(sock: socket.socket | None) -> bool:
     # What httpcore's is_socket_readable answers: data (or the EOF of a closed peer) waits.
     if sock is None or sock.fileno() < 0:
@@ -154,9 +157,6 @@ def _readable(sock: socket.socket | None) -> bool:
     poller = _poll()
     poller.register(sock, select.POLLIN)
     return bool(poller.poll(0))
-
-
-_poll = getattr(select, "poll", None)
 
 
 class _AsyncStream(httpcore.AsyncNetworkStream):

@@ -191,8 +191,6 @@ class EventDecoder:
                     self._event, self._retry, self._fields = b"", None, False
                 elif len(line) > max_line:
                     raise LineTooLong(f"an event-stream line passed {max_line} bytes")
-                elif line.startswith(b"data:"):  # most lines (inlined: one per token)
-                    self._add_data(line[6:] if line[5:6] == b" " else line[5:])
                 elif line[0] != 58:  # a colon first: a comment
                     self._field(line)
         if rest:
