@@ -27,6 +27,8 @@ from typing import Any
 import httpcore
 import httpx
 
+from ._pool import fair
+
 __all__ = ["anext_within", "async_pools", "budget", "install", "left", "next_within", "pools"]
 
 _UNTIL: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -237,6 +239,8 @@ def install(client: httpx.Client | httpx.AsyncClient) -> None:
     transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
     for transport in transports:
         pool = getattr(transport, "_pool", None)
+        if pool is not None:
+            fair(pool)
         backend = getattr(pool, "_network_backend", None)
         if backend is None or isinstance(backend, (_Backend, _AsyncBackend)):
             continue
