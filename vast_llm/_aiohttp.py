@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any, NoReturn, TypeVar
 
 import aiohttp
@@ -25,6 +24,7 @@ import yarl
 import yarl._url
 
 from ._body import aread_body
+from ._deadlines import Deadlines
 from ._errors import ConfigError
 from ._flow import NO_ANSWER, worker_header_allowed
 from ._wire import Fetched, Req
@@ -75,28 +75,37 @@ def _reraise(exc: BaseException) -> NoReturn:
 
 # aiohttp rounds a timeout of 5 s or more up to a whole second: ours end when they say.
 _EXACT = float("inf")
+# A router call's whole exchange is bounded by the driver's own watch (``Deadlines``).
+_UNBOUNDED = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
 
 def _timeout(request: Req, whole: bool) -> aiohttp.ClientTimeout:
-    """aiohttp's timeouts for ``request``; ``whole``: the answer is read whole before the
-    exchange ends, so aiohttp's ``total`` can carry the call's budget (headers and body)."""
+    """aiohttp's timeouts for ``request``; ``whole``: the answer is read whole under one bound
+    for the exchange (:func:`_whole_bound`), which the driver keeps itself."""
     timeout = request.timeout
     read = timeout.get("read")
-    budget = request.budget if whole else None
-    if not request.worker and read is not None:
-        # One bound for the whole call (the route call, the key fetch): a single timer, where
-        # per-phase bounds re-arm a read timer on every chunk that arrives.
-        total = read if budget is None else min(read, budget)
-        return aiohttp.ClientTimeout(total=total, ceil_threshold=_EXACT)
+    if whole and not request.worker and read is not None:
+        # The route call, the key fetch: one bound for all of it, where per-phase bounds
+        # re-arm a read timer on every chunk that arrives.
+        return _UNBOUNDED
     # httpx's four phases onto aiohttp's: ``connect`` there covers the wait for a pooled
     # connection and the connect itself; sock_read bounds each wait for bytes, as httpx's read.
     return aiohttp.ClientTimeout(
-        total=budget,
+        total=None,
         connect=timeout.get("pool"),
         sock_connect=timeout.get("connect"),
         sock_read=read,
         ceil_threshold=_EXACT,
     )
+
+
+def _whole_bound(request: Req) -> float | None:
+    """Seconds for the whole exchange of an answer read whole (headers and body)."""
+    read = request.timeout.get("read")
+    budget = request.budget
+    if request.worker or read is None:
+        return budget
+    return read if budget is None else min(read, budget)
 
 
 class AiohttpOpened:
@@ -106,10 +115,11 @@ class AiohttpOpened:
     under their size limits, where aiohttp would decode each chunk whole.
     """
 
-    __slots__ = ("_done", "_response", "headers", "status_code")
+    __slots__ = ("_deadlines", "_done", "_response", "headers", "status_code")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, deadlines: Deadlines) -> None:
         self._response = response
+        self._deadlines = deadlines
         self._done = False
         self.status_code = response.status
         self.headers = response.headers
@@ -145,9 +155,11 @@ class AiohttpOpened:
         length = self._response.content_length
         if length is None or length > limit:
             return None
-        bound = None if seconds == float("inf") else seconds  # None: the caller's timer, if any
         try:
-            content = await _within(self._response.read(), bound)
+            if seconds == float("inf"):  # no bound of its own: the caller's timer, if any
+                content = await self._response.read()
+            else:
+                content = await self._deadlines.within(self._response.read(), seconds)
         except (TimeoutError, asyncio.TimeoutError):  # distinct before Python 3.11
             raise httpx.ReadTimeout(f"the answer did not arrive within {seconds:g}s") from None
         except BaseException as exc:
@@ -172,7 +184,7 @@ class AiohttpIO:
     reach workers.
     """
 
-    __slots__ = ("_netrc", "session", "worker_ssl")
+    __slots__ = ("_deadlines", "_netrc", "session", "worker_ssl")
 
     def __init__(self, session: Any, worker_ssl: ssl.SSLContext) -> None:
         if not isinstance(session, aiohttp.ClientSession):
@@ -183,6 +195,7 @@ class AiohttpIO:
         self.session = session
         self.worker_ssl = worker_ssl
         self._netrc: dict[str, bool] = {}  # host -> netrc holds credentials for it
+        self._deadlines = Deadlines()  # the waits this driver bounds, on one timer
         self._check()
 
     def _check(self) -> None:
@@ -224,7 +237,10 @@ class AiohttpIO:
 
     async def _send(self, request: Req, whole: bool) -> aiohttp.ClientResponse:
         url = _yarl(request.url)
-        await self._check_request(request, url)
+        session = self.session
+        jar = session.cookie_jar
+        if session.trust_env or (not isinstance(jar, aiohttp.DummyCookieJar) and len(jar)):
+            await self._check_request(request, url)  # (the usual session needs no check)
         try:
             sending = self.session.request(
                 request.method,
@@ -240,13 +256,13 @@ class AiohttpIO:
                 **({"ssl": self.worker_ssl} if request.worker else {}),
             )
             if request.budget is None or whole:
-                response = await sending  # (whole: aiohttp's total bounds the exchange)
+                response = await sending  # (whole: the caller bounds the exchange)
             else:
                 # The whole exchange until the headers: a peer dripping them cannot hold it.
-                response = await _within(sending, request.budget)
+                response = await self._deadlines.within(sending, request.budget)
         except BaseException as exc:
             _reraise(exc)
-        if response.cookies:
+        if "Set-Cookie" in response.headers:  # (reading .cookies would build an empty jar)
             self._forget(response)
         return response
 
@@ -260,9 +276,16 @@ class AiohttpIO:
         )
 
     async def fetch(self, request: Req, limit: int) -> Fetched:
-        # Headers and body under one timer, aiohttp's total (the budget): no second timer of
-        # our own per phase. The readers' bounds on size stay.
-        opened = AiohttpOpened(await self._send(request, whole=True))
+        # Headers and body under one bound, the driver's watch: no timer per phase. The
+        # readers' bounds on size stay.
+        bound = _whole_bound(request)
+        try:
+            return await self._deadlines.within(self._fetch(request, limit), bound)
+        except (TimeoutError, asyncio.TimeoutError):  # distinct before Python 3.11
+            raise httpx.ReadTimeout(f"no whole answer within {bound:g}s") from None
+
+    async def _fetch(self, request: Req, limit: int) -> Fetched:
+        opened = AiohttpOpened(await self._send(request, whole=True), self._deadlines)
         content = await aread_body(opened, limit, float("inf"))
         return Fetched(opened.status_code, opened.headers, content)
 
@@ -276,23 +299,10 @@ class AiohttpIO:
             protocol = connection.protocol if connection is not None else None
             if protocol is not None:
                 protocol.read_timeout = request.read_after_start
-        return AiohttpOpened(response)
+        return AiohttpOpened(response, self._deadlines)
 
     async def read(self, response: Any, limit: int, seconds: float) -> bytes:
         return await aread_body(response, limit, seconds, truncate=True)
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(awaitable: Awaitable[_T], seconds: float | None) -> _T:
-        """``await awaitable``, cancelled after ``seconds`` (``TimeoutError``): a timer on the
-        current task, where ``asyncio.wait_for`` (before 3.12) wraps the awaitable in a task
-        of its own, which costs two more turns of the event loop on every request."""
-        async with asyncio.timeout(seconds):
-            return await awaitable
-
-else:  # pragma: no cover - Python 3.10
-    _within = asyncio.wait_for
 
 
 _YARL_CACHED_LEN = 2048

@@ -200,10 +200,11 @@ def _choice(
         more_thought, more_text = splitter.flush()
         thought, text = thought + more_thought, text + more_text
         reasoning = thought or None
-    cutter = StopCutter(call.stop)
-    cut = cutter.feed(text)
-    if cutter.stopped:
-        text, finish = cut, "stop"
+    if call.stop:
+        cutter = StopCutter(call.stop)
+        cut = cutter.feed(text)
+        if cutter.stopped:
+            text, finish = cut, "stop"
     return Completion(
         text=text,
         finish_reason=finish,

@@ -138,12 +138,13 @@ async def aread_body(
 ) -> bytes:
     """:func:`read_body` for an open async response (httpx, or the aiohttp driver's)."""
     try:
-        whole = _Whole(response, limit, seconds, truncate, clock)
         read_all = getattr(response, "read_all", None)  # the aiohttp driver's, for plain bodies
         if read_all is not None:
-            content: bytes | None = await read_all(limit, whole.left())
+            # It answers None at once (before any wait) for a body it does not read.
+            content: bytes | None = await read_all(limit, seconds)
             if content is not None:
                 return content
+        whole = _Whole(response, limit, seconds, truncate, clock)
         pieces = _raw_async(response)
         while True:
             with budget(whole.left()):

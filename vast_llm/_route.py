@@ -195,7 +195,9 @@ def parse_route_answer(
             body = json.loads(content)
         except (ValueError, RecursionError):  # RecursionError: nested too deeply to parse
             body = None
-        if isinstance(body, dict) and _too_deep(body):
+        # Nesting needs an opening bracket per level: an answer with few cannot be too deep.
+        shallow = content.count(b"{") + content.count(b"[") <= MAX_DEPTH
+        if isinstance(body, dict) and not shallow and _too_deep(body):
             body = None  # parsed, but later steps (signing, the worker body) would not encode it
         url = body.get("url") if isinstance(body, dict) else None
         if isinstance(url, str) and url.startswith(("http://", "https://")):
@@ -215,7 +217,7 @@ def parse_route_answer(
                     ),
                     retryable=False,
                 )
-            if not _CREDENTIALS.isdisjoint(k.lower() for k in body):
+            if not _CREDENTIALS.isdisjoint(map(str.lower, body)):  # JSON keys are str
                 # Forwarded to a rented machine as auth_data: never a field that looks like a
                 # credential (none is signed, so the signature is unaffected).
                 body = {k: v for k, v in body.items() if k.lower() not in _CREDENTIALS}
