@@ -149,22 +149,25 @@ class AiohttpOpened:
         encoding: aiohttp then reads exactly that many bytes (its parser, in C) with nothing
         to decode, where the general reader takes a turn of the event loop per piece. None
         when the answer is of another kind (the caller reads it the general way)."""
-        headers = self.headers
-        if headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        coding = self.headers.get("Content-Encoding")
+        if coding is not None and coding.strip().lower() != "identity":
             return None
-        length = self._response.content_length
+        response = self._response
+        length = response.content_length
         if length is None or length > limit:
             return None
         try:
-            if seconds == float("inf"):  # no bound of its own: the caller's timer, if any
-                content = await self._response.read()
+            # No bound of its own (the caller's, if any), or nothing left to wait for: the
+            # body came with the headers (the usual short answer).
+            if seconds == float("inf") or response.content.is_eof():
+                content = await response.read()
             else:
-                content = await self._deadlines.within(self._response.read(), seconds)
+                content = await self._deadlines.within(response.read(), seconds)
         except (TimeoutError, asyncio.TimeoutError):  # distinct before Python 3.11
             raise httpx.ReadTimeout(f"the answer did not arrive within {seconds:g}s") from None
         except BaseException as exc:
             _reraise(exc)
-        self._done = True
+        self._done = True  # (aiohttp's read released the connection to the pool)
         return content
 
     async def aclose(self) -> None:
@@ -202,6 +205,8 @@ class AiohttpIO:
         session = self.session
         # A session's default headers go with every request, to workers too: the same rule as
         # for headers a caller names for workers (the flow's), no credential of any kind.
+        if session.auth is None and not session.headers:  # the usual session
+            return
         if session.auth is not None or not all(
             worker_header_allowed(name) for name in session.headers
         ):
@@ -236,11 +241,14 @@ class AiohttpIO:
                 )
 
     async def _send(self, request: Req, whole: bool) -> aiohttp.ClientResponse:
-        url = _yarl(request.url)
+        # A short address goes as it is: aiohttp parses it through yarl's cache.
+        url: str | yarl.URL = request.url
+        if len(request.url) > _YARL_CACHED_LEN:
+            url = _yarl(request.url)
         session = self.session
         jar = session.cookie_jar
         if session.trust_env or (not isinstance(jar, aiohttp.DummyCookieJar) and len(jar)):
-            await self._check_request(request, url)  # (the usual session needs no check)
+            await self._check_request(request, _yarl(request.url))  # (not for a usual session)
         try:
             sending = self.session.request(
                 request.method,
@@ -286,7 +294,13 @@ class AiohttpIO:
 
     async def _fetch(self, request: Req, limit: int) -> Fetched:
         opened = AiohttpOpened(await self._send(request, whole=True), self._deadlines)
-        content = await aread_body(opened, limit, float("inf"))
+        try:
+            content = await opened.read_all(limit, float("inf"))  # the usual answer: one read
+        except BaseException:
+            await opened.aclose()
+            raise
+        if content is None:
+            content = await aread_body(opened, limit, float("inf"))
         return Fetched(opened.status_code, opened.headers, content)
 
     async def open(self, request: Req) -> AiohttpOpened:

@@ -70,9 +70,9 @@ def _reader(call: _Call, response: Any, clock: Any) -> EventReader:
 
 def _split(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A call's keyword arguments: per-call settings (``timeout``...) and generation params."""
-    overrides = {k: v for k, v in params.items() if k in PER_CALL}
-    if not overrides:
+    if PER_CALL.isdisjoint(params):  # the usual call
         return {}, dict(params)
+    overrides = {k: v for k, v in params.items() if k in PER_CALL}
     return overrides, {k: v for k, v in params.items() if k not in PER_CALL}
 
 
