@@ -14,7 +14,7 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vast_llm._budget import _AsyncBackend, async_pools
+from vast_llm._budget import _AsyncBackend, async_pools, pools
 from vast_llm._pool import fair
 
 
@@ -281,3 +281,57 @@ async def test_concurrent_requests_on_our_pool_never_queue_twice() -> None:
         await client.aclose()
     assert requests == 640
     assert walks == 2 * requests
+
+
+def test_threads_sharing_our_sync_pool_never_queue_twice() -> None:
+    # The sync pools serve every thread of a client: the same assignment, under httpcore's lock.
+    import socketserver
+    import threading
+
+    class Answer(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while True:
+                lines = []
+                while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                    lines.append(line)
+                if not lines:
+                    return
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=8)
+    with Server(("127.0.0.1", 0), Answer) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1]
+        _, client = pools(limits, httpx.Timeout(5.0), ssl.create_default_context())
+        pool = client._transport._pool  # type: ignore[attr-defined]
+        walks = 0
+        lock = threading.Lock()
+        assign = pool._assign_requests_to_connections
+
+        def counted() -> list[object]:
+            nonlocal walks
+            with lock:
+                walks += 1
+            return assign()  # type: ignore[no-any-return]
+
+        pool._assign_requests_to_connections = counted
+        answers: list[bytes] = []
+
+        def lane() -> None:
+            for _ in range(20):
+                answers.append(client.get(f"http://127.0.0.1:{port}/").content)
+
+        try:
+            threads = [threading.Thread(target=lane) for _ in range(16)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=30)
+        finally:
+            client.close()
+            server.shutdown()
+    assert answers == [b"ok"] * 320
+    assert walks == 2 * 320
