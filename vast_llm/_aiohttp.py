@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn, TypeVar
 
@@ -75,6 +76,8 @@ def _reraise(exc: BaseException) -> NoReturn:
 
 # aiohttp rounds a timeout of 5 s or more up to a whole second: ours end when they say.
 _EXACT = float("inf")
+# Waits bounded inline (one coroutine less per worker call) where Tasks can be uncancelled.
+_WATCH = sys.version_info >= (3, 11)
 # A router call's whole exchange is bounded by the driver's own watch (``Deadlines``).
 _UNBOUNDED = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
@@ -265,8 +268,14 @@ class AiohttpIO:
             )
             if request.budget is None or whole:
                 response = await sending  # (whole: the caller bounds the exchange)
-            else:
+            elif _WATCH:
                 # The whole exchange until the headers: a peer dripping them cannot hold it.
+                watch = self._deadlines.watch(request.budget)
+                try:
+                    response = await sending
+                finally:
+                    self._deadlines.settle(watch, sys.exc_info()[1])
+            else:  # pragma: no cover - Python 3.10
                 response = await self._deadlines.within(sending, request.budget)
         except BaseException as exc:
             _reraise(exc)

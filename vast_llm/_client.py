@@ -590,7 +590,7 @@ class AsyncVastClient(_BaseClient):
         return AsyncVastSession(self, pin_for(self._settings, lifetime, cost, recreate))
 
     async def _whole(self, call: _Call) -> Completion:
-        state = await self._state()
+        state = await self._loops.get()
         await acquire_async(state.gate, self._settings.max_concurrency, call.settings.deadline)
         try:
             started = self._ctx.clock()

@@ -28,17 +28,23 @@ _T = TypeVar("_T")
 
 
 class _Watch:
-    __slots__ = ("at", "expired", "task")
+    __slots__ = ("at", "cancelling", "expired", "task")
 
-    def __init__(self, task: asyncio.Task[object], at: float) -> None:
+    def __init__(self, task: asyncio.Task[object], at: float, cancelling: int) -> None:
         self.task = task
         self.at = at
+        self.cancelling = cancelling  # the task's pending cancellations when the watch began
         self.expired = False
 
 
 class Deadlines:
     """The limits of the awaits in progress on one event loop (the loop of the first await;
-    another loop starts afresh), watched by one timer."""
+    another loop starts afresh), watched by one timer.
+
+    ``await deadlines.within(awaitable, seconds)``; or, on a hot path where one coroutine
+    more counts, ``watch = deadlines.watch(seconds)`` before the await and
+    ``deadlines.settle(watch, sys.exc_info()[1])`` in its ``finally``.
+    """
 
     __slots__ = ("_loop", "_wake", "_wake_at", "_watches")
 
@@ -51,39 +57,15 @@ class Deadlines:
     if sys.version_info >= (3, 11):
 
         async def within(self, awaitable: Awaitable[_T], seconds: float | None) -> _T:
-            """``await awaitable``, cancelled after ``seconds`` with ``TimeoutError`` (None: no
-            limit)."""
+            """``await awaitable``, cancelled after ``seconds`` with ``TimeoutError`` (None:
+            no limit)."""
             if seconds is None:
                 return await awaitable
-            loop = asyncio.get_running_loop()
-            task = asyncio.current_task(loop)
-            assert task is not None
-            if loop is not self._loop:
-                self._loop, self._watches, self._wake, self._wake_at = loop, {}, None, math.inf
-            watch = _Watch(task, loop.time() + seconds)
-            cancelling = task.cancelling()
-            self._watches[watch] = None
-            if watch.at < self._wake_at:
-                self._arm(loop, watch.at)
+            watch = self.watch(seconds)
             try:
-                result = await awaitable
-            except asyncio.CancelledError:
-                # Ours only if this watch fired and nobody else asked for the task's cancellation.
-                if watch.expired and task.uncancel() <= cancelling:
-                    raise TimeoutError from None
-                raise
-            except BaseException:
-                if watch.expired:
-                    task.uncancel()
-                raise
-            else:
-                # It fired as the await ended (the awaitable kept the cancellation to itself): the
-                # result stands, the cancellation is withdrawn.
-                if watch.expired:
-                    task.uncancel()
-                return result
+                return await awaitable
             finally:
-                self._watches.pop(watch, None)
+                self.settle(watch, sys.exc_info()[1])
 
     else:  # pragma: no cover - no Task.uncancel before 3.11: a timer per await
 
@@ -91,6 +73,31 @@ class Deadlines:
             if seconds is None:
                 return await awaitable
             return await asyncio.wait_for(awaitable, seconds)
+
+    def watch(self, seconds: float) -> _Watch:
+        """Start bounding the current task's wait (Python 3.11+): it is cancelled ``seconds``
+        from now unless :meth:`settle` comes first."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None
+        if loop is not self._loop:
+            self._loop, self._watches, self._wake, self._wake_at = loop, {}, None, math.inf
+        cancelling = task.cancelling()  # type: ignore[attr-defined,unused-ignore]
+        watch = _Watch(task, loop.time() + seconds, cancelling)
+        self._watches[watch] = None
+        if watch.at < self._wake_at:
+            self._arm(loop, watch.at)
+        return watch
+
+    def settle(self, watch: _Watch, failure: BaseException | None) -> None:
+        """End ``watch``; ``failure``: what the wait ended in, if anything. A cancellation of
+        its own becomes ``TimeoutError``; one asked for elsewhere stays a cancellation; if the
+        watch fired as the wait ended otherwise, the cancellation is withdrawn."""
+        self._watches.pop(watch, None)
+        if watch.expired:
+            pending = watch.task.uncancel()  # type: ignore[attr-defined,unused-ignore]
+            if isinstance(failure, asyncio.CancelledError) and pending <= watch.cancelling:
+                raise TimeoutError from None
 
     def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         if self._wake is not None:
