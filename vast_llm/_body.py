@@ -137,13 +137,18 @@ async def aread_body(
     clock: Clock = time.monotonic,
 ) -> bytes:
     """:func:`read_body` for an open async response (httpx, or the aiohttp driver's)."""
-    try:
-        read_all = getattr(response, "read_all", None)  # the aiohttp driver's, for plain bodies
-        if read_all is not None:
-            # It answers None at once (before any wait) for a body it does not read.
+    read_all = getattr(response, "read_all", None)  # the aiohttp driver's, for plain bodies
+    if read_all is not None:
+        # It answers None at once (before any wait) for a body it does not read; a body it
+        # read whole has given its connection back already.
+        try:
             content: bytes | None = await read_all(limit, seconds)
-            if content is not None:
-                return content
+        except BaseException:
+            await response.aclose()
+            raise
+        if content is not None:
+            return content
+    try:
         whole = _Whole(response, limit, seconds, truncate, clock)
         pieces = _raw_async(response)
         while True:

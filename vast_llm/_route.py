@@ -140,6 +140,10 @@ def _is_stopped(status: Any) -> bool:
     return "endpoint stopped" in text or "endpoint is stopped" in text
 
 
+def _where(base_url: str, endpoint: str) -> str:
+    return f"{base_url}/route/ for endpoint {endpoint!r}"
+
+
 def _error_text(body: Mapping[str, Any]) -> str | None:
     for name in ("error", "error_msg", "msg", "detail"):
         value = body.get(name)
@@ -189,7 +193,6 @@ def parse_route_answer(
 
     ``now`` reads the wall clock for a ``Retry-After`` HTTP date (``time.time`` by default).
     """
-    where = f"{base_url}/route/ for endpoint {endpoint!r}"
     if status_code == 200:
         try:
             body = json.loads(content)
@@ -207,6 +210,7 @@ def parse_route_answer(
                     f"is for endpoint {excerpt(str(body.get('endpoint')))!r}, not {endpoint!r}"
                 )
             if problem is not None:
+                where = _where(base_url, endpoint)
                 return Rejected(
                     RouteError(
                         f"{where} assigned a worker that cannot be used: {abbreviate(url)} "
@@ -215,12 +219,17 @@ def parse_route_answer(
                     ),
                     retryable=False,
                 )
-            if not _CREDENTIALS.isdisjoint(map(str.lower, body)):  # JSON keys are str
+            # (JSON keys are str; lower-case ones, the usual, are checked as they are: their
+            # hashes are already made.)
+            if not _CREDENTIALS.isdisjoint(
+                body if "".join(body).islower() else map(str.lower, body)
+            ):
                 # Forwarded to a rented machine as auth_data: never a field that looks like a
                 # credential (none is signed, so the signature is unaffected).
                 body = {k: v for k, v in body.items() if k.lower() not in _CREDENTIALS}
             return Ready(body=body, url=url, request_idx=_int_or_none(body.get("request_idx")))
     # Only what is not a plain assignment is quoted (an error message may need it).
+    where = _where(base_url, endpoint)
     quoted = excerpt(content, secret=api_key)
     if status_code != 200:
         try:

@@ -146,3 +146,15 @@ def test_a_retry_after_date_is_read_against_the_given_wall_clock() -> None:
         now=lambda: 1445412470.0,
     )
     assert isinstance(outcome, Rejected) and outcome.retryable and outcome.retry_after == 20.0
+
+
+@pytest.mark.parametrize("name", ["api_key", "API_KEY", "Api_Key", "apikey", "ÀPI_KEY"])
+def test_a_field_that_looks_like_a_credential_is_not_kept_in_any_case(name: str) -> None:
+    answer = {"url": "http://10.0.0.1:8000", "signature": "c2ln", "reqnum": 3, name: KEY}
+    got = parse(200, answer)
+    assert isinstance(got, Ready)
+    if name == "ÀPI_KEY":  # not a credential name in any case: kept as it came
+        assert got.body[name] == KEY
+    else:
+        assert name not in got.body and KEY not in json.dumps(got.body)
+    assert got.body["signature"] == "c2ln" and got.body["reqnum"] == 3

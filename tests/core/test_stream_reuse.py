@@ -116,6 +116,35 @@ def talker() -> Iterator[str]:
     servers.stop()
 
 
+async def test_whole_answers_leave_their_connection_for_the_next_call() -> None:
+    # The same for answers read whole (the aiohttp driver reads a plain body in one call and
+    # gives the connection back there).
+    aiohttp = pytest.importorskip("aiohttp")
+    with Emulator(tls=True).serve() as emu:
+        options: dict[str, Any] = {
+            "api_key": emu.api_key,
+            "base_url": emu.base_url,
+            "worker_ca": emu.worker_ca,
+        }
+
+        def sync_calls() -> None:
+            with VastClient(emu.endpoint, **options) as client:
+                for _ in range(3):
+                    assert client.generate("Hello", max_tokens=4).text
+
+        await asyncio.to_thread(sync_calls)
+        async with AsyncVastClient(emu.endpoint, **options) as aclient:
+            for _ in range(3):
+                assert (await aclient.generate("Hello", max_tokens=4)).text
+        async with aiohttp.ClientSession() as http:
+            native = AsyncVastClient(emu.endpoint, http_client=http, **options)
+            for _ in range(3):
+                assert (await native.generate("Hello", max_tokens=4)).text
+        ports = worker_ports(emu)
+        assert len(ports) == 9 and len(set(ports)) == 3
+        assert ports[0:3] == ports[:1] * 3 and ports[3:6] == ports[3:4] * 3
+
+
 @pytest.mark.parametrize("kind", ["hold", "chatter"])
 @pytest.mark.parametrize("driver", ["sync", "async", "aiohttp"])
 async def test_a_stream_that_does_not_end_after_its_final_event_is_cut(
