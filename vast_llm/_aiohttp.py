@@ -93,13 +93,24 @@ def _timeout(request: Req, whole: bool) -> aiohttp.ClientTimeout:
         return _UNBOUNDED
     # httpx's four phases onto aiohttp's: ``connect`` there covers the wait for a pooled
     # connection and the connect itself; sock_read bounds each wait for bytes, as httpx's read.
-    return aiohttp.ClientTimeout(
-        total=None,
-        connect=timeout.get("pool"),
-        sock_connect=timeout.get("connect"),
-        sock_read=read,
-        ceil_threshold=_EXACT,
-    )
+    phases = (timeout.get("pool"), timeout.get("connect"), read)
+    made = _PHASES.get(phases)
+    if made is None:
+        # Calls with time to spare get the same phases each time (the settings' own, below
+        # the deadline's rest): one object per set, a few kept.
+        if len(_PHASES) >= 32:
+            _PHASES.clear()
+        made = _PHASES[phases] = aiohttp.ClientTimeout(
+            total=None,
+            connect=phases[0],
+            sock_connect=phases[1],
+            sock_read=read,
+            ceil_threshold=_EXACT,
+        )
+    return made
+
+
+_PHASES: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
 
 
 def _whole_bound(request: Req) -> float | None:
