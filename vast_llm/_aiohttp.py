@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import sys
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import aiohttp
 import httpx
@@ -29,8 +28,6 @@ from ._deadlines import Deadlines
 from ._errors import ConfigError
 from ._flow import NO_ANSWER, worker_header_allowed
 from ._wire import Fetched, Req
-
-_T = TypeVar("_T")
 
 __all__ = ["AiohttpIO", "AiohttpOpened", "translate"]
 
@@ -76,8 +73,6 @@ def _reraise(exc: BaseException) -> NoReturn:
 
 # aiohttp rounds a timeout of 5 s or more up to a whole second: ours end when they say.
 _EXACT = float("inf")
-# Waits bounded inline (one coroutine less per worker call) where Tasks can be uncancelled.
-_WATCH = sys.version_info >= (3, 11)
 # A router call's whole exchange is bounded by the driver's own watch (``Deadlines``).
 _UNBOUNDED = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None)
 
@@ -262,7 +257,8 @@ class AiohttpIO:
         session = self.session
         jar = session.cookie_jar
         if session.trust_env or (not isinstance(jar, aiohttp.DummyCookieJar) and len(jar)):
-            await self._check_request(request, _yarl(request.url))  # (not for a usual session)
+            # (not for a usual session)
+            await self._check_request(request, url if isinstance(url, yarl.URL) else _yarl(url))
         try:
             sending = self.session.request(
                 request.method,
@@ -279,14 +275,8 @@ class AiohttpIO:
             )
             if request.budget is None or whole:
                 response = await sending  # (whole: the caller bounds the exchange)
-            elif _WATCH:
+            else:
                 # The whole exchange until the headers: a peer dripping them cannot hold it.
-                watch = self._deadlines.watch(request.budget)
-                try:
-                    response = await sending
-                finally:
-                    self._deadlines.settle(watch, sys.exc_info()[1])
-            else:  # pragma: no cover - Python 3.10
                 response = await self._deadlines.within(sending, request.budget)
         except BaseException as exc:
             _reraise(exc)
@@ -314,13 +304,7 @@ class AiohttpIO:
 
     async def _fetch(self, request: Req, limit: int) -> Fetched:
         opened = AiohttpOpened(await self._send(request, whole=True), self._deadlines)
-        try:
-            content = await opened.read_all(limit, float("inf"))  # the usual answer: one read
-        except BaseException:
-            await opened.aclose()
-            raise
-        if content is None:
-            content = await aread_body(opened, limit, float("inf"))
+        content = await aread_body(opened, limit, float("inf"))
         return Fetched(opened.status_code, opened.headers, content)
 
     async def open(self, request: Req) -> AiohttpOpened:

@@ -39,12 +39,8 @@ class _Watch:
 
 class Deadlines:
     """The limits of the awaits in progress on one event loop (the loop of the first await;
-    another loop starts afresh), watched by one timer.
-
-    ``await deadlines.within(awaitable, seconds)``; or, on a hot path where one coroutine
-    more counts, ``watch = deadlines.watch(seconds)`` before the await and
-    ``deadlines.settle(watch, sys.exc_info()[1])`` in its ``finally``.
-    """
+    another loop starts afresh), watched by one timer: ``await deadlines.within(awaitable,
+    seconds)``."""
 
     __slots__ = ("_loop", "_wake", "_wake_at", "_watches")
 
@@ -61,11 +57,11 @@ class Deadlines:
             no limit)."""
             if seconds is None:
                 return await awaitable
-            watch = self.watch(seconds)
+            watch = self._watch(seconds)
             try:
                 return await awaitable
             finally:
-                self.settle(watch, sys.exc_info()[1])
+                self._settle(watch, sys.exc_info()[1])
 
     else:  # pragma: no cover - no Task.uncancel before 3.11: a timer per await
 
@@ -74,9 +70,9 @@ class Deadlines:
                 return await awaitable
             return await asyncio.wait_for(awaitable, seconds)
 
-    def watch(self, seconds: float) -> _Watch:
-        """Start bounding the current task's wait (Python 3.11+): it is cancelled ``seconds``
-        from now unless :meth:`settle` comes first."""
+    def _watch(self, seconds: float) -> _Watch:
+        # Bound the current task's wait (Python 3.11+): cancelled ``seconds`` from now unless
+        # settled first.
         loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         assert task is not None
@@ -89,10 +85,10 @@ class Deadlines:
             self._arm(loop, watch.at)
         return watch
 
-    def settle(self, watch: _Watch, failure: BaseException | None) -> None:
-        """End ``watch``; ``failure``: what the wait ended in, if anything. A cancellation of
-        its own becomes ``TimeoutError``; one asked for elsewhere stays a cancellation; if the
-        watch fired as the wait ended otherwise, the cancellation is withdrawn."""
+    def _settle(self, watch: _Watch, failure: BaseException | None) -> None:
+        # ``failure``: what the wait ended in, if anything. A cancellation of the watch's own
+        # becomes TimeoutError; one asked for elsewhere stays a cancellation; if the watch
+        # fired as the wait ended otherwise, the cancellation is withdrawn.
         self._watches.pop(watch, None)
         if watch.expired:
             pending = watch.task.uncancel()  # type: ignore[attr-defined,unused-ignore]
